@@ -1,0 +1,53 @@
+"""Error types whose message is the whole story: one line naming what is wrong and how to fix it.
+
+Command-line entry points catch :class:`ITuningError` and print ``error: <message>`` with exit code 2
+(see :func:`cli_main`), so a user sees one actionable line instead of a traceback. Anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+
+class ITuningError(Exception):
+    """Base class: the message must be a single line that names the artefact and the fix."""
+
+
+class ConfigError(ITuningError, ValueError):
+    """A configuration value is invalid (wrong type, out of range, unknown key)."""
+
+
+class DataError(ITuningError):
+    """A dataset file or image is missing, malformed or outside the data root."""
+
+
+class BackboneError(ITuningError):
+    """A backbone (LM or vision encoder) cannot be resolved or loaded."""
+
+
+class CheckpointError(ITuningError):
+    """A checkpoint is missing, truncated, or not in a safe format."""
+
+
+F = TypeVar("F", bound=Callable[..., int | None])
+
+
+def cli_main(fn: F) -> F:
+    """Wrap a ``main(argv) -> int`` so that ITuningError becomes ``error: ...`` on stderr, exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ITuningError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper  # type: ignore[return-value]

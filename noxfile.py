@@ -1,0 +1,68 @@
+"""Sessions of the I-Tuning reproduction harness.
+
+Every session runs in ONE shared virtual environment (``.venv``), created and installed on first
+use and reinstalled only when ``pyproject.toml`` changes: the pinned torch build alone is ~6 GB, and
+reinstalling it per session (nox's default) would cost minutes each time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".installed-from"
+PY = VENV / "bin" / "python"
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "none"
+
+
+def _requirements_digest() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def _ensure_env(session: nox.Session) -> None:
+    """Create ``.venv`` once and (re)install the project only when its dependencies changed."""
+    digest = _requirements_digest()
+    if STAMP.exists() and STAMP.read_text().strip() == digest and PY.exists():
+        return
+    if not PY.exists():
+        session.log(f"creating the shared environment {VENV.relative_to(ROOT)}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    session.log("installing the project and its pinned dependencies (first run: ~2-5 minutes)")
+    session.run(str(PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip", external=True)
+    session.run(str(PY), "-m", "pip", "install", "--quiet", "-e", ".[dev]", external=True)
+    STAMP.write_text(digest + "\n")
+
+
+def _run(session: nox.Session, *args: str, env: dict[str, str] | None = None) -> None:
+    session.run(str(PY), *args, external=True, env={"PYTHONHASHSEED": "0", **(env or {})})
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (what CI runs). Extra arguments go to pytest."""
+    _ensure_env(session)
+    _run(session, "-m", "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting check."""
+    _ensure_env(session)
+    _run(session, "-m", "ruff", "check", "ituning", "bench", "tests", "noxfile.py")
+    _run(session, "-m", "ruff", "format", "--check", "ituning", "bench", "tests", "noxfile.py")
+
+
+@nox.session
+def env(session: nox.Session) -> None:
+    """Only create/refresh the shared environment (``.venv``)."""
+    _ensure_env(session)
+    session.log(f"environment ready: {PY.relative_to(ROOT)} (torch threads: {os.cpu_count()})")
