@@ -1,0 +1,79 @@
+"""Hyper-parameters of the I-Tuning modules (what the paper varies: r, lambda, Dropping, V).
+
+One frozen pydantic model; every default lives here. Constructing it directly with a bad value raises
+:class:`~ituning.errors.ConfigError` with one line; nested inside another pydantic model (e.g. the
+run's ``TrainConfig``) the usual ``ValidationError`` carries the same message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ituning.errors import ConfigError
+
+
+class ITuningConfig(BaseModel):
+    """Shape and placement of the I-Tuning modules.
+
+    * ``bottleneck`` (r): width of the cross-attention bottleneck. ``None`` means ``d_lm // 2``,
+      the choice that reproduces every trainable-parameter count the paper prints (14M/44M/95M/47M).
+    * ``scale`` (lambda): multiplies the module output, eq. (5). The paper requires ``lambda >= 1``
+      and gives no value; ``allow_scale_below_one`` unlocks smaller values for ablations only.
+    * ``drop_first`` (I-Tuning Dropping): no module in layers ``[0, drop_first)``, so back-propagation
+      stops at the first kept layer.
+    * ``include_cls``: whether the visual sequence V holds CLIP's CLS token in front of the patch
+      tokens. Default off: V is the 196 patch tokens of ViT-B/16, which is what "a sequence of
+      patch representations" reads as and what the cross-attention maps of Figure 3 are drawn on.
+    * ``attn_scaling``: logits ``Q K^T`` scaled by ``1/sqrt(r)`` (``"sqrt"``) or not (``"none"``).
+      Eq. (4) prints no scaling. The default is ``"sqrt"``: standard attention practice, it keeps
+      the softmax out of saturation at the paper's r = 384..640 at initialisation (unscaled logits
+      grow like sqrt(r)). The mini profile's prototype scored better without scaling (DESIGN.md),
+      so "none" is a first-class option and an ablation axis, not a hidden switch.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bottleneck: int | None = Field(default=None, ge=1, description="r; None -> d_lm // 2")
+    scale: float = Field(default=1.0, gt=0, description="lambda in eq. (5)")
+    allow_scale_below_one: bool = False
+    drop_first: int = Field(default=0, ge=0, description="I-Tuning Dropping: first N layers")
+    include_cls: bool = False
+    attn_scaling: Literal["sqrt", "none"] = "sqrt"
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc)) from None
+
+    @model_validator(mode="after")
+    def _scale_at_least_one(self) -> ITuningConfig:
+        if self.scale < 1 and not self.allow_scale_below_one:
+            raise ValueError(
+                f"scale (lambda) = {self.scale} < 1; the paper requires lambda >= 1 "
+                "(set allow_scale_below_one=true to run it anyway)"
+            )
+        return self
+
+    def resolved_bottleneck(self, d_lm: int) -> int:
+        """r for an LM of hidden width ``d_lm``."""
+        return self.bottleneck if self.bottleneck is not None else max(1, d_lm // 2)
+
+    def kept_layers(self, n_layers: int) -> list[int]:
+        """Indices of the layers that carry a module; ConfigError if Dropping removes them all."""
+        if self.drop_first >= n_layers:
+            raise ConfigError(
+                f"drop_first={self.drop_first} removes every module of a {n_layers}-layer LM; "
+                f"use a value below {n_layers}"
+            )
+        return list(range(self.drop_first, n_layers))
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(["ITuningConfig", *(str(p) for p in err["loc"])])
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
