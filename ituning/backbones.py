@@ -1,0 +1,137 @@
+"""The frozen language model: load it (weights + tokenizer) or only its architecture.
+
+A name is resolved the way Hugging Face resolves it: a local folder (``save_pretrained`` layout) or a
+Hub id looked up in the HF cache (``HF_HOME``). Nothing here downloads on its own when the machine is
+offline (``HF_HUB_OFFLINE=1``); a missing backbone is a one-line :class:`BackboneError` that says how
+to fetch it. The GPT-2 architectures ship as JSON in ``ituning/configs/`` so that shapes and
+parameter counts need no download at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from ituning.errors import BackboneError
+
+#: Hub ids whose architecture ships with the package, with their aliases.
+SHIPPED_CONFIGS = {
+    "gpt2": "gpt2",
+    "gpt2-medium": "gpt2-medium",
+    "gpt2-large": "gpt2-large",
+    "openai-community/gpt2": "gpt2",
+    "openai-community/gpt2-medium": "gpt2-medium",
+    "openai-community/gpt2-large": "gpt2-large",
+}
+
+
+def _is_local(name_or_path: str) -> bool:
+    """A folder, or something spelled like a path (so a typo is not mistaken for a Hub id)."""
+    return (
+        Path(name_or_path).expanduser().is_dir()
+        or name_or_path.startswith((".", "/", "~"))
+        or name_or_path.count("/") > 1  # Hub ids are "name" or "org/name"
+    )
+
+
+def _hf_home() -> str:
+    return os.environ.get("HF_HOME", "~/.cache/huggingface")
+
+
+def _offline_error(kind: str, name: str, exc: BaseException) -> BackboneError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    how = "offline" if offline else "from the Hugging Face cache or the Hub"
+    return BackboneError(
+        f"cannot load {kind} '{name}' {how} ({type(exc).__name__}): not in the Hugging Face "
+        f"cache (HF_HOME={_hf_home()}). Fetch it once with `hf download {name}` "
+        "(formerly `huggingface-cli download`) on a machine with network, or pass a local folder."
+    )
+
+
+def _check_folder(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise BackboneError(f"{what} folder '{path}' does not exist")
+    if not (path / "config.json").is_file():
+        raise BackboneError(
+            f"{what} folder '{path}' has no config.json; save it with model.save_pretrained(folder)"
+        )
+
+
+def lm_config(name_or_path: str) -> PretrainedConfig:
+    """The LM's architecture without weights: shipped JSON for GPT-2 sizes, else config.json."""
+    if name_or_path in SHIPPED_CONFIGS:
+        ref = resources.files("ituning") / "configs" / f"{SHIPPED_CONFIGS[name_or_path]}.json"
+        data = json.loads(ref.read_text())
+        data.pop("_comment", None)
+        model_type = data.pop("model_type")
+        return AutoConfig.for_model(model_type, **data)
+    if _is_local(name_or_path):
+        _check_folder(Path(name_or_path).expanduser(), "language model")
+        return AutoConfig.from_pretrained(Path(name_or_path).expanduser())
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except OSError as exc:
+        raise _offline_error("language model config", name_or_path, exc) from None
+
+
+def load_lm(
+    name_or_path: str, *, dtype: torch.dtype | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Frozen causal LM (eval mode, ``requires_grad=False``) and its tokenizer.
+
+    ``dtype`` defaults to fp32 whatever the checkpoint was saved in, so results do not depend on
+    how a checkpoint happens to be stored. A tokenizer without a pad token (GPT-2) gets
+    ``pad_token = eos_token`` so that batches can be padded; padded positions are masked anyway.
+    """
+    local = _is_local(name_or_path)
+    src: str | Path = Path(name_or_path).expanduser() if local else name_or_path
+    if local:
+        _check_folder(Path(src), "language model")
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(src)
+    except OSError as exc:
+        if local:
+            raise BackboneError(
+                f"cannot load language model from '{src}': {str(exc).splitlines()[0]}"
+            ) from None
+        raise _offline_error("language model", name_or_path, exc) from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lm.requires_grad_(False)
+    lm.eval()
+    return lm, tokenizer
+
+
+def lm_identity(name_or_path: str) -> dict[str, str | None]:
+    """How a checkpoint names its LM: the id it was loaded by and, for a folder, a weights digest.
+
+    Hub ids are pinned by name only (the cache holds one snapshot per revision); a local folder's
+    ``*.safetensors`` files are hashed so that a retrained mini backbone is not silently reused.
+    """
+    if not _is_local(name_or_path):
+        return {"name_or_path": name_or_path, "weights_sha256": None}
+    folder = Path(name_or_path).expanduser()
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return {"name_or_path": name_or_path, "weights_sha256": None}
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(chunk)
+    return {"name_or_path": name_or_path, "weights_sha256": digest.hexdigest()}
