@@ -1,0 +1,38 @@
+"""Image decoding: one function, so every failure reads the same and names the file."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from ituning.errors import DataError
+
+
+def load_image(path: Path | str) -> Image.Image:
+    """Open ``path`` fully decoded as RGB; a missing, truncated or non-image file is a DataError.
+
+    The pixels are decoded here (not lazily) so that a truncated file fails at this call, with its
+    path, rather than later inside a preprocessing transform.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and later raises) on huge images; make both an error that names the file.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return img.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"image not found: {path}") from None
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+        OSError,
+        ValueError,
+        SyntaxError,
+    ) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot read image {path}: {reason} (corrupt or not an image?)") from None
