@@ -109,6 +109,17 @@ def load_lm(
                 f"cannot load language model from '{src}': {str(exc).splitlines()[0]}"
             ) from None
         raise _offline_error("language model", name_or_path, exc) from None
+    n_embeddings = lm.get_input_embeddings().num_embeddings
+    if len(tokenizer) <= 1:  # transformers builds an empty tokenizer when the files are missing
+        raise BackboneError(
+            f"language model '{name_or_path}' has no usable tokenizer (vocabulary of "
+            f"{len(tokenizer)}); save one next to the weights with tokenizer.save_pretrained(folder)"
+        )
+    if len(tokenizer) > n_embeddings:
+        raise BackboneError(
+            f"tokenizer of '{name_or_path}' has {len(tokenizer)} tokens but the LM only "
+            f"{n_embeddings} embeddings; save the tokenizer that belongs to this LM"
+        )
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     lm.requires_grad_(False)

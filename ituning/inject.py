@@ -9,6 +9,10 @@ module's K/V once and holds them on the instance (no globals) until the context 
 own forward, KV cache and beam search run unchanged inside it. Because the modules attend to the
 image only, a step that feeds one new token per row needs nothing from earlier steps but the
 image's K/V: KV-cached generation is exact.
+
+K/V are computed under whatever grad mode is active when the context opens, and only live while it
+is open: with the LM's gradient checkpointing on, call ``backward()`` inside the context, because
+the recomputed layers need the K/V again.
 """
 
 from __future__ import annotations

@@ -38,12 +38,15 @@ def test_lm_config_ships_gpt2_sizes_and_reads_folders(tiny_lm_dir):
     assert lm_config(str(tiny_lm_dir)).n_embd == 32
 
 
-def test_lm_folder_errors_are_one_line(tmp_path):
+def test_lm_folder_errors_are_one_line(tiny, tmp_path):
     with pytest.raises(BackboneError, match="does not exist"):
         load_lm(str(tmp_path / "missing"))
     with pytest.raises(BackboneError, match="no config.json") as err:
         load_lm(str(tmp_path))
     assert "\n" not in str(err.value)
+    tiny.gpt2().save_pretrained(tmp_path)  # weights but no tokenizer files
+    with pytest.raises(BackboneError, match="no usable tokenizer"):
+        load_lm(str(tmp_path))
 
 
 def test_lm_identity_digests_local_weights(tiny_lm_dir, tmp_path, tiny):
