@@ -1,0 +1,316 @@
+"""Pre-train the ``mini`` profile's frozen backbones once, deterministically, and cache them.
+
+``python -m bench.mini_backbones --out DIR [--seed 0] [--quick]`` writes::
+
+    DIR/<name>-<hash>/mini-base/     GPT2LMHeadModel + word-level tokenizer (save_pretrained)
+    DIR/<name>-<hash>/mini-medium/
+    DIR/<name>-<hash>/mini-large/
+    DIR/<name>-<hash>/mini-clip/     open_clip hub layout (open_clip_config.json + safetensors)
+    DIR/<name>-<hash>/manifest.json  config, seed, file hashes, quality gates, timings
+
+``<hash>`` covers the whole configuration, the seed and the Shapes world's rules, so a changed
+configuration builds a new folder and an unchanged one is reused. ``manifest.json`` is written
+last and atomically: a folder without it is an interrupted build and is rebuilt. A file lock
+keeps two processes (sweep workers) from building the same folder at once.
+
+Why these backbones exist, and what they mirror, is in DESIGN.md ("Two profiles, one code path").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bench.mini_clip import ClipSpec, ClipTrainConfig, TextEncoder, save_clip, to_pixels, train_clip
+from bench.mini_gates import (
+    VISION_TARGETS,
+    clip_scorer,
+    gate_scenes,
+    patch_tokens,
+    render_scenes,
+    token_probe,
+    vision_gates,
+)
+from bench.mini_lm import LMSpec, LMTrainConfig, corpus_for, heldout_captions, save_lm, train_lm
+from ituning.data.shapes import WorldConfig
+from ituning.errors import ConfigError, cli_main
+
+#: Bump when the training code changes what a configuration produces (it enters the hash).
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CLIP_DIR = "mini-clip"
+
+
+class MiniBackbonesConfig(BaseModel):
+    """Everything that determines the backbones (besides the seed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "mini"
+    #: GPT-2 grows depth and width together; widths are even so that r = d/2 stays an integer.
+    lms: tuple[LMSpec, ...] = (
+        LMSpec(name="mini-base", n_layer=4, n_embd=96, n_head=3),
+        LMSpec(name="mini-medium", n_layer=6, n_embd=128, n_head=4),
+        LMSpec(name="mini-large", n_layer=8, n_embd=160, n_head=5),
+    )
+    lm_train: LMTrainConfig = LMTrainConfig()
+    clip: ClipSpec = ClipSpec()
+    clip_train: ClipTrainConfig = ClipTrainConfig()
+    world: WorldConfig = WorldConfig()
+    gate_images: int = Field(400, ge=2)
+
+    @classmethod
+    def quick(cls) -> MiniBackbonesConfig:
+        """Seconds, for tests and smoke runs: tiny models, a few steps; gates are not meaningful."""
+        return cls(
+            name="quick",
+            lms=(
+                LMSpec(name="mini-base", n_layer=1, n_embd=16, n_head=2),
+                LMSpec(name="mini-medium", n_layer=2, n_embd=24, n_head=2),
+                LMSpec(name="mini-large", n_layer=3, n_embd=32, n_head=2),
+            ),
+            lm_train=LMTrainConfig(steps=3, batch_size=8, warmup_steps=1, eval_captions=20),
+            clip=ClipSpec(
+                embed_dim=16,
+                patch_size=16,
+                vision_width=32,
+                vision_layers=1,
+                vision_head_width=16,
+                text_width=16,
+                text_layers=1,
+                text_heads=1,
+            ),
+            clip_train=ClipTrainConfig(steps=2, batch_size=4, warmup_steps=1),
+            gate_images=8,
+        )
+
+    def digest(self, seed: int) -> str:
+        payload = {"format": FORMAT_VERSION, "seed": seed, "config": self.model_dump(mode="json")}
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class MiniBackbones:
+    """Where a built set of backbones lives."""
+
+    root: Path
+    manifest: dict
+    cached: bool
+
+    @property
+    def lm_dirs(self) -> dict[str, Path]:
+        return {name: self.root / name for name in self.manifest["lms"]}
+
+    @property
+    def vision_dir(self) -> Path:
+        return self.root / CLIP_DIR
+
+
+def backbone_dir(out: Path, config: MiniBackbonesConfig, seed: int) -> Path:
+    """The folder a configuration builds into: ``<out>/<name>-<first 10 hex of its hash>``."""
+    return Path(out) / f"{config.name}-{config.digest(seed)[:10]}"
+
+
+def read_manifest(root: Path) -> dict | None:
+    try:
+        return json.loads((Path(root) / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` except the manifest (relative POSIX paths, sorted)."""
+    return {
+        p.relative_to(root).as_posix(): _sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")
+    }
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _log(msg: str, progress: bool) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def build_backbones(
+    out: Path | str,
+    config: MiniBackbonesConfig | None = None,
+    seed: int = 0,
+    *,
+    progress: bool = True,
+) -> MiniBackbones:
+    """Build (or reuse) the backbones of ``config``; returns where they are and their manifest."""
+    config = config or MiniBackbonesConfig()
+    root = backbone_dir(Path(out), config, seed)
+    with _lock(root.with_name(root.name + ".lock")):
+        manifest = read_manifest(root)
+        if manifest is not None:
+            return MiniBackbones(root, manifest, cached=True)
+        if root.exists():  # an interrupted build
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        manifest = _build(root, config, seed, progress)
+        tmp = root / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, root / MANIFEST)
+        return MiniBackbones(root, manifest, cached=False)
+
+
+def _build(root: Path, config: MiniBackbonesConfig, seed: int, progress: bool) -> dict:
+    t_start = time.perf_counter()
+    world = config.world
+    timings: dict[str, float] = {}
+
+    # Language models: equal steps and data for every size.
+    t = time.perf_counter()
+    corpus = corpus_for(seed, world, config.lm_train)
+    heldout = heldout_captions(seed, world, config.lm_train.eval_captions)
+    timings["lm_corpus"] = round(time.perf_counter() - t, 1)
+    lm_report: dict[str, dict] = {}
+    for spec in config.lms:
+        model, info = train_lm(spec, config.lm_train, world, seed, corpus, heldout, progress)
+        save_lm(model, root / spec.name, config.lm_train.n_positions)
+        lm_report[spec.name] = {**info, **spec.model_dump(), "bottleneck_r": spec.n_embd // 2}
+        timings[spec.name] = info["train_seconds"]
+        _log(f"{spec.name}: held-out perplexity {info['heldout_perplexity']:.3f}", progress)
+    ppls = [lm_report[s.name]["heldout_perplexity"] for s in config.lms]
+    lm_gate = all(a > b for a, b in zip(ppls, ppls[1:], strict=False))
+
+    # Vision encoder.
+    clip_model, clip_info = train_clip(config.clip, config.clip_train, world, seed, progress)
+    save_clip(clip_model, config.clip, root / CLIP_DIR)
+    timings[CLIP_DIR] = clip_info["train_seconds"]
+
+    t = time.perf_counter()
+    gates = evaluate_vision(clip_model, config, seed)
+    timings["gates"] = round(time.perf_counter() - t, 1)
+    vision_pass = {k: gates.get(k, 0.0) >= v for k, v in VISION_TARGETS.items()}
+    timings["total"] = round(time.perf_counter() - t_start, 1)
+
+    return {
+        "name": config.name,
+        "format": FORMAT_VERSION,
+        "seed": seed,
+        "config_sha256": config.digest(seed),
+        "config": config.model_dump(mode="json"),
+        "lms": [s.name for s in config.lms],
+        "vision": CLIP_DIR,
+        "lm_report": lm_report,
+        "vision_report": clip_info,
+        "gates": {
+            "lm_perplexity": {s.name: lm_report[s.name]["heldout_perplexity"] for s in config.lms},
+            "lm_larger_is_better": lm_gate,
+            "vision": gates,
+            "vision_targets": VISION_TARGETS,
+            "vision_pass": vision_pass,
+            "passed": bool(lm_gate and all(vision_pass.values())),
+        },
+        "timings_seconds": timings,
+        "environment": {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+        },
+        "files": folder_hashes(root),
+    }
+
+
+def evaluate_vision(model, config: MiniBackbonesConfig, seed: int) -> dict[str, float]:
+    """Swap-discrimination per attribute and the patch-token probe, on held-out scenes."""
+    world = config.world
+    scenes, pairs = gate_scenes(seed, world, config.gate_images)
+    pixels = to_pixels(render_scenes(scenes, world), config.clip)
+    model.eval()
+    enc = TextEncoder(config.clip.context_length)
+    out = vision_gates(clip_scorer(model, pixels, enc), pairs)
+    tokens = patch_tokens(model.visual, pixels[: config.gate_images])
+    out.update(
+        token_probe(tokens, scenes[: config.gate_images], config.clip.patch_size, world, seed)
+    )
+    return out
+
+
+def format_report(manifest: dict) -> str:
+    g = manifest["gates"]
+    lines = [f"mini backbones {manifest['name']} (seed {manifest['seed']}):"]
+    for name, ppl in g["lm_perplexity"].items():
+        lines.append(f"  {name:12s} held-out perplexity {ppl:.3f}")
+    verdict = "ok" if g["lm_larger_is_better"] else "FAIL"
+    lines.append(f"  larger LM -> lower perplexity: {verdict}")
+    for k, v in g["vision"].items():
+        target = g["vision_targets"].get(k)
+        mark = (
+            ""
+            if target is None
+            else (f"  (>= {target}: ok)" if v >= target else f"  (>= {target}: FAIL)")
+        )
+        lines.append(f"  vision {k:18s} {v:.3f}{mark}")
+    lines.append(
+        f"  total {manifest['timings_seconds']['total']} s; all gates passed: {g['passed']}"
+    )
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.mini_backbones",
+        description="Pre-train (once) the mini profile's frozen LMs and CLIP-style vision encoder.",
+    )
+    p.add_argument("--out", required=True, type=Path, help="cache folder for backbone sets")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny models, seconds (tests, smoke runs)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a quality gate fails")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    try:
+        config = MiniBackbonesConfig.quick() if args.quick else MiniBackbonesConfig()
+    except ValidationError as exc:  # pragma: no cover - defaults are valid
+        raise ConfigError(f"mini backbones config: {exc.errors()[0]['msg']}") from None
+    built = build_backbones(args.out, config, args.seed, progress=not args.quiet)
+    if built.cached:
+        print(f"cached: {built.root} (built earlier with this configuration; nothing to do)")
+    else:
+        print(f"built: {built.root}")
+    print(format_report(built.manifest))
+    if args.strict and not built.manifest["gates"]["passed"]:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""The ``mini`` profile's vision encoder: a small CLIP (open_clip ViT + text tower) pre-trained
+contrastively on Shapes image-phrase pairs, saved in open_clip's hub layout.
+
+What matters downstream is the ViT's *patch tokens*, which I-Tuning attends to. A prototype
+trained with plain in-batch negatives learned colour at once but hardly shape: in a random batch,
+colour alone tells most phrases apart. So every phrase here also brings *hard negatives*: the same
+phrase with one colour, shape, size or position word swapped so that it is false for the image
+(``ituning.data.shapes.swap``). Images are rendered on the fly from their own random streams, so
+the encoder never sees an image twice. The encoder may see the out-of-domain shape and the
+withheld pairs, as CLIP saw NoCaps' novel objects; only caption training must not.
+
+The text tower uses the word-level Shapes tokenizer (saved in the folder, so
+``open_clip.get_tokenizer('local-dir:<dir>')`` rebuilds it) and pools at ``<|endoftext|>``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from bench.mini_lm import EOS, PAD, build_tokenizer, hf_tokenizer
+from ituning.data.shapes import WorldConfig, describe, item_rng, render, sample_scene, swap
+
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+SWAP_KINDS = ("colour", "shape", "size", "position")
+
+
+class ClipSpec(BaseModel):
+    """Architecture. ``pool_type='tok'`` (CLS) keeps the tower what ``ituning.vision`` expects."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    embed_dim: int = Field(128, ge=8)
+    image_size: int = Field(64, ge=16)
+    patch_size: int = Field(8, ge=2)
+    vision_width: int = Field(128, ge=8)
+    vision_layers: int = Field(4, ge=1)
+    vision_head_width: int = Field(32, ge=8)
+    vision_mlp_ratio: float = Field(2.0, gt=0)
+    text_width: int = Field(128, ge=8)
+    text_layers: int = Field(2, ge=1)
+    text_heads: int = Field(4, ge=1)
+    text_mlp_ratio: float = Field(2.0, gt=0)
+    context_length: int = Field(32, ge=8)
+    #: Per-channel statistics of Shapes images (light backgrounds), measured once.
+    mean: tuple[float, float, float] = (0.83, 0.82, 0.80)
+    std: tuple[float, float, float] = (0.17, 0.18, 0.21)
+
+
+class ClipTrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(500, ge=1)
+    batch_size: int = Field(96, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(40, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    hard_negatives: bool = True
+    #: Probability of each phrase style (see ``ituning.data.shapes.describe``).
+    styles: tuple[tuple[str, float], ...] = (
+        ("list", 0.35),
+        ("object", 0.3),
+        ("relation", 0.2),
+        ("caption", 0.15),
+    )
+
+
+def model_cfg(spec: ClipSpec) -> dict:
+    """open_clip ``model_cfg`` (the ``CLIP`` constructor's keyword arguments)."""
+    tok = build_tokenizer()
+    return {
+        "embed_dim": spec.embed_dim,
+        "vision_cfg": {
+            "image_size": spec.image_size,
+            "patch_size": spec.patch_size,
+            "width": spec.vision_width,
+            "layers": spec.vision_layers,
+            "head_width": spec.vision_head_width,
+            "mlp_ratio": spec.vision_mlp_ratio,
+            "pool_type": "tok",
+        },
+        "text_cfg": {
+            "context_length": spec.context_length,
+            "vocab_size": tok.get_vocab_size(),
+            "width": spec.text_width,
+            "heads": spec.text_heads,
+            "layers": spec.text_layers,
+            "mlp_ratio": spec.text_mlp_ratio,
+            "pad_id": tok.token_to_id(PAD),
+            "eos_id": tok.token_to_id(EOS),
+            "pool_type": "eos",
+            # non-empty: open_clip builds an HFTokenizer from the model folder itself
+            "hf_tokenizer_name": "shapes-word-level",
+        },
+    }
+
+
+def preprocess_cfg(spec: ClipSpec) -> dict:
+    return {
+        "size": spec.image_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+
+
+def to_pixels(images: list[Image.Image], spec: ClipSpec) -> torch.Tensor:
+    """What open_clip's preprocess does to an image already at ``image_size``: scale, normalise."""
+    a = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 255.0
+    a = (a - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
+
+
+class TextEncoder:
+    """Shapes phrases -> fixed-length id tensors, as open_clip's HFTokenizer produces them."""
+
+    def __init__(self, context_length: int) -> None:
+        self.tok: Tokenizer = build_tokenizer(append_eos=True)
+        self.pad = self.tok.token_to_id(PAD)
+        self.eos = self.tok.token_to_id(EOS)
+        self.context_length = context_length
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        out = torch.full((len(texts), self.context_length), self.pad, dtype=torch.long)
+        for i, enc in enumerate(self.tok.encode_batch(texts)):
+            ids = enc.ids[: self.context_length]
+            ids[-1] = self.eos if len(enc.ids) > self.context_length else ids[-1]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+
+def _batch(step: int, seed: int, world: WorldConfig, train: ClipTrainConfig, spec: ClipSpec):
+    styles = [s for s, _ in train.styles]
+    probs = np.asarray([p for _, p in train.styles], dtype=np.float64)
+    probs = probs / probs.sum()
+    images, pos, neg = [], [], []
+    for b in range(train.batch_size):
+        rng = item_rng(seed, "clip", step * train.batch_size + b)
+        scene = sample_scene(rng, world, "any")
+        images.append(render(scene, world))
+        phrase = describe(scene, rng, styles[int(rng.choice(len(styles), p=probs))])
+        pos.append(phrase.text)
+        if train.hard_negatives:
+            for kind in SWAP_KINDS:
+                s = swap(phrase, scene, kind, rng, world)  # type: ignore[arg-type]
+                if s is not None:
+                    neg.append(s.text)
+    return to_pixels(images, spec), pos, neg
+
+
+def train_clip(
+    spec: ClipSpec, train: ClipTrainConfig, world: WorldConfig, seed: int, progress: bool = True
+) -> tuple[open_clip.CLIP, dict]:
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**model_cfg(spec))
+    enc = TextEncoder(spec.context_length)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": train.weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ],
+        lr=train.lr,
+        betas=(0.9, 0.98),
+    )
+    model.train()
+    t0 = time.perf_counter()
+    data_seconds = 0.0
+    bar = tqdm(range(train.steps), desc="pre-train mini-clip", unit="step", disable=not progress)
+    loss_val = float("nan")
+    for step in bar:
+        warm = min(1.0, (step + 1) / max(1, train.warmup_steps))
+        lr = train.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / train.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        td = time.perf_counter()
+        pixels, pos, neg = _batch(step, seed, world, train, spec)
+        ids = enc(pos + neg)
+        data_seconds += time.perf_counter() - td
+        fi = F.normalize(model.encode_image(pixels), dim=-1)
+        ft = F.normalize(model.encode_text(ids), dim=-1)
+        scale = model.logit_scale.exp().clamp(max=100.0)
+        logits = scale * fi @ ft.T  # images x (positives + hard negatives)
+        target = torch.arange(len(pos))
+        loss = (
+            F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : len(pos)].T, target)
+        ) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss_val = float(loss.detach())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss_val:.3f}")
+    model.eval()
+    return model, {
+        "params": sum(p.numel() for p in model.parameters()),
+        "vision_params": sum(p.numel() for p in model.visual.parameters()),
+        "final_train_loss": round(loss_val, 4),
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "data_seconds": round(data_seconds, 1),
+    }
+
+
+def save_clip(model: open_clip.CLIP, spec: ClipSpec, folder: Path) -> None:
+    """open_clip hub layout, loadable by ``create_model_and_transforms('local-dir:<folder>')``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"model_cfg": model_cfg(spec), "preprocess_cfg": preprocess_cfg(spec)}
+    (folder / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    hf_tokenizer(append_eos=True, max_length=spec.context_length).save_pretrained(folder)
