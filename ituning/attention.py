@@ -1,0 +1,112 @@
+"""Figure 3 of the paper: where the last I-Tuning module looks while each word is generated.
+
+``python -m ituning.attention IMAGE --checkpoint DIR --out FILE.png``
+
+The caption is decoded first (beam search, as evaluated), then re-read once with teacher forcing
+while the last kept module's attention S (eq. 4) is recorded: the map drawn above a word is the
+attention of the position that *predicted* that word. Reading the finished caption again avoids
+following beams as they are reordered, and gives exactly the attention of the final sequence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ituning.caption import decode_arguments  # noqa: E402
+from ituning.checkpoint import build_from_checkpoint  # noqa: E402
+from ituning.data.images import load_image  # noqa: E402
+from ituning.decode import DecodeSettings, generate_captions  # noqa: E402
+from ituning.errors import cli_main  # noqa: E402
+from ituning.inject import ITuningModel  # noqa: E402
+from ituning.text import CaptionCodec  # noqa: E402
+
+
+@torch.inference_mode()
+def attention_maps(
+    model: ITuningModel, codec: CaptionCodec, visual: torch.Tensor, caption: str, include_cls: bool
+) -> tuple[list[str], np.ndarray]:
+    """Words of ``caption`` (as tokens, eos last) and their (T, g, g) maps over the patch grid."""
+    ids, mask = codec.encode([caption])
+    with model.capture_attention() as captured:
+        model(input_ids=ids, attention_mask=mask, visual=visual)
+    probs = next(iter(captured.values()))[0][0]  # (T, N) of the single row
+    if include_cls:
+        probs = probs[:, 1:]
+    grid = math.isqrt(probs.shape[-1])
+    if grid * grid != probs.shape[-1]:
+        raise ValueError(f"{probs.shape[-1]} visual tokens do not form a square patch grid")
+    tokens = [codec.tokenizer.decode([t]).strip() or "<eos>" for t in ids[0, 1:].tolist()]
+    tokens[-1] = "<eos>"
+    maps = probs[:-1].float().reshape(-1, grid, grid).numpy()  # position t predicts token t+1
+    return tokens, maps
+
+
+def draw(image: Image.Image, tokens: list[str], maps: np.ndarray, out: Path) -> Path:
+    """One panel per generated word: the image with its attention map laid over it."""
+    cols = min(6, len(tokens))
+    rows = math.ceil(len(tokens) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    shown = np.asarray(image.convert("RGB"))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, word, amap in zip(axes.flat, tokens, maps, strict=False):
+        ax.imshow(shown)
+        heat = amap / max(float(amap.max()), 1e-12)
+        ax.imshow(
+            heat,
+            cmap="jet",
+            alpha=0.5,
+            extent=(0, shown.shape[1], shown.shape[0], 0),
+            interpolation="bilinear",
+        )
+        ax.set_title(word, fontsize=11)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def attention_figure(
+    image_path: Path, checkpoint: Path, out: Path, settings: DecodeSettings
+) -> str:
+    model, tokenizer, encoder = build_from_checkpoint(checkpoint)
+    codec = CaptionCodec(tokenizer)
+    image = load_image(image_path)
+    with torch.inference_mode():
+        visual = encoder(encoder.preprocess(image).unsqueeze(0))
+    caption = generate_captions(model, codec, visual, settings)[0]
+    tokens, maps = attention_maps(model, codec, visual, caption, model.config.include_cls)
+    draw(image, tokens, maps, out)
+    return caption
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ituning.attention", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("image", type=Path, help="a JPEG/PNG file")
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    decode_arguments(parser)
+    args = parser.parse_args(argv)
+    settings = DecodeSettings(
+        beam=args.beam, max_new_tokens=args.max_new_tokens, length_penalty=args.length_penalty
+    )
+    caption = attention_figure(args.image, args.checkpoint, args.out, settings)
+    print(f"{caption}\n{args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

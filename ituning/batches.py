@@ -1,0 +1,105 @@
+"""Image-grouped training batches with a deterministic, resumable order.
+
+A micro-batch is a set of images, each with ``k`` of its captions on consecutive rows. That grouping
+is what lets every I-Tuning module compute an image's visual keys/values once per step and share
+them across its captions (see ``ITuningModule.forward``).
+
+The whole order is a pure function of ``(seed, epoch)``: resuming only needs the position
+``(epoch, step)``, and every distributed rank derives the same plan without communication.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ituning.data.records import CaptionRecord
+from ituning.errors import ConfigError
+from ituning.text import CaptionCodec
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    image_ids: tuple[str, ...]
+    input_ids: torch.Tensor  # (images * k, T), rows grouped by image
+    attention_mask: torch.Tensor
+    captions_per_image: int
+
+    @property
+    def target_tokens(self) -> int:
+        """Predicted positions: every real token after the first of each row."""
+        return int((self.attention_mask[:, 1:] == 1).sum())
+
+
+class CaptionBatcher:
+    """Plans epochs into optimiser steps, and steps into per-rank micro-batches."""
+
+    def __init__(
+        self,
+        records: Sequence[CaptionRecord],
+        codec: CaptionCodec,
+        *,
+        captions_per_image: int,
+        images_per_step: int,
+        micro_batch_images: int,
+        seed: int,
+        world_size: int = 1,
+    ) -> None:
+        if not records:
+            raise ConfigError("no training images: the training split is empty")
+        empty = [r.image_id for r in records if not r.captions]
+        if empty:
+            raise ConfigError(f"{len(empty)} training images have no caption (e.g. {empty[0]})")
+        self.records = list(records)
+        self.codec = codec
+        self.k = captions_per_image
+        self.images_per_step = min(images_per_step, len(self.records))
+        if self.images_per_step < world_size:
+            raise ConfigError(
+                f"{self.images_per_step} images per step cannot be shared by {world_size} ranks"
+            )
+        self.micro = micro_batch_images
+        self.seed = seed
+        self.world = world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Whole steps only; the images a shuffle leaves over differ from epoch to epoch."""
+        return max(1, len(self.records) // self.images_per_step)
+
+    def _epoch_rng(self, epoch: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, epoch])
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return self._epoch_rng(epoch).permutation(len(self.records))
+
+    def step_micro_batches(self, epoch: int, step: int) -> list[list[MicroBatch]]:
+        """The micro-batches of one optimiser step, as one list per rank (equal lengths)."""
+        order = self.epoch_order(epoch)
+        chosen = order[step * self.images_per_step : (step + 1) * self.images_per_step]
+        per_rank = max(1, math.ceil(len(chosen) / (self.world * self.micro)))
+        parts = np.array_split(chosen, per_rank * self.world)
+        batches = [self._micro_batch(epoch, part) for part in parts]
+        return [batches[r :: self.world] for r in range(self.world)]
+
+    def _micro_batch(self, epoch: int, indices: np.ndarray) -> MicroBatch:
+        captions: list[str] = []
+        for idx in indices.tolist():
+            caps = self.records[idx].captions
+            rng = np.random.default_rng([self.seed, epoch, idx])
+            if len(caps) >= self.k:
+                pick = rng.choice(len(caps), size=self.k, replace=False)
+            else:
+                pick = np.resize(rng.permutation(len(caps)), self.k)
+            captions.extend(caps[i] for i in sorted(pick.tolist()))
+        ids, mask = self.codec.encode(captions)
+        return MicroBatch(
+            image_ids=tuple(self.records[i].image_id for i in indices.tolist()),
+            input_ids=ids,
+            attention_mask=mask,
+            captions_per_image=self.k,
+        )

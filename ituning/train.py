@@ -1,0 +1,328 @@
+"""Train one I-Tuning model and evaluate it: ``python -m ituning.train --config FILE [--set k=v]``.
+
+:func:`run_experiment` is the single entry point that the harness (``bench``) drives; everything it
+needs is in one :class:`~ituning.train_config.TrainConfig`. A run folder holds::
+
+    config.json        the resolved configuration (its digest is the run id)
+    state/             resumable training state, rewritten every ``checkpoint_every`` steps
+    checkpoint/        the trained modules (safetensors) + backbone identities
+    predictions_*.json COCO results format
+    result.json        metrics, written last: its presence means "finished"
+
+Calling it again on a finished folder returns the stored result; on a killed one it resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from ituning.backbones import load_lm
+from ituning.checkpoint import save_checkpoint
+from ituning.data.features import CachedFeatures, FeatureCache, LiveFeatures
+from ituning.data.images import load_image
+from ituning.data.karpathy import read_karpathy
+from ituning.data.nocaps import read_nocaps
+from ituning.data.records import CaptionDataset, natural_id
+from ituning.data.visual_genome import read_visual_genome
+from ituning.decode import DecodeSettings
+from ituning.distributed import DistContext, setup, teardown
+from ituning.errors import ConfigError, cli_main
+from ituning.evaluate import EvalOutput, blank_image_control, evaluate_split, grounding
+from ituning.inject import ITuningModel
+from ituning.metrics import CaptionScorer, write_coco_results
+from ituning.text import CaptionCodec
+from ituning.train_config import TrainConfig, load_train_config
+from ituning.trainer import NonFiniteLossError, StageTrainer
+from ituning.vision import VisionEncoder, load_vision
+
+__all__ = ["NonFiniteLossError", "RunResult", "run_experiment", "main"]
+
+MetricFn = Callable[[str, float, int], None]
+StageFn = Callable[[str], None]
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, float]
+    unavailable: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "metrics": self.metrics,
+            "unavailable": self.unavailable,
+            "artifacts": {k: str(v) for k, v in self.artifacts.items()},
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict) -> RunResult:
+        return cls(
+            metrics={k: float(v) for k, v in raw["metrics"].items()},
+            unavailable=dict(raw.get("unavailable", {})),
+            artifacts={k: Path(v) for k, v in raw.get("artifacts", {}).items()},
+        )
+
+
+def _write_json_atomic(path: Path, payload) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def finished_result(out_dir: Path) -> RunResult | None:
+    """The stored result of a finished run folder, else ``None``."""
+    path = Path(out_dir) / RESULT_FILE
+    if not path.exists():
+        return None
+    return RunResult.from_json(json.loads(path.read_text()))
+
+
+@dataclass
+class LoadedData:
+    captions: CaptionDataset
+    train: CaptionDataset
+    evals: dict[str, CaptionDataset]
+    vlp: CaptionDataset | None
+
+
+def load_data(cfg: TrainConfig) -> LoadedData:
+    d = cfg.data
+    captions = read_karpathy(d.captions, d.image_root)
+    train = captions.split("train")
+    if d.limit_train_images:
+        train = CaptionDataset(train.name, train.image_root, train.records[: d.limit_train_images])
+    evals = {}
+    for split in cfg.eval.splits:
+        evals[split] = captions.split(split)
+    if cfg.eval.nocaps and d.nocaps is not None:
+        evals["nocaps"] = read_nocaps(d.nocaps, d.nocaps_image_root or d.image_root)
+    if d.limit_eval_images:
+        evals = {
+            k: CaptionDataset(v.name, v.image_root, v.records[: d.limit_eval_images])
+            for k, v in evals.items()
+        }
+    vlp = None
+    if cfg.vlp:
+        # VLP must never see an image the captioner is evaluated on (COCO val/test inside VG).
+        held_out = {
+            str(r.meta["cocoid"]) for r in captions if r.split != "train" and "cocoid" in r.meta
+        }
+        vlp = read_visual_genome(
+            d.vlp_regions,
+            d.vlp_image_data,
+            d.vlp_image_root or d.vlp_regions.parent,
+            exclude_coco_ids=held_out,
+        )
+    return LoadedData(captions, train, evals, vlp)
+
+
+def _visual_source(cfg: TrainConfig, encoder: VisionEncoder, datasets, dist: DistContext):
+    """Cached patch tokens (extracted once, by rank 0) or the live encoder; identical tensors."""
+    dtype = torch.float16 if cfg.feature_dtype == "float16" else torch.float32
+    if cfg.features == "live":
+        return LiveFeatures(encoder, datasets, dtype=dtype)
+    cache = FeatureCache(cfg.feature_cache, encoder, dtype=dtype)
+    if dist.is_main:
+        for ds in datasets:
+            cache.extract(ds)
+    dist.barrier()
+    return CachedFeatures(cache)
+
+
+def mean_colour_image(dataset: CaptionDataset, size: int, limit: int = 256) -> Image.Image:
+    """A blank image filled with the mean colour of (up to ``limit``) training images."""
+    totals = np.zeros(3)
+    recs = dataset.records[:limit]
+    for rec in recs:
+        totals += np.asarray(load_image(dataset.image_path(rec)), dtype=np.float64).mean(
+            axis=(0, 1)
+        )
+    colour = tuple(int(round(c)) for c in totals / max(1, len(recs)))
+    return Image.new("RGB", (size, size), colour)
+
+
+def _shapes_lexicons(dataset: CaptionDataset) -> dict[str, dict[str, str]]:
+    if not any("objects" in r.meta for r in dataset):
+        return {}
+    from ituning.data.shapes_vocab import WORD_CLASSES
+
+    lexicons: dict[str, dict[str, str]] = {"shape": {}, "colour": {}}
+    for word, (attribute, cls) in WORD_CLASSES.items():
+        if attribute in lexicons:
+            lexicons[attribute][word] = cls
+    return lexicons
+
+
+def run_experiment(
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    on_metric: MetricFn | None = None,
+    on_stage: StageFn | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Train (resuming if a state exists), evaluate, and write ``result.json`` last."""
+    out_dir = Path(out_dir)
+    stage = on_stage or (lambda name: None)
+    done = finished_result(out_dir)
+    if done is not None:
+        return done
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(out_dir / "config.json", json.loads(config.canonical_json()))
+    started = time.perf_counter()
+    dist = setup(config.device)
+    try:
+        torch.manual_seed(config.seed)
+        stage("load")
+        lm, tokenizer = load_lm(config.backbones.lm)
+        encoder = load_vision(
+            config.backbones.vision,
+            config.backbones.vision_pretrained,
+            include_cls=config.itune.include_cls,
+        )
+        model = ITuningModel(lm, encoder.width, config.itune).to(dist.device)
+        encoder = encoder.to(dist.device)
+        codec = CaptionCodec(tokenizer, max_tokens=config.max_caption_tokens)
+        data = load_data(config)
+        stage("features")
+        sources = [data.train, *data.evals.values(), *([data.vlp] if data.vlp else [])]
+        visual = _visual_source(config, encoder, sources, dist)
+
+        trainer = StageTrainer(
+            model,
+            codec,
+            visual,
+            config,
+            dist,
+            out_dir / "state",
+            on_metric=on_metric,
+            progress=progress,
+        )
+        curves = {}
+        if data.vlp is not None:
+            stage("vlp")
+            curves["vlp"] = trainer.fit("vlp", data.vlp.records, config.vlp_epochs)
+        stage("train")
+        curves["train"] = trainer.fit("train", data.train.records, config.epochs)
+        train_time = time.perf_counter() - started
+        if not dist.is_main:
+            return RunResult(metrics={})
+
+        stage("checkpoint")
+        ckpt = out_dir / "checkpoint"
+        save_checkpoint(
+            model, ckpt, lm_id=config.backbones.lm, vision_id=_vision_identity(config, encoder)
+        )
+        stage("evaluate")
+        result = _evaluate(config, model, codec, encoder, visual, data, out_dir, progress)
+        counts = model.parameter_counts()
+        result.metrics.update(
+            {
+                "train/final_loss": curves["train"][-1][1] if curves["train"] else float("nan"),
+                "trainable_params": float(counts["trainable"]),
+                "frozen_params": float(counts["frozen"]),
+                "train_time_s": train_time,
+                "train_captions_per_s": trainer.captions_per_s,
+                "wall_time_s": time.perf_counter() - started,
+            }
+        )
+        result.artifacts.update({"config": out_dir / "config.json", "checkpoint": ckpt})
+        _write_json_atomic(out_dir / RESULT_FILE, result.to_json())
+        return result
+    finally:
+        teardown()
+
+
+def _vision_identity(cfg: TrainConfig, encoder: VisionEncoder) -> dict:
+    return {
+        "name": cfg.backbones.vision,
+        "pretrained": cfg.backbones.vision_pretrained,
+        "include_cls": cfg.itune.include_cls,
+        "identity": encoder.identity,
+    }
+
+
+def _evaluate(cfg, model, codec, encoder, visual, data: LoadedData, out_dir: Path, progress: bool):
+    settings = DecodeSettings(
+        beam=cfg.eval.beam,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        length_penalty=cfg.eval.length_penalty,
+        batch_images=cfg.eval.batch_images,
+    )
+    out = EvalOutput()
+    artifacts: dict[str, Path] = {}
+    with CaptionScorer() as scorer:
+        for name, dataset in data.evals.items():
+            preds = evaluate_split(
+                name, dataset, model, codec, visual, scorer, settings, out, progress=progress
+            )
+            path = out_dir / f"predictions_{name}.json"
+            write_coco_results({natural_id(k): v for k, v in preds.items()}, path)
+            artifacts[f"predictions/{name}"] = path
+            if cfg.eval.grounding and name != "nocaps":
+                grounding(name, dataset, preds, _shapes_lexicons(dataset), out)
+        if cfg.eval.blank_control:
+            blank = mean_colour_image(data.train, size=encoder.image_size)
+            with torch.inference_mode():
+                pixels = (
+                    encoder.preprocess(blank).unsqueeze(0).to(next(encoder.parameters()).device)
+                )
+                blank_visual = encoder(pixels)
+            for name, dataset in data.evals.items():
+                if name != "nocaps":
+                    blank_image_control(
+                        name, dataset, model, codec, blank_visual, scorer, settings, out
+                    )
+    return RunResult(metrics=out.metrics, unavailable=out.unavailable, artifacts=artifacts)
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    overrides = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE (e.g. --set epochs=3)")
+        key, value = pair.split("=", 1)
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ituning.train", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--config", type=Path, required=True, help="YAML/JSON TrainConfig")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="run folder (default runs/train/<digest>)"
+    )
+    args = parser.parse_args(argv)
+    cfg = load_train_config(args.config, _parse_overrides(args.set))
+    out = args.out or Path("runs/train") / cfg.digest()
+    result = run_experiment(cfg, out)
+    if result.metrics:
+        width = max(len(k) for k in result.metrics)
+        for key in sorted(result.metrics):
+            print(f"{key:<{width}}  {result.metrics[key]:.4f}")
+        for key, why in sorted(result.unavailable.items()):
+            print(f"{key:<{width}}  unavailable: {why}")
+        print(f"run folder: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

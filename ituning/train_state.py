@@ -1,0 +1,82 @@
+"""Resumable training state: module weights, optimiser, scheduler, position, RNG and curves.
+
+Written atomically (temporary file, then ``os.replace``) so a kill mid-write leaves the previous
+state intact, and read with ``weights_only=True`` so a tampered file cannot execute code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ituning.errors import CheckpointError
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class TrainState:
+    stage: str
+    global_step: int  # optimiser steps completed in this stage
+    modules: dict[str, torch.Tensor]
+    optimizer: dict
+    scheduler: dict
+    rng: torch.Tensor
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of this stage
+    completed_stages: list[str] = field(default_factory=list)
+    captions_per_s: float = float("nan")  # training throughput of the process that wrote it
+
+    def to_dict(self) -> dict:
+        return {
+            "stage": self.stage,
+            "global_step": self.global_step,
+            "modules": self.modules,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "rng": self.rng,
+            "curve": [list(p) for p in self.curve],
+            "completed_stages": list(self.completed_stages),
+            "captions_per_s": self.captions_per_s,
+        }
+
+
+def save_state(state: TrainState, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / STATE_FILE
+    tmp = directory / f".{STATE_FILE}.{os.getpid()}.tmp"
+    torch.save(state.to_dict(), tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def load_state(directory: Path) -> TrainState | None:
+    """The saved state, ``None`` if there is none; CheckpointError if it is unreadable."""
+    path = directory / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: training state is truncated or not a safe checkpoint ({reason[:120]}); "
+            "delete it to restart this run from scratch"
+        ) from None
+    return TrainState(
+        stage=raw["stage"],
+        global_step=int(raw["global_step"]),
+        modules=raw["modules"],
+        optimizer=raw["optimizer"],
+        scheduler=raw["scheduler"],
+        rng=raw["rng"],
+        curve=[(int(s), float(v)) for s, v in raw["curve"]],
+        completed_stages=list(raw["completed_stages"]),
+        captions_per_s=float(raw.get("captions_per_s", float("nan"))),
+    )
