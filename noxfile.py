@@ -62,6 +62,38 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def reproduce(session: nox.Session) -> None:
+    """The paper's Tables 1-2 and figures, rebuilt under ``reports/`` (``mini`` profile by default).
+
+    ``nox -s reproduce -- --profile paper --data-root DIR`` runs the real thing on a GPU machine.
+    """
+    _ensure_env(session)
+    _run(session, "-m", "bench.reproduce", *session.posargs)
+
+
+@nox.session
+def ui(session: nox.Session) -> None:
+    """MLflow UI on the project's run store, bound to loopback (``-- --port N`` to change port)."""
+    _ensure_env(session)
+    port = (
+        session.posargs[session.posargs.index("--port") + 1]
+        if "--port" in session.posargs
+        else "5000"
+    )
+    runs = ROOT / "runs"
+    runs.mkdir(exist_ok=True)
+    session.log(f"MLflow UI: http://127.0.0.1:{port} (Ctrl-C to stop)")
+    _run(
+        session,
+        "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{runs / 'mlflow.db'}",
+        "--default-artifact-root", str(runs / "mlartifacts"),
+        "--host", "127.0.0.1", "--port", port, "--workers", "1",
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )  # fmt: skip
+
+
+@nox.session
 def env(session: nox.Session) -> None:
     """Only create/refresh the shared environment (``.venv``)."""
     _ensure_env(session)
