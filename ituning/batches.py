@@ -54,6 +54,12 @@ class CaptionBatcher:
         empty = [r.image_id for r in records if not r.captions]
         if empty:
             raise ConfigError(f"{len(empty)} training images have no caption (e.g. {empty[0]})")
+        if min(captions_per_image, images_per_step, micro_batch_images, world_size) < 1:
+            raise ConfigError(
+                "captions_per_image, images_per_step, micro_batch_images and world_size must be "
+                f">= 1, got {captions_per_image}, {images_per_step}, {micro_batch_images}, "
+                f"{world_size}"
+            )
         self.records = list(records)
         self.codec = codec
         self.k = captions_per_image
@@ -78,10 +84,20 @@ class CaptionBatcher:
         return self._epoch_rng(epoch).permutation(len(self.records))
 
     def step_micro_batches(self, epoch: int, step: int) -> list[list[MicroBatch]]:
-        """The micro-batches of one optimiser step, as one list per rank (equal lengths)."""
+        """The micro-batches of one optimiser step, as one list per rank (equal lengths).
+
+        Every rank must run the same number of forward/backward passes (DDP synchronises on the
+        last one) and no micro-batch may be empty, so the count per rank is capped by the smallest
+        rank's share of images: with ``micro_batch_images=1`` and an image count that the world
+        size does not divide, some micro-batches then hold two images.
+        """
+        if not 0 <= step < self.steps_per_epoch:
+            raise IndexError(f"step {step} outside an epoch of {self.steps_per_epoch} steps")
         order = self.epoch_order(epoch)
         chosen = order[step * self.images_per_step : (step + 1) * self.images_per_step]
-        per_rank = max(1, math.ceil(len(chosen) / (self.world * self.micro)))
+        per_rank = min(
+            math.ceil(len(chosen) / (self.world * self.micro)), len(chosen) // self.world
+        )
         parts = np.array_split(chosen, per_rank * self.world)
         batches = [self._micro_batch(epoch, part) for part in parts]
         return [batches[r :: self.world] for r in range(self.world)]
