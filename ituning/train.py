@@ -128,9 +128,13 @@ def load_data(cfg: TrainConfig) -> LoadedData:
     return LoadedData(captions, train, evals, vlp)
 
 
+def _feature_dtype(cfg: TrainConfig) -> torch.dtype:
+    return torch.float16 if cfg.feature_dtype == "float16" else torch.float32
+
+
 def _visual_source(cfg: TrainConfig, encoder: VisionEncoder, datasets, dist: DistContext):
     """Cached patch tokens (extracted once, by rank 0) or the live encoder; identical tensors."""
-    dtype = torch.float16 if cfg.feature_dtype == "float16" else torch.float32
+    dtype = _feature_dtype(cfg)
     if cfg.features == "live":
         return LiveFeatures(encoder, datasets, dtype=dtype)
     cache = FeatureCache(cfg.feature_cache, encoder, dtype=dtype)
@@ -176,11 +180,13 @@ def run_experiment(
     """Train (resuming if a state exists), evaluate, and write ``result.json`` last."""
     out_dir = Path(out_dir)
     stage = on_stage or (lambda name: None)
+    resolved = json.loads(config.canonical_json())
+    _check_same_run(out_dir, resolved)
     done = finished_result(out_dir)
     if done is not None:
         return done
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(out_dir / "config.json", json.loads(config.canonical_json()))
+    _write_json_atomic(out_dir / "config.json", resolved)
     started = time.perf_counter()
     dist = setup(config.device)
     try:
@@ -245,6 +251,24 @@ def run_experiment(
         teardown()
 
 
+def _check_same_run(out_dir: Path, resolved: dict) -> None:
+    """Refuse a folder that holds another configuration's run: resuming its state (or returning
+    its result) would silently mix two experiments."""
+    path = out_dir / "config.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # a new folder, or a run killed before its config was fully written
+    if stored != resolved:
+        changed = sorted(
+            k for k in resolved.keys() | stored.keys() if stored.get(k) != resolved.get(k)
+        )
+        raise ConfigError(
+            f"{out_dir} holds a run of another configuration (differs in {', '.join(changed)}); "
+            "choose another run folder or delete this one"
+        )
+
+
 def _vision_identity(cfg: TrainConfig, encoder: VisionEncoder) -> dict:
     return {
         "name": cfg.backbones.vision,
@@ -279,7 +303,8 @@ def _evaluate(cfg, model, codec, encoder, visual, data: LoadedData, out_dir: Pat
                 pixels = (
                     encoder.preprocess(blank).unsqueeze(0).to(next(encoder.parameters()).device)
                 )
-                blank_visual = encoder(pixels)
+                # rounded like the cached features of the real images it is compared with
+                blank_visual = encoder(pixels).to(_feature_dtype(cfg))
             for name, dataset in data.evals.items():
                 if name != "nocaps":
                     blank_image_control(

@@ -30,7 +30,8 @@ from ituning.text import CaptionCodec
 from ituning.train_config import TrainConfig
 from ituning.train_state import TrainState, load_state, save_state
 
-#: Fault injection for the reliability suite: make the loss of this global step non-finite.
+#: Fault injection for the reliability suite: make the loss of this step (counted from 0 within
+#: each stage) non-finite.
 INJECT_NONFINITE_ENV = "ITUNING_INJECT_NONFINITE_AT_STEP"
 
 VisualFn = Callable[[Sequence[str]], torch.Tensor]
@@ -77,9 +78,13 @@ class StageTrainer:
         self.state_dir = state_dir
         self.on_metric = on_metric or (lambda name, value, step: None)
         self.progress = progress and dist.is_main
+        # Buffers belong to the frozen LM and are equal on every rank: broadcasting them before
+        # each forward would only add a collective per micro-batch.
         self.ddp = (
             DistributedDataParallel(
-                model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+                model,
+                device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+                broadcast_buffers=False,
             )
             if dist.enabled
             else None
@@ -131,7 +136,7 @@ class StageTrainer:
             disable=not self.progress,
             dynamic_ncols=True,
         )
-        captions_done, t0 = 0, time.perf_counter()
+        captions_done, skipped, t0 = 0, 0, time.perf_counter()
         for step in range(start, total):
             epoch, in_epoch = divmod(step, batcher.steps_per_epoch)
             plan = batcher.step_micro_batches(epoch, in_epoch)
@@ -140,23 +145,31 @@ class StageTrainer:
             loss = self.dist.sum(loss_sum) / step_tokens
             if inject_at is not None and int(inject_at) == step:
                 loss = float("nan")
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"{stage} step {step}: training loss is {loss}; the run is failed "
-                    f"(lower optim.lr={cfg.optim.lr} or check the data)"
-                )
-            if cfg.optim.grad_clip is not None:
+            # The norm is computed (and clipped) after DDP's all-reduce: equal on every rank.
+            grad_norm = float(
                 torch.nn.utils.clip_grad_norm_(
-                    self.model.trainable_parameters(), cfg.optim.grad_clip
+                    self.model.trainable_parameters(), cfg.optim.grad_clip or math.inf
                 )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            )
             lr = scheduler.get_last_lr()[0]
+            finite = math.isfinite(loss) and math.isfinite(grad_norm)
+            if not finite and cfg.fail_on_nonfinite:
+                raise NonFiniteLossError(
+                    f"{stage} step {step}: training loss {loss}, gradient norm {grad_norm}; the "
+                    f"run is failed (lower optim.lr={cfg.optim.lr} or check the data)"
+                )
+            if finite:
+                optimizer.step()
+            else:  # fail_on_nonfinite: false -- skip the update, keep the schedule's position
+                skipped += 1
+                self.on_metric(f"{stage}/skipped_steps", float(skipped), step)
+            optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            curve.append((step, loss))
             captions_done += sum(mb.input_ids.shape[0] for rank in plan for mb in rank)
             self.captions_per_s = captions_done / (time.perf_counter() - t0)
-            self.on_metric(f"{stage}/loss", loss, step)
+            if finite:
+                curve.append((step, loss))
+                self.on_metric(f"{stage}/loss", loss, step)
             self.on_metric(f"{stage}/lr", lr, step)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", cap_s=f"{self.captions_per_s:.0f}")
             bar.update(1)

@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -150,3 +151,153 @@ def make_visual() -> Callable[..., torch.Tensor]:
         return torch.randn(b_img, n, TINY_VIS_WIDTH, generator=gen)
 
     return make
+
+
+# -- a tiny Shapes world and a run configuration for it (training, decoding, CLI tests) ----------
+#
+# * ``tiny_world``: a Shapes world of 32 px images (24 train / 4 val / 8 test images, 3 NoCaps images
+#   per domain, 8 VLP images), written once per session.
+# * ``tiny_shapes_lm_dir``: a random 2-layer GPT-2 (width 32) with the Shapes word-level tokenizer.
+# * ``make_train_config(**overrides)``: a valid TrainConfig on those, evaluation off unless asked for
+#   (no Java start-up); dotted keys override (``make_train_config(**{"optim.lr": 1e-2})``).
+# * ``tiny_finished_run``: the folder of one complete run with the full evaluation (test split,
+#   NoCaps domains, blank-image control, grounding), done once per session.
+# * ``torch_threads(n)`` / ``one_thread``: run tiny models on one intra-op thread.
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block on ``n`` intra-op threads. Tiny models gain nothing from more, and on a busy
+    2-core machine spinning OpenMP workers make them several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a whole test module (use it from an autouse module fixture)."""
+    with torch_threads(1):
+        yield
+
+
+TINY_WORLD_SIZES = {
+    "train": 24,
+    "val": 4,
+    "test": 8,
+    "nocaps_per_domain": 3,
+    "vlp_images": 8,
+    "lm_sentences": 10,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ituning.data.shapes import SplitSizes, WorldConfig, write_world
+
+    out = tmp_path_factory.mktemp("tiny_world")
+    write_world(out, 0, WorldConfig(image_size=32), SplitSizes(**TINY_WORLD_SIZES), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bench.mini_lm import hf_tokenizer
+
+    tok = hf_tokenizer()
+    torch.manual_seed(0)
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        initializer_range=0.3,  # spread-out logits: captions differ by image, modules have a lever
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    out = tmp_path_factory.mktemp("tiny_shapes_lm")
+    GPT2LMHeadModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def tiny_train_config_dict(world: Path, lm_dir: Path, clip_dir: Path, features: Path) -> dict:
+    """The raw (unvalidated) configuration of a tiny run; evaluation is off."""
+    return {
+        "backbones": {"lm": str(lm_dir), "vision": str(clip_dir), "vision_pretrained": None},
+        "data": {
+            "captions": str(world / "dataset_shapes.json"),
+            "image_root": str(world),
+            "nocaps": str(world / "nocaps_shapes_val.json"),
+            "vlp_regions": str(world / "visual_genome" / "region_descriptions.json"),
+            "vlp_image_data": str(world / "visual_genome" / "image_data.json"),
+            "vlp_image_root": str(world / "visual_genome"),
+        },
+        "itune": {"attn_scaling": "none"},
+        "epochs": 2,
+        "batch_captions": 30,  # 6 images a step: 4 steps an epoch on 24 training images
+        "micro_batch_images": 4,
+        "captions_per_image": 5,
+        "max_caption_tokens": 24,
+        "feature_cache": str(features),
+        "checkpoint_every": 3,
+        "optim": {"lr": 1e-3},
+        "device": "cpu",
+        "eval": {"splits": [], "nocaps": False, "beam": 2, "max_new_tokens": 8},
+    }
+
+
+@pytest.fixture(scope="session")
+def make_train_config(
+    tiny_world: Path,
+    tiny_shapes_lm_dir: Path,
+    tiny_clip_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., object]:
+    from ituning.train_config import validate_train_config
+
+    features = tmp_path_factory.mktemp("tiny_features")
+
+    def make(**overrides):
+        raw = tiny_train_config_dict(tiny_world, tiny_shapes_lm_dir, tiny_clip_dir, features)
+        for dotted, value in overrides.items():
+            node = raw
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        return validate_train_config(raw)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_finished_run(make_train_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ituning.train import run_experiment
+
+    cfg = make_train_config(
+        **{
+            "epochs": 3,
+            "optim.lr": 3e-3,
+            "eval": {
+                "splits": ["test"],
+                "nocaps": True,
+                "beam": 2,
+                "max_new_tokens": 8,
+                "blank_control": True,
+                "grounding": True,
+            },
+        }
+    )
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    with torch_threads(1):
+        run_experiment(cfg, out, progress=False)
+    return out

@@ -1,0 +1,242 @@
+"""Training on the tiny Shapes world: the loss falls, resumption is exact, failures are failures.
+
+Every run here has evaluation switched off (no Java), so a run is a couple of seconds; the
+evaluation itself is tested on ``tiny_finished_run`` in ``test_decode.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ituning.backbones import load_lm
+from ituning.data.features import LiveFeatures
+from ituning.data.karpathy import read_karpathy
+from ituning.distributed import DistContext
+from ituning.errors import ConfigError
+from ituning.inject import ITuningModel
+from ituning.text import CaptionCodec
+from ituning.train import RESULT_FILE, run_experiment
+from ituning.train_state import load_state
+from ituning.trainer import INJECT_NONFINITE_ENV, NonFiniteLossError, StageTrainer
+from ituning.vision import load_vision
+
+TIMING = {"train_time_s", "train_captions_per_s", "wall_time_s"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads(one_thread):
+    yield
+
+
+class Interrupt(Exception):
+    """Raised from the metric callback: a crash at a known step."""
+
+
+class Recorder:
+    """Collects ``(name, value, step)`` metrics and stage names; can crash at a given step."""
+
+    def __init__(self, crash_at: tuple[str, int] | None = None) -> None:
+        self.metrics: list[tuple[str, float, int]] = []
+        self.stages: list[str] = []
+        self.crash_at = crash_at
+
+    def metric(self, name: str, value: float, step: int) -> None:
+        if (name, step) == self.crash_at:
+            raise Interrupt(f"{name} step {step}")
+        self.metrics.append((name, value, step))
+
+    def stage(self, name: str) -> None:
+        self.stages.append(name)
+
+    def losses(self, stage: str = "train") -> dict[int, float]:
+        return {s: v for n, v, s in self.metrics if n == f"{stage}/loss"}
+
+
+def _run(cfg, out: Path, rec: Recorder | None = None):
+    rec = rec or Recorder()
+    result = run_experiment(cfg, out, on_metric=rec.metric, on_stage=rec.stage, progress=False)
+    return result, rec
+
+
+def _weights(out: Path) -> bytes:
+    return (out / "checkpoint" / "modules.safetensors").read_bytes()
+
+
+def _untimed(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+@pytest.fixture(scope="module")
+def straight_run(make_train_config, tmp_path_factory):
+    """An uninterrupted captioning run: 2 epochs x 4 steps, checkpoints every 3 steps."""
+    cfg = make_train_config()
+    out = tmp_path_factory.mktemp("straight") / "run"
+    result, rec = _run(cfg, out)
+    return cfg, out, result, rec
+
+
+@pytest.fixture(scope="module")
+def straight_vlp_run(make_train_config, tmp_path_factory):
+    """The same with a VLP stage first (8 region images: one step an epoch, 2 epochs)."""
+    cfg = make_train_config(vlp=True, vlp_epochs=2)
+    out = tmp_path_factory.mktemp("straight_vlp") / "run"
+    result, rec = _run(cfg, out)
+    return cfg, out, result, rec
+
+
+def test_a_run_reports_its_training_and_writes_its_folder(straight_run):
+    cfg, out, result, rec = straight_run
+    assert rec.stages == ["load", "features", "train", "checkpoint", "evaluate"]
+    losses = rec.losses()
+    assert sorted(losses) == list(range(8))
+    assert result.metrics["train/final_loss"] == losses[7]
+    assert result.metrics["trainable_params"] == 2 * (2 * 32 * 16 + 2 * 32 * 16 + 3 * 16 + 32)
+    assert result.metrics["train_captions_per_s"] > 0
+    lrs = [v for n, v, _ in rec.metrics if n == "train/lr"]
+    assert len(lrs) == 8 and lrs[0] == pytest.approx(1e-3) and lrs[-1] < lrs[1]
+    assert json.loads((out / "config.json").read_text()) == json.loads(cfg.canonical_json())
+    assert json.loads((out / RESULT_FILE).read_text()) == json.loads(json.dumps(result.to_json()))
+    state = load_state(out / "state")
+    assert state.completed_stages == ["train"] and state.global_step == 8
+
+
+def test_training_loss_falls(make_train_config, tmp_path):
+    cfg = make_train_config(epochs=5, **{"optim.lr": 1e-2, "optim.warmup_ratio": 0.0})
+    _, rec = _run(cfg, tmp_path / "run")
+    losses = [rec.losses()[s] for s in range(20)]
+    first, last = losses[0], sum(losses[-4:]) / 4
+    assert last < first - 0.3, losses
+
+
+def test_a_finished_folder_returns_its_result_without_training(straight_run):
+    cfg, out, result, _ = straight_run
+    again, rec = _run(cfg, out)
+    assert again.to_json() == json.loads(json.dumps(result.to_json()))
+    assert rec.metrics == [] and rec.stages == []
+
+
+def test_a_folder_of_another_configuration_is_refused(straight_run, make_train_config):
+    _, out, _, _ = straight_run
+    with pytest.raises(ConfigError, match=r"another configuration \(differs in epochs\)"):
+        run_experiment(make_train_config(epochs=3), out, progress=False)
+
+
+def test_resume_after_a_crash_is_exact(straight_run, tmp_path):
+    cfg, straight_out, straight, straight_rec = straight_run
+    out = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        _run(cfg, out, Recorder(crash_at=("train/loss", 4)))
+    assert not (out / RESULT_FILE).exists()
+    assert load_state(out / "state").global_step == 3  # the checkpoint after step 2
+    result, rec = _run(cfg, out)
+    assert sorted(rec.losses()) == [3, 4, 5, 6, 7]  # steps 3 and 4 run again
+    assert rec.losses() == {s: v for s, v in straight_rec.losses().items() if s >= 3}
+    assert _weights(out) == _weights(straight_out)
+    assert _untimed(result.metrics) == _untimed(straight.metrics)
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "resumed_from"),
+    [
+        (("vlp/loss", 1), ("vlp", 0)),  # mid-VLP, before its first checkpoint: starts afresh
+        (("train/loss", 1), ("vlp", 2)),  # VLP done, captioning not yet checkpointed
+        (("train/loss", 4), ("train", 3)),  # captioning checkpointed after step 2
+    ],
+)
+def test_resume_with_a_vlp_stage_is_exact(straight_vlp_run, tmp_path, crash_at, resumed_from):
+    cfg, straight_out, straight, straight_rec = straight_vlp_run
+    out = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        _run(cfg, out, Recorder(crash_at=crash_at))
+    state = load_state(out / "state")
+    if resumed_from == ("vlp", 0):
+        assert state is None
+    else:
+        assert (state.stage, state.global_step) == resumed_from
+    result, rec = _run(cfg, out)
+    assert _weights(out) == _weights(straight_out)
+    assert _untimed(result.metrics) == _untimed(straight.metrics)
+    for stage in ("vlp", "train"):
+        redone = rec.losses(stage)
+        assert redone == {s: straight_rec.losses(stage)[s] for s in redone}
+
+
+def test_a_non_finite_loss_fails_the_run(make_train_config, tmp_path, monkeypatch):
+    monkeypatch.setenv(INJECT_NONFINITE_ENV, "2")
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="train step 2"):
+        _run(make_train_config(), out)
+    assert not (out / RESULT_FILE).exists()
+    assert not (out / "checkpoint").exists()
+
+
+def test_non_finite_steps_can_be_skipped_instead(make_train_config, tmp_path, monkeypatch):
+    monkeypatch.setenv(INJECT_NONFINITE_ENV, "2")
+    result, rec = _run(make_train_config(fail_on_nonfinite=False), tmp_path / "run")
+    assert sorted(rec.losses()) == [0, 1, 3, 4, 5, 6, 7]
+    assert ("train/skipped_steps", 1.0, 2) in rec.metrics
+    assert result.metrics["train/final_loss"] == rec.losses()[7]
+
+
+def _trainer_parts(cfg, state_dir: Path):
+    lm, tokenizer = load_lm(cfg.backbones.lm)
+    encoder = load_vision(cfg.backbones.vision, None)
+    torch.manual_seed(cfg.seed)
+    model = ITuningModel(lm, encoder.width, cfg.itune)
+    train = read_karpathy(cfg.data.captions, cfg.data.image_root).split("train")
+    visual = LiveFeatures(encoder, train, dtype=torch.float32)
+    codec = CaptionCodec(tokenizer, max_tokens=cfg.max_caption_tokens)
+    dist = DistContext(rank=0, world_size=1, device=torch.device("cpu"))
+    trainer = StageTrainer(model, codec, visual, cfg, dist, state_dir, progress=False)
+    return model, trainer, train
+
+
+def test_only_the_modules_train(make_train_config, tmp_path):
+    cfg = make_train_config(epochs=1)
+    model, trainer, train = _trainer_parts(cfg, tmp_path / "state")
+    lm_before = {k: v.clone() for k, v in model.lm.state_dict().items()}
+    modules_before = {k: v.clone() for k, v in model.module_state_dict().items()}
+    curve = trainer.fit("train", train.records, cfg.epochs)
+    assert len(curve) == 4
+    for key, value in model.lm.state_dict().items():
+        assert torch.equal(value, lm_before[key]), key
+    assert all(p.grad is None for p in model.lm.parameters())
+    changed = [
+        k for k, v in model.module_state_dict().items() if not torch.equal(v, modules_before[k])
+    ]
+    assert sorted(changed) == sorted(modules_before)  # every module tensor moved
+
+
+def test_the_micro_batch_split_does_not_change_a_step(make_train_config, tmp_path):
+    """The loss is a per-token mean over the whole optimiser step, however it is accumulated."""
+    runs = {}
+    for micro in (1, 6):
+        cfg = make_train_config(epochs=1, micro_batch_images=micro, **{"optim.lr": 1e-2})
+        model, trainer, train = _trainer_parts(cfg, tmp_path / f"state{micro}")
+        curve = trainer.fit("train", train.records, cfg.epochs)
+        runs[micro] = ([v for _, v in curve], model.module_state_dict())
+    (loss_a, w_a), (loss_b, w_b) = runs[1], runs[6]
+    assert loss_a == pytest.approx(loss_b, abs=1e-5)
+    for key in w_a:
+        if key.endswith("k_down.bias"):
+            continue  # see below
+        torch.testing.assert_close(w_a[key], w_b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_the_key_bias_gets_no_real_gradient(make_train_config, tmp_path):
+    """``b^K`` of eq. (2) adds ``q . b^K`` to every visual position's logit alike, which softmax
+    ignores: its true gradient is zero and what autograd returns is float noise (which Adam's
+    normalisation turns into lr-sized steps). Weight comparisons across batch splits skip it."""
+    cfg = make_train_config(epochs=1)
+    model, trainer, train = _trainer_parts(cfg, tmp_path / "state")
+    trainer.fit("train", train.records, cfg.epochs)  # non-zero W_up^O: every gradient flows
+    batcher_ids, mask = trainer.codec.encode([r.captions[0] for r in train.records[:4]])
+    visual = trainer.visual([r.image_id for r in train.records[:4]]).float()
+    out = model(input_ids=batcher_ids, attention_mask=mask, visual=visual)
+    out.logits[mask.bool()].logsumexp(-1).sum().backward()
+    for key, module in model.itune.items():
+        assert module.k_down.bias.grad.abs().max() < 1e-6 * module.q_down.bias.grad.abs().max(), key
