@@ -21,32 +21,34 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 import yaml
-from PIL import Image
 
-from ituning.backbones import load_lm
-from ituning.checkpoint import save_checkpoint
-from ituning.data.features import CachedFeatures, FeatureCache, LiveFeatures
-from ituning.data.images import load_image
-from ituning.data.karpathy import read_karpathy
-from ituning.data.nocaps import read_nocaps
-from ituning.data.records import CaptionDataset, natural_id
-from ituning.data.visual_genome import read_visual_genome
-from ituning.decode import DecodeSettings
-from ituning.distributed import DistContext, setup, teardown
 from ituning.errors import ConfigError, cli_main
-from ituning.evaluate import EvalOutput, blank_image_control, evaluate_split, grounding
-from ituning.inject import ITuningModel
-from ituning.metrics import CaptionScorer, write_coco_results
-from ituning.text import CaptionCodec
 from ituning.train_config import TrainConfig, load_train_config
-from ituning.trainer import NonFiniteLossError, StageTrainer
-from ituning.vision import VisionEncoder, load_vision
 
-__all__ = ["NonFiniteLossError", "RunResult", "run_experiment", "main"]
+# torch, transformers and open_clip take seconds to import: they are imported where they are used,
+# so that `python -m ituning.train` reports a bad configuration at once and `bench` can read
+# results without them.
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from ituning.data.records import CaptionDataset
+    from ituning.distributed import DistContext
+    from ituning.vision import VisionEncoder
+
+__all__ = ["RunResult", "run_experiment", "main"]  # NonFiniteLossError: see __getattr__
+
+
+def __getattr__(name: str):
+    if name == "NonFiniteLossError":  # re-exported lazily (it lives with the torch training loop)
+        from ituning.trainer import NonFiniteLossError
+
+        return NonFiniteLossError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 MetricFn = Callable[[str, float, int], None]
 StageFn = Callable[[str], None]
@@ -98,6 +100,11 @@ class LoadedData:
 
 
 def load_data(cfg: TrainConfig) -> LoadedData:
+    from ituning.data.karpathy import read_karpathy
+    from ituning.data.nocaps import read_nocaps
+    from ituning.data.records import CaptionDataset
+    from ituning.data.visual_genome import read_visual_genome
+
     d = cfg.data
     captions = read_karpathy(d.captions, d.image_root)
     train = captions.split("train")
@@ -129,11 +136,15 @@ def load_data(cfg: TrainConfig) -> LoadedData:
 
 
 def _feature_dtype(cfg: TrainConfig) -> torch.dtype:
+    import torch
+
     return torch.float16 if cfg.feature_dtype == "float16" else torch.float32
 
 
 def _visual_source(cfg: TrainConfig, encoder: VisionEncoder, datasets, dist: DistContext):
     """Cached patch tokens (extracted once, by rank 0) or the live encoder; identical tensors."""
+    from ituning.data.features import CachedFeatures, FeatureCache, LiveFeatures
+
     dtype = _feature_dtype(cfg)
     if cfg.features == "live":
         return LiveFeatures(encoder, datasets, dtype=dtype)
@@ -147,6 +158,11 @@ def _visual_source(cfg: TrainConfig, encoder: VisionEncoder, datasets, dist: Dis
 
 def mean_colour_image(dataset: CaptionDataset, size: int, limit: int = 256) -> Image.Image:
     """A blank image filled with the mean colour of (up to ``limit``) training images."""
+    import numpy as np
+    from PIL import Image
+
+    from ituning.data.images import load_image
+
     totals = np.zeros(3)
     recs = dataset.records[:limit]
     for rec in recs:
@@ -178,6 +194,16 @@ def run_experiment(
     progress: bool = True,
 ) -> RunResult:
     """Train (resuming if a state exists), evaluate, and write ``result.json`` last."""
+    import torch
+
+    from ituning.backbones import load_lm
+    from ituning.checkpoint import save_checkpoint
+    from ituning.distributed import setup, teardown
+    from ituning.inject import ITuningModel
+    from ituning.text import CaptionCodec
+    from ituning.trainer import StageTrainer
+    from ituning.vision import load_vision
+
     out_dir = Path(out_dir)
     stage = on_stage or (lambda name: None)
     resolved = json.loads(config.canonical_json())
@@ -279,6 +305,13 @@ def _vision_identity(cfg: TrainConfig, encoder: VisionEncoder) -> dict:
 
 
 def _evaluate(cfg, model, codec, encoder, visual, data: LoadedData, out_dir: Path, progress: bool):
+    import torch
+
+    from ituning.data.records import natural_id
+    from ituning.decode import DecodeSettings
+    from ituning.evaluate import EvalOutput, blank_image_control, evaluate_split, grounding
+    from ituning.metrics import CaptionScorer, write_coco_results
+
     settings = DecodeSettings(
         beam=cfg.eval.beam,
         max_new_tokens=cfg.eval.max_new_tokens,

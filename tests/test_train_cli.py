@@ -1,0 +1,127 @@
+"""The command lines: ``python -m ituning.train``, ``ituning.caption`` and ``ituning.attention``.
+
+``main(argv)`` is called in-process wherever that shows the behaviour; two subprocesses check what
+only a process shows (the printed metrics of a real run, the exit status of a failure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_train_config_dict
+from PIL import Image
+
+from ituning import attention, caption
+from ituning import train as train_cli
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads(one_thread):
+    yield
+
+
+@pytest.fixture
+def config_file(tiny_world, tiny_shapes_lm_dir, tiny_clip_dir, tmp_path) -> Path:
+    raw = tiny_train_config_dict(tiny_world, tiny_shapes_lm_dir, tiny_clip_dir, tmp_path / "feat")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _python(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_train_command_trains_and_prints_its_metrics(config_file, tmp_path):
+    out = tmp_path / "out"
+    proc = _python(
+        "-m", "ituning.train", "--config", str(config_file), "--set", "epochs=1", "--out", str(out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(None, 1) for line in proc.stdout.splitlines() if line.strip())
+    assert float(lines["train/final_loss"]) > 0
+    assert lines["run"] == f"folder: {out}"
+    assert json.loads((out / "config.json").read_text())["epochs"] == 1
+    assert (out / "result.json").is_file() and (out / "checkpoint").is_dir()
+
+
+def test_a_bad_config_exits_2_with_one_error_line(config_file, tmp_path):
+    """Fast too: the configuration is checked before torch is imported."""
+    proc = _python(
+        "-m", "ituning.train", "--config", str(config_file), "--set", "epochs=0", cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {config_file}: epochs: Input should be greater than or equal to 1"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "epochs=0"], "epochs: Input should be greater than or equal to 1"),
+        (["--set", "optim.lrr=0.1"], "optim.lrr: Extra inputs are not permitted"),
+        (["--set", "epochs"], "--set 'epochs': expected KEY=VALUE"),
+        (["--set", "eval.beam=x"], "eval.beam: Input should be a valid integer"),
+    ],
+)
+def test_bad_configs_and_overrides_are_one_line_errors(config_file, capsys, argv, message):
+    assert train_cli.main(["--config", str(config_file), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_a_missing_config_file_is_a_one_line_error(tmp_path, capsys):
+    assert train_cli.main(["--config", str(tmp_path / "none.yaml")]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"error: {tmp_path / 'none.yaml'}: config file not found"
+    )
+
+
+def _test_images(run: Path, n: int) -> list[tuple[Path, str]]:
+    """The first ``n`` test images of the run's world and the captions its evaluation gave them."""
+    world = Path(json.loads((run / "config.json").read_text())["data"]["image_root"])
+    preds = json.loads((run / "predictions_test.json").read_text())
+    return [(world / f"{row['image_id']}.png", row["caption"]) for row in preds[:n]]
+
+
+@pytest.mark.slow
+def test_caption_command_prints_one_caption_per_image(tiny_finished_run, capsys):
+    images = _test_images(tiny_finished_run, 3)
+    argv = [str(p) for p, _ in images]
+    argv += ["--checkpoint", str(tiny_finished_run / "checkpoint"), "--beam", "2"]
+    assert caption.main([*argv, "--max-new-tokens", "8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t") for line in lines] == [[str(p), c] for p, c in images]
+
+
+@pytest.mark.slow
+def test_attention_command_writes_a_figure(tiny_finished_run, tmp_path, capsys):
+    ((image, _),) = _test_images(tiny_finished_run, 1)
+    out = tmp_path / "maps" / "attention.png"
+    argv = [str(image), "--checkpoint", str(tiny_finished_run / "checkpoint"), "--out", str(out)]
+    assert attention.main([*argv, "--beam", "2", "--max-new-tokens", "4"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == str(out)
+    with Image.open(out) as png:
+        assert png.format == "PNG" and png.size[0] > 0 and png.size[1] > 0
+
+
+def test_caption_command_with_a_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert caption.main([str(image), "--checkpoint", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: checkpoint") and "nope" in err[0]
