@@ -1,0 +1,187 @@
+"""From a fresh machine to the report in one command: ``python -m bench.reproduce [options]``.
+
+1. resolve the sweeps (default ``table1``, ``table2``, ``dropping``) under the profile and show the
+   plan: how many points, how many already finished;
+2. build what the profile needs and lacks (``mini``: the pre-trained mini backbones and the Shapes
+   world, once, cached under ``--runs-dir``; ``paper``: check the data root);
+3. run each sweep with ``bench.sweep`` (tracked in MLflow): finished points are skipped, and a point
+   shared by two sweeps trains once, so a second call trains nothing;
+4. write the report (``bench.report``) to ``reports/<profile>/README.md`` and its PNGs.
+
+``--tiny`` runs the same pipeline at test size (``--scale tiny`` of the sweeps: tiny backbones,
+data and budget) into ``reports/<profile>-tiny``: a smoke test of every step, not a result.
+``--profile paper --data-root DIR`` is the real reproduction (GPU machine, GPT-2 and CLIP weights
+in the Hugging Face cache). The exit status is 1 when a point failed (the report is still written,
+saying which), 2 for a usage or configuration error before anything ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import runs as run_folders
+from bench import tracking
+from bench.profiles import PROFILES, Profile, get_profile
+from bench.report import ReportSettings, build_report, shown
+from bench.runs import RunPlan
+from bench.spec import SweepSpec, find_spec, load_spec
+from bench.sweep import SPECS_DIR, SweepReport, experiment_name, run_sweep
+from ituning.errors import cli_main
+
+DEFAULT_SWEEPS = ("table1", "table2", "dropping")
+
+
+@dataclass
+class ReproduceResult:
+    report: Path
+    sweeps: dict[str, SweepReport] = field(default_factory=dict)
+    trained: list[str] = field(default_factory=list)  # run ids whose training this call finished
+    logged: int = 0  # MLflow runs this call added (a point reused by a second spec counts)
+    wall_s: float = 0.0
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {k: v for rep in self.sweeps.values() for k, v in rep.failed.items()}
+
+
+def reproduce(
+    profile: Profile,
+    specs: Sequence[SweepSpec],
+    *,
+    out: Path | None = None,
+    workers: int = 1,
+    tracking_uri: str | None = None,
+    storage_url: str | None = None,
+    progress: bool = True,
+    attention: bool = True,
+    log: Callable[[str], None] = print,
+) -> ReproduceResult:
+    """Steps 1-4 of the module docstring; returns what ran and where the report is."""
+    started = time.perf_counter()
+    uri = tracking_uri or tracking.default_tracking_uri(profile.runs_dir)
+    steps = len(specs) + 2
+
+    def step(i: int, text: str) -> None:
+        log(f"[{i}/{steps}] {text} ({time.perf_counter() - started:.0f} s elapsed)")
+
+    plans: dict[str, list[RunPlan]] = {spec.name: profile.plan(spec) for spec in specs}
+    distinct = {p.run_id: p for ps in plans.values() for p in ps}
+    done_before = {
+        rid
+        for rid in distinct
+        if run_folders.is_finished(run_folders.run_dir(profile.runs_dir, rid))
+    }
+    scale = "" if profile.scale == "full" else f", {profile.scale} scale"
+    log(
+        f"reproduce (profile {profile.name}{scale}): sweeps {', '.join(plans)}; "
+        f"{len(distinct)} distinct points, {len(done_before)} already trained"
+    )
+    step(1, f"backbones and data for profile {profile.name}")
+    profile.prepare(list(distinct.values()), progress=progress)
+
+    tracking.check_reachable(uri)
+    before = _tracked(uri, profile, specs)
+    result = ReproduceResult(report=Path())
+    for i, spec in enumerate(specs, start=2):
+        step(i, f"sweep {spec.name}: {len(plans[spec.name])} points")
+        result.sweeps[spec.name] = run_sweep(
+            spec,
+            profile,
+            workers=workers,
+            storage_url=storage_url,
+            tracking_uri=uri,
+            progress=progress,
+            plans=plans[spec.name],
+            log=log,
+        )
+    result.logged = _tracked(uri, profile, specs) - before
+    result.trained = sorted(
+        rid
+        for rid in distinct
+        if rid not in done_before
+        and run_folders.is_finished(run_folders.run_dir(profile.runs_dir, rid))
+    )
+    step(steps, "report")
+    settings = ReportSettings(
+        profile=profile.name,
+        scale=profile.scale,
+        runs_dir=profile.runs_dir,
+        out_dir=out,
+        tracking_uri=tracking_uri,
+        attention=attention,
+    )
+    result.report = build_report(settings, log=log)
+    result.wall_s = time.perf_counter() - started
+    log(
+        f"reproduce: trained {len(result.trained)} new points, {result.logged} new MLflow runs, "
+        f"{len(result.failed)} failed; {result.wall_s:.0f} s; report: {shown(result.report)}"
+    )
+    return result
+
+
+def _tracked(uri: str, profile: Profile, specs: Sequence[SweepSpec]) -> int:
+    """FINISHED MLflow runs of these specs' experiments (0 for experiments not created yet)."""
+    client = tracking.client(uri)
+    total = 0
+    for spec in specs:
+        exp = client.get_experiment_by_name(experiment_name(spec, profile))
+        if exp is not None:
+            total += len(tracking.Tracker(uri, exp.name).runs(status="FINISHED"))
+    return total
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.reproduce", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--profile", default="mini", choices=PROFILES, help="default: mini")
+    p.add_argument(
+        "--data-root", type=Path, help="the paper profile's datasets (layout: bench/profiles.py)"
+    )
+    p.add_argument(
+        "--tiny", action="store_true", help="test size: tiny backbones, data and budget (seconds)"
+    )
+    p.add_argument(
+        "--sweeps",
+        nargs="+",
+        default=list(DEFAULT_SWEEPS),
+        metavar="SPEC",
+        help=f"sweep names in sweeps/ or YAML paths (default: {' '.join(DEFAULT_SWEEPS)})",
+    )
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run folders and stores")
+    p.add_argument("--out", type=Path, help="report folder (default reports/<profile>)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes per sweep")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///RUNS/mlflow.db)")
+    p.add_argument("--storage", help="optuna storage URL (default sqlite:///RUNS/optuna.db)")
+    p.add_argument("--no-attention", action="store_true", help="skip Figure 3 in the report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be >= 1")
+    specs = [load_spec(find_spec(name, SPECS_DIR)) for name in args.sweeps]
+    profile = get_profile(
+        args.profile,
+        runs_dir=args.runs_dir,
+        data_root=args.data_root,
+        scale="tiny" if args.tiny else "full",
+    )
+    result = reproduce(
+        profile,
+        specs,
+        out=args.out,
+        workers=args.workers,
+        tracking_uri=args.tracking_uri,
+        storage_url=args.storage,
+        progress=not args.quiet,
+        attention=not args.no_attention,
+    )
+    return 1 if result.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

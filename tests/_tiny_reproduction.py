@@ -1,0 +1,77 @@
+"""One real tiny reproduction shared by the report and reproduce tests (it costs about a minute).
+
+``bench.reproduce.reproduce`` at ``--tiny`` size on two small specs named like the paper's (so the
+report files them under Table 1 / Table 2 and the dropping ablation): three distinct points, base
+and large LM without VLP, and the large LM with the lower half of its layers dropped. The
+``dropping`` spec shares two of them with ``table1``: they train once and are tracked twice.
+The result is cached per pytest session, whichever test file asks first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TABLE1 = """\
+name: table1
+description: test-size Table 1 (base and large LM, large with half its layers dropped)
+base: {lm: base, lambda: 1.0, bottleneck: null, drop: 0, vlp: false, seed: 0}
+axes:
+  lm: [base, large]
+extra:
+  - {lm: large, drop: 0.5}
+"""
+DROPPING = """\
+name: dropping
+description: test-size dropping ablation
+base: {lm: large, lambda: 1.0, bottleneck: null, drop: 0, vlp: false, seed: 0}
+axes:
+  drop: [0, 0.5]
+"""
+
+
+@dataclass(frozen=True)
+class TinyReproduction:
+    root: Path
+    runs_dir: Path
+    out: Path
+    spec_paths: tuple[Path, ...]
+    result: object  # bench.reproduce.ReproduceResult
+    log: tuple[str, ...]
+    seconds: float
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.runs_dir / 'mlflow.db'}"
+
+
+_CACHE: dict[str, TinyReproduction] = {}
+
+
+def tiny_reproduction(factory: pytest.TempPathFactory) -> TinyReproduction:
+    if "run" in _CACHE:
+        return _CACHE["run"]
+    from bench.profiles import get_profile
+    from bench.reproduce import reproduce
+    from bench.spec import load_spec
+
+    root = factory.mktemp("tiny_reproduction")
+    paths = []
+    for name, text in (("table1", TABLE1), ("dropping", DROPPING)):
+        path = root / f"{name}.yaml"
+        path.write_text(text)
+        paths.append(path)
+    runs_dir, out = root / "runs", root / "report"
+    profile = get_profile("mini", runs_dir=runs_dir, scale="tiny")
+    log: list[str] = []
+    started = time.perf_counter()
+    result = reproduce(
+        profile, [load_spec(p) for p in paths], out=out, progress=False, log=log.append
+    )
+    _CACHE["run"] = TinyReproduction(
+        root, runs_dir, out, tuple(paths), result, tuple(log), time.perf_counter() - started
+    )
+    return _CACHE["run"]

@@ -1,0 +1,319 @@
+"""The report generator: paper tables, claims, Markdown tables and figures.
+
+Fast tests build :class:`~bench.results.RunSet` s by hand (real objects, chosen numbers) to check
+the verdict logic and the seed statistics; the slow ones read a real tiny reproduction (trained,
+tracked in a real MLflow SQLite store) shared with ``test_reproduce.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+from _tiny_reproduction import tiny_reproduction
+from PIL import Image
+
+from bench import claims as C
+from bench.paper import load_paper_tables, parse_params
+from bench.report import Context, ReportSettings, _table1, _table2, build_report, main
+from bench.results import Run, RunSet, Stat, load_runs
+from bench.tracking import TrackingError
+
+PAPER = load_paper_tables()
+
+
+def make_run(
+    lm: str = "base",
+    *,
+    vlp: bool = False,
+    drop: int = 0,
+    n_layers: int = 4,
+    d_lm: int = 96,
+    seed: int = 0,
+    metrics: dict[str, float] | None = None,
+    specs: tuple[str, ...] = ("table1",),
+    profile: str = "mini",
+    tags: dict[str, str] | None = None,
+) -> Run:
+    params = {
+        "point.lm": lm,
+        "point.lambda": "1.0",
+        "resolved.lm_name": f"backbones/mini-{lm}",
+        "resolved.n_layers": str(n_layers),
+        "resolved.d_lm": str(d_lm),
+        "resolved.drop_first": str(drop),
+        "resolved.bottleneck": str(d_lm // 2),
+        "vlp": str(vlp),
+        "seed": str(seed),
+        "profile": profile,
+        "scale": "full",
+        "data.captions": "data/shapes/dataset_shapes.json",
+    }
+    digest = hashlib.sha256(json.dumps(sorted(params.items())).encode()).hexdigest()[:12]
+    return Run(
+        mlflow_id=digest,
+        config_hash=digest,
+        status="FINISHED",
+        specs=specs,
+        params=params,
+        metrics=dict(metrics or {}),
+        tags=dict(tags or {}),
+        start_ms=0,
+    )
+
+
+def runset(*runs: Run, profile: str = "mini") -> RunSet:
+    return RunSet(uri="sqlite:///x.db", profile=profile, scale="full", runs=list(runs))
+
+
+def nocaps(in_d: float, out_d: float, test: float) -> dict[str, float]:
+    return {
+        "test/cider": test,
+        "nocaps/in-domain/cider": in_d,
+        "nocaps/out-of-domain/cider": out_d,
+        "nocaps/overall/cider": (in_d + out_d) / 2,
+        "trainable_params": 1000.0,
+    }
+
+
+# ---------------------------------------------------------------------- paper tables
+
+
+def test_paper_tables_are_the_published_numbers() -> None:
+    t1, t2 = PAPER.table1, PAPER.table2
+    assert len(t1.rows) == 14 and len(t2.rows) == 6 and len(PAPER.table3) == 4
+    large_drop = next(r for r in t1.ours() if r.drop_first == 18)
+    assert large_drop.lm_size == "large" and large_drop.vlp is True
+    assert large_drop.drop_fraction == 0.5 and large_drop.params_count == 47e6
+    assert large_drop.values["coco_cider"] == 122.1 and large_drop.values["flickr_cider"] == 79.2
+    base = next(r for r in t2.ours() if r.lm_size == "base")
+    assert (base.values["in_cider"], base.values["out_cider"]) == (83.9, 48.1)
+    assert [r.model for r in t1.baselines()][0] == "OSCAR-base (no tags)"
+    assert parse_params("14M") == 14e6 and parse_params("270M") == 270e6
+
+
+# ---------------------------------------------------------------------- verdict logic
+
+
+def test_spread_note_compares_difference_with_two_standard_errors() -> None:
+    a, b = Stat(10.0, 1.0, 3), Stat(12.0, 1.0, 3)
+    two_se = 2 * (1 / 3 + 1 / 3) ** 0.5  # 1.63
+    assert "exceeds the seed spread" in C.spread_note(2.0, [a, b])
+    assert f"2·SE = {two_se:.2f}" in C.spread_note(2.0, [a, b])
+    assert "is within the seed spread" in C.spread_note(1.0, [a, b])
+    assert "seed spread unknown" in C.spread_note(2.0, [Stat(10.0, None, 1), b])
+
+
+def test_larger_lm_verdicts_follow_the_numbers() -> None:
+    base = make_run("base", metrics=nocaps(50.0, 20.0, 100.0))
+    large = make_run("large", n_layers=8, metrics=nocaps(55.0, 35.0, 104.0))
+    runs = runset(base, large)
+    assert C.larger_lm(runs).verdict == C.HOLDS
+    v = C.larger_lm_out_of_domain(runs)
+    assert v.verdict == C.HOLDS and "+5.00" in v.evidence and "+15.00" in v.evidence
+    # in-domain gain larger than out-of-domain: the "above all out of domain" claim fails
+    flat = make_run("large", n_layers=8, metrics=nocaps(70.0, 25.0, 104.0))
+    assert C.larger_lm_out_of_domain(runset(base, flat)).verdict == C.FAILS
+    worse = make_run("large", n_layers=8, metrics=nocaps(40.0, 10.0, 90.0))
+    assert C.larger_lm(runset(base, worse)).verdict == C.FAILS
+    missing = C.larger_lm(runset(base))
+    assert missing.verdict == C.MISSING and "large LM" in missing.evidence
+    assert "table2" in missing.evidence
+
+
+def test_dropping_needs_small_cost_and_half_the_parameters() -> None:
+    def pair(cost: float, half_params: float) -> RunSet:
+        full = make_run("large", n_layers=8, metrics={"test/cider": 100.0, "trainable_params": 1e4})
+        half = make_run(
+            "large",
+            n_layers=8,
+            drop=4,
+            metrics={"test/cider": 100.0 - cost, "trainable_params": half_params},
+        )
+        return runset(full, half)
+
+    assert C.dropping(pair(0.5, 5e3)).verdict == C.HOLDS
+    assert C.dropping(pair(-2.0, 5e3)).verdict == C.HOLDS  # dropping even helped
+    assert C.dropping(pair(1.5, 5e3)).verdict == C.FAILS  # costs more than 1 CIDEr
+    assert C.dropping(pair(0.0, 8e3)).verdict == C.FAILS  # parameters not halved
+    assert C.dropping(runset()).verdict == C.MISSING
+
+
+def test_vlp_image_and_grounding_claims() -> None:
+    off = [make_run(seed=s, metrics={"test/cider": 100.0 + s}) for s in range(3)]
+    on = [make_run(vlp=True, seed=s, metrics={"test/cider": 104.0 + s}) for s in range(3)]
+    v = C.vlp_helps(runset(*off, *on))
+    assert v.verdict == C.HOLDS and "+4.00" in v.evidence
+    assert "exceeds the seed spread" in v.spread and "seeds 3/3" in v.spread
+
+    ok = make_run(
+        "large", n_layers=8, metrics={"test/cider": 90.0, "control/test/blank_cider": 20.0}
+    )
+    bad = make_run("base", metrics={"test/cider": 50.0, "control/test/blank_cider": 25.0})
+    assert C.image_dependence(runset(ok)).verdict == C.HOLDS
+    v = C.image_dependence(runset(ok, bad))
+    assert v.verdict == C.FAILS and "2.0×" in v.evidence
+
+    named = make_run("large", n_layers=8, metrics={"grounding/test/shape_precision": 0.9})
+    wrong = make_run("large", n_layers=8, metrics={"grounding/test/shape_precision": 0.4})
+    assert C.grounding(runset(named)).verdict == C.HOLDS
+    assert C.grounding(runset(wrong)).verdict == C.FAILS
+    assert C.grounding(runset(make_run())).verdict == C.MISSING  # mini: said, not skipped
+    assert C.grounding(runset(make_run(profile="paper"), profile="paper")) is None
+
+
+def test_paper_profile_compares_with_published_numbers() -> None:
+    base = make_run("base", n_layers=12, d_lm=768, profile="paper", metrics={"test/cider": 117.5})
+    report = C.check_claims(runset(base, profile="paper"), PAPER)
+    deltas = [v for v in report.verdicts if "matches the published" in v.claim]
+    assert len(deltas) == len(PAPER.table1.ours()) + len(PAPER.table2.ours())
+    first = deltas[0]
+    assert "GPT2-Base" in first.claim and first.verdict == C.HOLDS and "Δ +0.8" in first.evidence
+    assert sum(v.verdict == C.MISSING for v in deltas) == len(deltas) - 1
+    assert any("fewer trainable parameters" in v.claim for v in report.verdicts)
+
+
+# ---------------------------------------------------------------------- table rendering
+
+
+def _ctx(runs: RunSet, tmp_path: Path) -> Context:
+    return Context(ReportSettings(out_dir=tmp_path), runs, PAPER, tmp_path, tmp_path)
+
+
+def test_several_seeds_give_mean_std_and_count(tmp_path: Path) -> None:
+    ciders = [110.0, 112.0, 117.0]
+    runs = runset(
+        *[
+            make_run(seed=s, metrics={"test/cider": c, "test/bleu4": 30.0, "trainable_params": 2e5})
+            for s, c in enumerate(ciders)
+        ]
+    )
+    text = "\n".join(_table1(_ctx(runs, tmp_path)))
+    mean, std = statistics.fmean(ciders), statistics.stdev(ciders)
+    row = next(line for line in text.splitlines() if "reproduced: mini-base" in line)
+    assert "3 seeds" in row and f"{mean:.1f} ± {std:.1f}" in row and "200.0k" in row
+    lines = text.splitlines()
+    delta = lines[lines.index(row) + 1]
+    assert f"{mean - 116.7:+.1f}" in delta  # GPT2-Base without VLP: 116.7 in the paper
+    # METEOR was not computed, SPICE is unavailable, Flickr30k absent, medium LM not run
+    assert "not evaluated: the run has no test/meteor score" in text
+    assert "dataset absent" in text
+    assert re.search(r"not run: .*medium LM.*sweep `table1`", text)
+
+
+def test_spice_unavailable_reason_is_shown(tmp_path: Path) -> None:
+    reason = "Stanford CoreNLP 3.6.0 jars not found; copy them into spice/lib"
+    run = make_run(metrics={"nocaps/in-domain/cider": 80.0}, tags={"unavailable.spice": reason})
+    text = "\n".join(_table2(_ctx(runset(run), tmp_path)))
+    assert f"SPICE unavailable: {reason}" in text
+    assert "| 80.0 |" in text
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def test_missing_store_is_one_line_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(TrackingError, match="does not exist"):
+        load_runs(f"sqlite:///{tmp_path / 'nope' / 'mlflow.db'}", profile="mini")
+    assert main(["--runs-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: MLflow store") and "\n" not in err
+
+
+# ---------------------------------------------------------------------- real tiny runs
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    return tiny_reproduction(tmp_path_factory)
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else None]
+
+
+@pytest.mark.slow
+def test_report_tables_from_tracked_runs(tiny) -> None:
+    text = (tiny.out / "README.md").read_text()
+    runs = load_runs(tiny.uri, profile="mini", scale="tiny")
+    assert {r.lm_size for r in runs.runs} == {"base", "large"} and len(runs.runs) == 3
+    base = next(r for r in runs.runs if r.lm_size == "base")
+    table1 = _section(text, "Table 1")
+    lines = table1.splitlines()
+    i = lines.index(next(x for x in lines if x.startswith("| **I-Tuning (GPT2-Base)** | paper")))
+    assert "| 14M | 116.7 | 34.8 | 28.3 | 21.8 | 61.5 |" in lines[i]
+    assert "reproduced: mini-base, 1 seed" in lines[i + 1]
+    assert f"| {base.metrics['test/cider']:.1f} |" in lines[i + 1]
+    assert f"{base.metrics['test/cider'] - 116.7:+.1f}" in lines[i + 2]
+    assert "OSCAR-base (no tags) | paper | 135M | 115.6" in table1
+    assert "dataset absent" in table1 and "not run" in table1
+    assert "SPICE unavailable" in table1 or "test/spice" in str(base.metrics)
+    table2 = _section(text, "Table 2")
+    assert "I-Tuning (GPT2-Large), dropping** | paper | 47M | 88.3" in table2
+    assert "reproduced: mini-large, 1 seed" in table2
+    assert "<br>" in _section(text, "Table 3")
+    # provenance: commit, versions, hardware, wall time per run, rebuild command
+    prov = _section(text, "Provenance")
+    for needle in ("commit", "torch 2.", "cores", "Rebuild this report: `python -m bench.report"):
+        assert needle in prov
+    assert all(r.config_hash in prov for r in runs.runs)
+
+
+@pytest.mark.slow
+def test_report_figures_are_images(tiny) -> None:
+    text = (tiny.out / "README.md").read_text()
+    names = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert {"figure1_params_vs_cider.png", "ablation_dropping.png", "figure3_attention.png"} <= set(
+        names
+    )
+    assert sum(n.startswith("table3_") for n in names) == 4
+    for name in names:
+        with Image.open(tiny.out / name) as im:
+            im.load()
+            assert im.width >= 64 and im.height >= 64
+            lo_hi = im.convert("L").getextrema()
+            assert lo_hi[0] < lo_hi[1], f"{name} is blank"
+    assert "Not run: `python -m bench.sweep lambda --profile mini`." in text
+
+
+@pytest.mark.slow
+def test_claims_get_verdicts_from_runs(tiny) -> None:
+    text = (tiny.out / "README.md").read_text()
+    section = _section(text, "The paper's claims")
+    verdict_lines = [line for line in section.splitlines() if line.startswith("- ")]
+    verdicts = [re.search(r"\*\*(.+?)\*\*", line).group(1) for line in verdict_lines[:6]]
+    assert len(verdicts) == 6 and set(verdicts) <= set(C.VERDICTS)
+    runs = load_runs(tiny.uri, profile="mini", scale="tiny")
+    by = {(r.lm_size, r.drop): r.metrics for r in runs.runs}
+    large = next(m for (lm, d), m in by.items() if lm == "large" and d == 0)
+    expected = C.HOLDS if large["test/cider"] > by[("base", 0)]["test/cider"] else C.FAILS
+    if "nocaps/overall/cider" in large:
+        up = large["nocaps/overall/cider"] > by[("base", 0)]["nocaps/overall/cider"]
+        expected = expected if up else C.FAILS
+    assert verdicts[0] == expected
+    assert verdicts[3] == C.MISSING and "sweep `vlp`" in verdict_lines[3]  # no VLP run
+
+
+@pytest.mark.slow
+def test_report_cli_rebuilds_identical_files(tiny, tmp_path: Path, capsys) -> None:
+    args = ["--scale", "tiny", "--runs-dir", str(tiny.runs_dir), "--out", str(tmp_path / "r")]
+    assert main([*args, "--no-attention"]) == 0
+    first = {p.name: p.read_bytes() for p in sorted((tmp_path / "r").iterdir())}
+    assert main([*args, "--no-attention"]) == 0
+    second = {p.name: p.read_bytes() for p in sorted((tmp_path / "r").iterdir())}
+    assert first == second and "figure3_attention.png" not in first
+    paper = build_report(
+        ReportSettings(
+            profile="paper", scale="tiny", runs_dir=tiny.runs_dir, out_dir=tmp_path / "p"
+        ),
+        log=lambda _: None,
+    )
+    text = paper.read_text()
+    assert "0 finished runs" in text and "matches the published 116.7" in text
+    assert "not run: no finished run" in text

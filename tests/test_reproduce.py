@@ -1,0 +1,70 @@
+"""``bench.reproduce`` end to end at tiny size: backbones, data, sweeps, report; then nothing new.
+
+The first call is the tiny reproduction shared with ``test_report.py`` (three points, two specs);
+the second goes through the CLI and must train nothing, track nothing and rebuild the same files.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from _tiny_reproduction import tiny_reproduction
+
+from bench.reproduce import main
+from bench.results import load_runs
+
+STEP = re.compile(r"^\[(\d+/\d+)\] ")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    return tiny_reproduction(tmp_path_factory)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_first_call_builds_assets_runs_sweeps_and_reports(tiny) -> None:
+    result = tiny.result
+    assert not result.failed
+    assert len(result.trained) == 3  # table1's three points; dropping reuses two of them
+    assert result.logged == 5  # MLflow runs: 3 in table1, 2 in dropping
+    assert set(result.sweeps) == {"table1", "dropping"}
+    assert result.report == tiny.out / "README.md" and result.report.is_file()
+    assert (tiny.runs_dir / "backbones").is_dir() and (tiny.runs_dir / "data").is_dir()
+    steps = [m.group(1) for m in map(STEP.match, tiny.log) if m]
+    assert steps == ["1/4", "2/4", "3/4", "4/4"]
+    assert any("reused the finished run folder" in line for line in tiny.log)
+
+
+@pytest.mark.slow
+def test_second_call_runs_nothing_and_rebuilds_the_same_report(tiny, capsys) -> None:
+    before = _files(tiny.out)
+    runs_before = load_runs(tiny.uri, profile="mini", scale="tiny")
+    args = ["--tiny", "--quiet", "--runs-dir", str(tiny.runs_dir), "--out", str(tiny.out)]
+    assert main([*args, "--sweeps", *map(str, tiny.spec_paths)]) == 0
+    out = capsys.readouterr().out
+    assert "trained 0 new points, 0 new MLflow runs, 0 failed" in out
+    assert "2 points, 2 already finished, 0 queued now" in out
+    after = _files(tiny.out)
+    assert after.keys() == before.keys()
+    changed = [name for name in before if before[name] != after[name]]
+    assert not changed, f"rebuilt report differs in {changed}"
+    runs_after = load_runs(tiny.uri, profile="mini", scale="tiny")
+    assert [r.mlflow_id for r in runs_after.runs] == [r.mlflow_id for r in runs_before.runs]
+
+
+def test_unknown_sweep_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    assert main(["--tiny", "--sweeps", "no-such-sweep", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no-such-sweep: no such sweep spec") and "\n" not in err
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_paper_profile_needs_a_data_root(tmp_path: Path, capsys) -> None:
+    assert main(["--profile", "paper", "--runs-dir", str(tmp_path)]) == 2
+    assert "--data-root" in capsys.readouterr().err
