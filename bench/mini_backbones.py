@@ -23,12 +23,14 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,8 +174,15 @@ def build_backbones(
     seed: int = 0,
     *,
     progress: bool = True,
+    parallel: bool = True,
 ) -> MiniBackbones:
-    """Build (or reuse) the backbones of ``config``; returns where they are and their manifest."""
+    """Build (or reuse) the backbones of ``config``; returns where they are and their manifest.
+
+    ``parallel`` trains the vision encoder in a second process while the LMs train here. Every
+    training runs on one thread either way, so the weights do not depend on it (nor on the
+    machine's core count): small matrices gain little from threads, and two single-threaded
+    jobs use two cores better than one job on two threads.
+    """
     config = config or MiniBackbonesConfig()
     root = backbone_dir(Path(out), config, seed)
     with _lock(root.with_name(root.name + ".lock")):
@@ -183,44 +192,76 @@ def build_backbones(
         if root.exists():  # an interrupted build
             shutil.rmtree(root)
         root.mkdir(parents=True)
-        manifest = _build(root, config, seed, progress)
+        manifest = _build(root, config, seed, progress, parallel)
         tmp = root / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, root / MANIFEST)
         return MiniBackbones(root, manifest, cached=False)
 
 
-def _build(root: Path, config: MiniBackbonesConfig, seed: int, progress: bool) -> dict:
-    t_start = time.perf_counter()
-    world = config.world
-    timings: dict[str, float] = {}
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
-    # Language models: equal steps and data for every size.
+
+def _vision_job(root: str, config_json: str, seed: int, progress: bool) -> dict:
+    """Train, save and gate the vision encoder (runs in a worker process or in-process)."""
+    config = MiniBackbonesConfig.model_validate_json(config_json)
+    with _single_thread():
+        model, info = train_clip(config.clip, config.clip_train, config.world, seed, progress)
+        save_clip(model, config.clip, Path(root) / CLIP_DIR)
+        t = time.perf_counter()
+        gates = evaluate_vision(model, config, seed)
+    return {"info": info, "gates": gates, "gate_seconds": round(time.perf_counter() - t, 1)}
+
+
+def _lm_job(root: Path, config: MiniBackbonesConfig, seed: int, progress: bool) -> dict:
+    """Pre-train every LM size on the same corpus for the same number of steps."""
+    world = config.world
     t = time.perf_counter()
     corpus = corpus_for(seed, world, config.lm_train)
     heldout = heldout_captions(seed, world, config.lm_train.eval_captions)
-    timings["lm_corpus"] = round(time.perf_counter() - t, 1)
-    lm_report: dict[str, dict] = {}
-    for spec in config.lms:
-        model, info = train_lm(spec, config.lm_train, world, seed, corpus, heldout, progress)
-        save_lm(model, root / spec.name, config.lm_train.n_positions)
-        lm_report[spec.name] = {**info, **spec.model_dump(), "bottleneck_r": spec.n_embd // 2}
-        timings[spec.name] = info["train_seconds"]
-        _log(f"{spec.name}: held-out perplexity {info['heldout_perplexity']:.3f}", progress)
+    report: dict[str, dict] = {"_corpus_seconds": round(time.perf_counter() - t, 1)}  # type: ignore[dict-item]
+    with _single_thread():
+        for spec in config.lms:
+            model, info = train_lm(spec, config.lm_train, world, seed, corpus, heldout, progress)
+            save_lm(model, root / spec.name, config.lm_train.n_positions)
+            report[spec.name] = {**info, **spec.model_dump(), "bottleneck_r": spec.n_embd // 2}
+            _log(f"{spec.name}: held-out perplexity {info['heldout_perplexity']:.3f}", progress)
+    return report
+
+
+def _build(
+    root: Path, config: MiniBackbonesConfig, seed: int, progress: bool, parallel: bool
+) -> dict:
+    t_start = time.perf_counter()
+    args = (str(root), config.model_dump_json(), seed, progress)
+    if parallel:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            vision_future = pool.submit(_vision_job, *args)
+            lm_report = _lm_job(root, config, seed, progress)
+            vision = vision_future.result()
+    else:
+        lm_report = _lm_job(root, config, seed, progress)
+        vision = _vision_job(*args)
+    corpus_seconds = lm_report.pop("_corpus_seconds")
     ppls = [lm_report[s.name]["heldout_perplexity"] for s in config.lms]
     lm_gate = all(a > b for a, b in zip(ppls, ppls[1:], strict=False))
-
-    # Vision encoder.
-    clip_model, clip_info = train_clip(config.clip, config.clip_train, world, seed, progress)
-    save_clip(clip_model, config.clip, root / CLIP_DIR)
-    timings[CLIP_DIR] = clip_info["train_seconds"]
-
-    t = time.perf_counter()
-    gates = evaluate_vision(clip_model, config, seed)
-    timings["gates"] = round(time.perf_counter() - t, 1)
+    gates = vision["gates"]
     vision_pass = {k: gates.get(k, 0.0) >= v for k, v in VISION_TARGETS.items()}
-    timings["total"] = round(time.perf_counter() - t_start, 1)
-
+    timings = {
+        "lm_corpus": corpus_seconds,
+        **{s.name: lm_report[s.name]["train_seconds"] for s in config.lms},
+        CLIP_DIR: vision["info"]["train_seconds"],
+        "gates": vision["gate_seconds"],
+        "total": round(time.perf_counter() - t_start, 1),
+    }
     return {
         "name": config.name,
         "format": FORMAT_VERSION,
@@ -230,7 +271,7 @@ def _build(root: Path, config: MiniBackbonesConfig, seed: int, progress: bool) -
         "lms": [s.name for s in config.lms],
         "vision": CLIP_DIR,
         "lm_report": lm_report,
-        "vision_report": clip_info,
+        "vision_report": vision["info"],
         "gates": {
             "lm_perplexity": {s.name: lm_report[s.name]["heldout_perplexity"] for s in config.lms},
             "lm_larger_is_better": lm_gate,
@@ -242,7 +283,8 @@ def _build(root: Path, config: MiniBackbonesConfig, seed: int, progress: bool) -
         "timings_seconds": timings,
         "environment": {
             "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
+            "threads_per_job": 1,
+            "parallel": parallel,
             "python": platform.python_version(),
         },
         "files": folder_hashes(root),
@@ -296,12 +338,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny models, seconds (tests, smoke runs)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a quality gate fails")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--serial", action="store_true", help="train the vision encoder after the LMs, not beside"
+    )
     args = p.parse_args(argv)
     try:
         config = MiniBackbonesConfig.quick() if args.quick else MiniBackbonesConfig()
     except ValidationError as exc:  # pragma: no cover - defaults are valid
         raise ConfigError(f"mini backbones config: {exc.errors()[0]['msg']}") from None
-    built = build_backbones(args.out, config, args.seed, progress=not args.quiet)
+    built = build_backbones(
+        args.out, config, args.seed, progress=not args.quiet, parallel=not args.serial
+    )
     if built.cached:
         print(f"cached: {built.root} (built earlier with this configuration; nothing to do)")
     else:

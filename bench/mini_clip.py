@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,15 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from bench.mini_lm import EOS, PAD, build_tokenizer, hf_tokenizer
-from ituning.data.shapes import WorldConfig, describe, item_rng, render, sample_scene, swap
+from ituning.data.shapes import (
+    Scene,
+    WorldConfig,
+    describe,
+    item_rng,
+    render,
+    sample_scene,
+    swap,
+)
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -68,7 +78,12 @@ class ClipTrainConfig(BaseModel):
     lr: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(40, ge=0)
     weight_decay: float = Field(0.05, ge=0)
-    hard_negatives: bool = True
+    #: Which one-word swaps of each phrase join the batch as extra negatives.
+    hard_negatives: tuple[str, ...] = SWAP_KINDS
+    #: Weight of the region-level term: each object's patch tokens (mean over the patches it
+    #: covers, projected like the pooled output) against its own phrase; 0 disables it.
+    region_weight: float = Field(1.0, ge=0)
+    region_hard_negatives: tuple[str, ...] = ("colour", "shape")
     #: Probability of each phrase style (see ``ituning.data.shapes.describe``).
     styles: tuple[tuple[str, float], ...] = (
         ("list", 0.35),
@@ -143,30 +158,107 @@ class TextEncoder:
         return out
 
 
+@dataclass
+class _Batch:
+    pixels: torch.Tensor
+    texts: list[str]  # image phrases, then their hard negatives
+    n_images: int
+    region_masks: torch.Tensor  # (regions, patches), row-normalised; regions index images
+    region_image: torch.Tensor  # (regions,) image index of each region
+    region_texts: list[str]  # region phrases, then their hard negatives
+    n_regions: int
+
+
+def _region_mask(obj, spec: ClipSpec) -> torch.Tensor:
+    """Patches whose centre lies within the object (at least the one under its centre)."""
+    grid = spec.image_size // spec.patch_size
+    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) * spec.patch_size
+    d2 = (centres[None, :] - obj.x) ** 2 + (centres[:, None] - obj.y) ** 2
+    mask = (d2 <= max(obj.radius, 0.5 * spec.patch_size) ** 2).flatten().float()
+    r = min(grid - 1, int(obj.y // spec.patch_size))
+    c = min(grid - 1, int(obj.x // spec.patch_size))
+    mask[r * grid + c] = 1.0
+    return mask / mask.sum()
+
+
 def _batch(step: int, seed: int, world: WorldConfig, train: ClipTrainConfig, spec: ClipSpec):
     styles = [s for s, _ in train.styles]
     probs = np.asarray([p for _, p in train.styles], dtype=np.float64)
     probs = probs / probs.sum()
     images, pos, neg = [], [], []
+    masks, owner, rpos, rneg = [], [], [], []
     for b in range(train.batch_size):
         rng = item_rng(seed, "clip", step * train.batch_size + b)
         scene = sample_scene(rng, world, "any")
         images.append(render(scene, world))
         phrase = describe(scene, rng, styles[int(rng.choice(len(styles), p=probs))])
         pos.append(phrase.text)
-        if train.hard_negatives:
-            for kind in SWAP_KINDS:
-                s = swap(phrase, scene, kind, rng, world)  # type: ignore[arg-type]
-                if s is not None:
-                    neg.append(s.text)
-    return to_pixels(images, spec), pos, neg
+        for kind in train.hard_negatives:
+            s = swap(phrase, scene, kind, rng, world)  # type: ignore[arg-type]
+            if s is not None:
+                neg.append(s.text)
+        if train.region_weight > 0:
+            for obj in scene.objects:
+                one = Scene((obj,), scene.background)
+                rp = describe(one, rng, "object")
+                rpos.append(rp.text)
+                masks.append(_region_mask(obj, spec))
+                owner.append(b)
+                for kind in train.region_hard_negatives:
+                    s = swap(rp, one, kind, rng, world)  # type: ignore[arg-type]
+                    if s is not None:
+                        rneg.append(s.text)
+    grid = (spec.image_size // spec.patch_size) ** 2
+    return _Batch(
+        pixels=to_pixels(images, spec),
+        texts=pos + neg,
+        n_images=len(pos),
+        region_masks=torch.stack(masks) if masks else torch.zeros(0, grid),
+        region_image=torch.tensor(owner, dtype=torch.long),
+        region_texts=rpos + rneg,
+        n_regions=len(rpos),
+    )
+
+
+def encode_text(model: open_clip.CLIP, ids: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text`` on ids cut after the last ``<|endoftext|>`` of the batch.
+
+    Exactly equal to the full-length call: the text tower is causal and pools at the eos, so the
+    padding after it never reaches the pooled vector; cutting it saves most of the text compute
+    on short region phrases.
+    """
+    eos = model.text_eos_id
+    if ids.shape[0] == 0:
+        return torch.zeros(0, model.text_projection.shape[1])
+    length = int((ids == eos).int().argmax(dim=1).max()) + 1
+    ids = ids[:, :length]
+    x = model.token_embedding(ids) + model.positional_embedding[:length]
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0]), (ids == eos).int().argmax(dim=1)]
+    return x @ model.text_projection
+
+
+def _contrastive(a: torch.Tensor, t: torch.Tensor, n: int, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE between ``a`` (n rows) and the first n rows of ``t``; the remaining rows
+    of ``t`` (hard negatives) only compete in the a -> t direction."""
+    logits = scale * a @ t.T
+    target = torch.arange(n)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :n].T, target)) / 2
 
 
 def train_clip(
-    spec: ClipSpec, train: ClipTrainConfig, world: WorldConfig, seed: int, progress: bool = True
+    spec: ClipSpec,
+    train: ClipTrainConfig,
+    world: WorldConfig,
+    seed: int,
+    progress: bool = True,
+    on_step: Callable[[int, open_clip.CLIP], None] | None = None,
 ) -> tuple[open_clip.CLIP, dict]:
+    """Contrastive pre-training; ``on_step(step, model)`` runs after every step (experiments)."""
     torch.manual_seed(seed)
     model = open_clip.CLIP(**model_cfg(spec))
+    model.visual.output_tokens = True
     enc = TextEncoder(spec.context_length)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
@@ -189,17 +281,21 @@ def train_clip(
         for g in opt.param_groups:
             g["lr"] = lr
         td = time.perf_counter()
-        pixels, pos, neg = _batch(step, seed, world, train, spec)
-        ids = enc(pos + neg)
+        batch = _batch(step, seed, world, train, spec)
+        ids = enc(batch.texts + batch.region_texts)
         data_seconds += time.perf_counter() - td
-        fi = F.normalize(model.encode_image(pixels), dim=-1)
-        ft = F.normalize(model.encode_text(ids), dim=-1)
+        pooled, tokens = model.visual(batch.pixels)
+        fi = F.normalize(pooled, dim=-1)
+        n_img_txt = len(batch.texts)
+        ft = torch.cat([encode_text(model, ids[:n_img_txt]), encode_text(model, ids[n_img_txt:])])
+        ft = F.normalize(ft, dim=-1)
         scale = model.logit_scale.exp().clamp(max=100.0)
-        logits = scale * fi @ ft.T  # images x (positives + hard negatives)
-        target = torch.arange(len(pos))
-        loss = (
-            F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : len(pos)].T, target)
-        ) / 2
+        loss = _contrastive(fi, ft[:n_img_txt], batch.n_images, scale)
+        if batch.n_regions:
+            region = torch.einsum("rp,rpw->rw", batch.region_masks, tokens[batch.region_image])
+            fr = F.normalize(region @ model.visual.proj, dim=-1)
+            rl = _contrastive(fr, ft[n_img_txt:], batch.n_regions, scale)
+            loss = loss + train.region_weight * rl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -207,6 +303,9 @@ def train_clip(
         loss_val = float(loss.detach())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss_val:.3f}")
+        if on_step is not None:
+            on_step(step, model)
+    model.visual.output_tokens = False
     model.eval()
     return model, {
         "params": sum(p.numel() for p in model.parameters()),

@@ -183,7 +183,7 @@ def token_probe(
             lin.weight.normal_(0, 0.01, generator=g)
             lin.bias.zero_()
         opt = torch.optim.LBFGS(
-            lin.parameters(), lr=0.5, max_iter=200, line_search_fn="strong_wolfe"
+            lin.parameters(), lr=0.5, max_iter=100, line_search_fn="strong_wolfe"
         )
 
         def closure(lin=lin, opt=opt, y=y):

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 from ituning.data.shapes import WorldConfig, lm_sentences, make_item
 from ituning.data.shapes_vocab import PUNCTUATION, all_words
@@ -218,7 +219,11 @@ def save_lm(model: GPT2LMHeadModel, folder: Path, n_positions: int) -> None:
     model.generation_config.pad_token_id = model.config.pad_token_id
     model.generation_config.eos_token_id = model.config.eos_token_id
     model.generation_config.bos_token_id = model.config.bos_token_id
-    model.save_pretrained(folder, safe_serialization=True)
+    hf_logging.disable_progress_bar()  # a one-shard "Writing model shards" bar per save is noise
+    try:
+        model.save_pretrained(folder, safe_serialization=True)
+    finally:
+        hf_logging.enable_progress_bar()
     hf_tokenizer(max_length=n_positions).save_pretrained(folder)
 
 

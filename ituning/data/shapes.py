@@ -611,9 +611,9 @@ def _caption(scene: Scene, rng: np.random.Generator) -> Phrase:
     if t == 0:
         toks = listing()
     elif t == 1:
-        toks = [(count, None), ("shapes", None), (":", None)] + listing()  # type: ignore[list-item]
+        toks = [(count, None), ("shapes", None), (",", None)] + listing()  # type: ignore[list-item]
     elif t == 2:
-        toks = [("there", None), ("are", None), (count, None), ("shapes", None), (":", None)]  # type: ignore[list-item]
+        toks = [("there", None), ("are", None), (count, None), ("shapes", None), (",", None)]  # type: ignore[list-item]
         toks += listing()
     else:
         # a relation between the first two mentions, then the rest

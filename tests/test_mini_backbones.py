@@ -1,0 +1,211 @@
+"""The mini profile's pre-trained backbones: gates, determinism, caching, loading (quick sizes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from bench.mini_backbones import (
+    MANIFEST,
+    MiniBackbonesConfig,
+    backbone_dir,
+    build_backbones,
+    folder_hashes,
+    main,
+)
+from bench.mini_clip import TextEncoder, to_pixels, train_clip
+from bench.mini_gates import discrimination, gate_scenes, token_probe, vision_gates
+from bench.mini_lm import LMSpec, LMTrainConfig, corpus_for, train_lm
+from ituning.data.shapes import WorldConfig, item_rng, lm_sentences, render, sample_scene
+
+QUICK = MiniBackbonesConfig.quick()
+WORLD = WorldConfig()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_backbones(
+        tmp_path_factory.mktemp("mini"), QUICK, seed=0, progress=False, parallel=False
+    )
+
+
+# -- gates ---------------------------------------------------------------------------------------
+
+
+def test_discrimination_perfect_constant_reversed() -> None:
+    assert discrimination([2.0, 1.0, 0.3], [1.0, 0.0, 0.2]) == 1.0
+    assert discrimination([0.7] * 5, [0.7] * 5) == 0.5
+    assert discrimination([0.0, 0.1], [1.0, 1.0]) == 0.0
+    with pytest.raises(ValueError):
+        discrimination([], [])
+
+
+def test_vision_gates_oracle_and_constant_scorers() -> None:
+    _, pairs = gate_scenes(0, WORLD, 40)
+    kinds = {p.kind for p in pairs}
+    assert {"colour", "shape", "size", "position", "heldout_to_other", "other_to_heldout"} <= kinds
+    true = {(p.image, p.true) for p in pairs}
+
+    def oracle(idx, texts):
+        return torch.tensor([float((i, t) in true) for i, t in zip(idx, texts, strict=True)])
+
+    def constant(idx, texts):
+        return torch.zeros(len(texts))
+
+    assert set(vision_gates(oracle, pairs).values()) == {1.0}
+    assert set(vision_gates(constant, pairs).values()) == {0.5}
+
+
+def test_token_probe_reads_planted_attributes_and_not_noise() -> None:
+    scenes = [sample_scene(item_rng(0, "gate", i), WORLD, "any") for i in range(120)]
+    grid, width = 8, 16
+    planted = torch.randn(
+        len(scenes), grid * grid, width, generator=torch.Generator().manual_seed(0)
+    )
+    for i, s in enumerate(scenes):
+        for o in s.objects:
+            k = int(o.y // 8) * grid + int(o.x // 8)
+            planted[i, k, WORLD.shapes.index(o.shape)] += 5.0
+            planted[i, k, 8 + WORLD.colours.index(o.colour)] += 5.0
+    good = token_probe(planted, scenes, 8, WORLD)
+    assert good["token_probe_shape"] > 0.95 and good["token_probe_colour"] > 0.95
+    noise = token_probe(torch.randn_like(planted), scenes, 8, WORLD)
+    assert noise["token_probe_shape"] < 0.45 and noise["token_probe_colour"] < 0.45
+
+
+# -- determinism ---------------------------------------------------------------------------------
+
+
+def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_lm_pre_training_is_deterministic() -> None:
+    spec = LMSpec(name="t", n_layer=1, n_embd=16, n_head=2)
+    train = LMTrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_captions=8)
+    corpus = corpus_for(0, WORLD, train)
+    held = corpus[:8]
+    a, info = train_lm(spec, train, WORLD, 0, corpus, held, progress=False)
+    b, _ = train_lm(spec, train, WORLD, 0, corpus, held, progress=False)
+    c, _ = train_lm(spec, train, WORLD, 1, corpus, held, progress=False)
+    assert _state_equal(a, b) and not _state_equal(a, c)
+    assert info["heldout_perplexity"] > 1.0
+
+
+def test_clip_pre_training_is_deterministic() -> None:
+    a, _ = train_clip(QUICK.clip, QUICK.clip_train, WORLD, 0, progress=False)
+    b, _ = train_clip(QUICK.clip, QUICK.clip_train, WORLD, 0, progress=False)
+    assert _state_equal(a, b)
+
+
+# -- caching -------------------------------------------------------------------------------------
+
+
+def test_folder_name_follows_configuration(tmp_path: Path) -> None:
+    same = backbone_dir(tmp_path, MiniBackbonesConfig.quick(), 0)
+    assert same == backbone_dir(tmp_path, QUICK, 0) and same.name.startswith("quick-")
+    changed = [
+        backbone_dir(tmp_path, QUICK, 1),
+        backbone_dir(tmp_path, QUICK.model_copy(update={"gate_images": 9}), 0),
+        backbone_dir(
+            tmp_path, QUICK.model_copy(update={"world": WorldConfig(background_noise=0.0)}), 0
+        ),
+    ]
+    assert len({same, *changed}) == 4
+
+
+def test_second_call_is_cached_and_touches_nothing(built, capsys) -> None:
+    assert not built.cached
+    before = {p: p.stat().st_mtime_ns for p in built.root.rglob("*")}
+    again = build_backbones(built.root.parent, QUICK, seed=0, progress=False, parallel=False)
+    assert again.cached and again.root == built.root and again.manifest == built.manifest
+    assert main(["--out", str(built.root.parent), "--quick", "--quiet"]) == 0
+    assert "cached" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in built.root.rglob("*")} == before
+
+
+def test_manifest_records_files_gates_and_timings(built) -> None:
+    m = json.loads((built.root / MANIFEST).read_text())
+    assert m["files"] == folder_hashes(built.root)
+    assert set(m["lms"]) == {"mini-base", "mini-medium", "mini-large"}
+    vision = m["gates"]["vision"]
+    for k in ("colour", "shape", "size", "position", "heldout", "token_probe_shape"):
+        assert 0.0 <= vision[k] <= 1.0
+    assert set(m["gates"]["lm_perplexity"]) == set(m["lms"])
+    assert m["timings_seconds"]["total"] > 0
+
+
+@pytest.mark.slow
+def test_interrupted_build_is_rebuilt_identically(built, tmp_path: Path) -> None:
+    """A folder without manifest is a half-built one: rebuilt, and the same seed gives the same
+    bytes (weights included), whether the vision encoder trains beside the LMs or after them."""
+    stale = backbone_dir(tmp_path, QUICK, 0)
+    (stale / "mini-base").mkdir(parents=True)
+    (stale / "mini-base" / "junk").write_text("half written")
+    again = build_backbones(tmp_path, QUICK, seed=0, progress=False, parallel=True)
+    assert not again.cached and not (stale / "mini-base" / "junk").exists()
+    assert again.manifest["files"] == built.manifest["files"]
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def test_lms_load_with_transformers_auto_classes(built) -> None:
+    sizes = []
+    for name, folder in built.lm_dirs.items():
+        lm = AutoModelForCausalLM.from_pretrained(folder)
+        tok = AutoTokenizer.from_pretrained(folder)
+        assert type(lm).__name__ == "GPT2LMHeadModel"
+        assert tok.eos_token == tok.bos_token == "<|endoftext|>" and tok.pad_token == "<pad>"
+        assert lm.config.n_embd % 2 == 0, name
+        sizes.append((lm.config.n_layer, lm.config.n_embd))
+        for text in lm_sentences(0, WORLD, 50):
+            ids = tok(text).input_ids
+            assert tok.unk_token_id not in ids, text
+            assert tok.decode(ids) == text.lower()
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+
+
+def test_clip_loads_with_open_clip_local_dir(built) -> None:
+    ref = f"local-dir:{built.vision_dir}"
+    model, _, preprocess = open_clip.create_model_and_transforms(ref)
+    tokenizer = open_clip.get_tokenizer(ref)
+    texts = ["A small red circle to the left of a big violet rhombus.", "A star."]
+    enc = TextEncoder(QUICK.clip.context_length)
+    assert torch.equal(tokenizer(texts), enc(texts))
+    img = render(sample_scene(item_rng(0, "gate", 0), WORLD, "any"), WORLD)
+    pixels = preprocess(img).unsqueeze(0)
+    assert torch.allclose(pixels, to_pixels([img], QUICK.clip), atol=1e-6)
+    model.visual.output_tokens = True
+    pooled, tokens = model.visual(pixels)
+    grid = QUICK.clip.image_size // QUICK.clip.patch_size
+    assert tokens.shape == (1, grid * grid, QUICK.clip.vision_width)
+    with torch.no_grad():
+        assert np.isfinite(model.encode_text(tokenizer(texts)).numpy()).all()
+
+
+def test_backbones_plug_into_ituning(built) -> None:
+    from ituning.backbones import load_lm
+    from ituning.config import ITuningConfig
+    from ituning.inject import ITuningModel
+    from ituning.vision import load_vision
+
+    vision = load_vision(built.vision_dir)
+    img = render(sample_scene(item_rng(0, "gate", 1), WORLD, "any"), WORLD)
+    visual = vision(vision.preprocess(img).unsqueeze(0))
+    assert visual.shape == (1, vision.num_tokens, vision.width)
+    lm, tok = load_lm(str(built.lm_dirs["mini-large"]))
+    model = ITuningModel(lm, vision.width, ITuningConfig())
+    ids = tok(["a red circle."], return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model(input_ids=ids, visual=visual)
+    assert out.logits.shape == (1, ids.shape[1], len(tok))
+    gen = model.generate(visual, max_new_tokens=4, do_sample=False)
+    assert gen.shape[0] == 1
