@@ -84,7 +84,7 @@ class StageTrainer:
             DistributedDataParallel(
                 model,
                 device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-                broadcast_buffers=False,
+                forward_sync_buffers=False,
             )
             if dist.enabled
             else None
