@@ -7,7 +7,7 @@ NCCL on GPUs and gloo on CPUs (which is how the distributed path is tested witho
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -18,6 +18,8 @@ class DistContext:
     rank: int
     world_size: int
     device: torch.device
+    #: whether :func:`setup` created the process group (and :func:`teardown` may destroy it)
+    owns_group: bool = field(default=False, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -51,14 +53,20 @@ def setup(requested_device: str = "auto") -> DistContext:
     """Join the ``torchrun`` process group when launched by it; otherwise a world of one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(requested_device)
+    created = False
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return DistContext(rank=rank, world_size=world, device=device)
+        created = True
+    if dist.is_initialized():  # ours, or one the caller set up: it knows the real world
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank = 0
+    return DistContext(rank=rank, world_size=world, device=device, owns_group=created)
 
 
-def teardown() -> None:
-    if dist.is_initialized():
+def teardown(ctx: DistContext | None = None) -> None:
+    """Leave the process group that ``setup`` created; one the caller created is left alone."""
+    if dist.is_initialized() and (ctx is None or ctx.owns_group):
         dist.destroy_process_group()

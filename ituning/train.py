@@ -274,7 +274,7 @@ def run_experiment(
         _write_json_atomic(out_dir / RESULT_FILE, result.to_json())
         return result
     finally:
-        teardown()
+        teardown(dist)
 
 
 def _check_same_run(out_dir: Path, resolved: dict) -> None:

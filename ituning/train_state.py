@@ -69,14 +69,20 @@ def load_state(directory: Path) -> TrainState | None:
             f"{path}: training state is truncated or not a safe checkpoint ({reason[:120]}); "
             "delete it to restart this run from scratch"
         ) from None
-    return TrainState(
-        stage=raw["stage"],
-        global_step=int(raw["global_step"]),
-        modules=raw["modules"],
-        optimizer=raw["optimizer"],
-        scheduler=raw["scheduler"],
-        rng=raw["rng"],
-        curve=[(int(s), float(v)) for s, v in raw["curve"]],
-        completed_stages=list(raw["completed_stages"]),
-        captions_per_s=float(raw.get("captions_per_s", float("nan"))),
-    )
+    try:
+        return TrainState(
+            stage=raw["stage"],
+            global_step=int(raw["global_step"]),
+            modules=raw["modules"],
+            optimizer=raw["optimizer"],
+            scheduler=raw["scheduler"],
+            rng=raw["rng"],
+            curve=[(int(s), float(v)) for s, v in raw["curve"]],
+            completed_stages=list(raw["completed_stages"]),
+            captions_per_s=float(raw.get("captions_per_s", float("nan"))),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{path}: not a training state of this version ({type(exc).__name__}: {exc}); "
+            "delete it to restart this run from scratch"
+        ) from None

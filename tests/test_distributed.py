@@ -13,11 +13,12 @@ import sys
 
 import pytest
 import torch
+import torch.distributed as torch_dist
 import yaml
 from conftest import torch_threads
 from safetensors.torch import load_file
 
-from ituning.distributed import DistContext, setup
+from ituning.distributed import DistContext, setup, teardown
 from ituning.train import run_experiment
 
 
@@ -67,3 +68,18 @@ def test_without_torchrun_there_is_one_process(monkeypatch):
     assert ctx.is_main and not ctx.enabled
     assert ctx.sum(2.5) == 2.5
     ctx.barrier()  # a no-op without a process group
+
+
+def test_a_process_group_of_the_caller_is_left_alone(tmp_path, monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    torch_dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        ctx = setup("cpu")
+        assert (ctx.rank, ctx.world_size, ctx.owns_group) == (0, 1, False)
+        teardown(ctx)
+        assert torch_dist.is_initialized()
+    finally:
+        torch_dist.destroy_process_group()

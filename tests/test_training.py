@@ -7,6 +7,7 @@ evaluation itself is tested on ``tiny_finished_run`` in ``test_decode.py``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,9 @@ from ituning.backbones import load_lm
 from ituning.data.features import LiveFeatures
 from ituning.data.karpathy import read_karpathy
 from ituning.distributed import DistContext
-from ituning.errors import ConfigError
+from ituning.errors import CheckpointError, ConfigError
 from ituning.inject import ITuningModel
+from ituning.schedule import warmup_cosine
 from ituning.text import CaptionCodec
 from ituning.train import RESULT_FILE, run_experiment
 from ituning.train_state import load_state
@@ -240,3 +242,35 @@ def test_the_key_bias_gets_no_real_gradient(make_train_config, tmp_path):
     out.logits[mask.bool()].logsumexp(-1).sum().backward()
     for key, module in model.itune.items():
         assert module.k_down.bias.grad.abs().max() < 1e-6 * module.q_down.bias.grad.abs().max(), key
+
+
+def test_control_and_grounding_only_when_requested(straight_run):
+    _, _, result, _ = straight_run
+    assert not any(k.startswith(("control/", "grounding/", "test/")) for k in result.metrics)
+
+
+def test_an_unreadable_training_state_is_a_one_line_error(make_train_config, tmp_path):
+    out = tmp_path / "run"
+    (out / "state").mkdir(parents=True)
+    (out / "state" / "train_state.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError, match="train_state.pt: training state is truncated"):
+        run_experiment(make_train_config(), out, progress=False)
+    torch.save({"stage": "train"}, out / "state" / "train_state.pt")
+    with pytest.raises(CheckpointError, match="not a training state of this version"):
+        run_experiment(make_train_config(), out, progress=False)
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_zero_by_cosine():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=2.0)
+    sched = warmup_cosine(opt, total_steps=10, warmup_ratio=0.2)  # 2 warm-up steps
+    lrs = []
+    for _ in range(10):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    expected = [1.0, 2.0] + [1.0 + math.cos(math.pi * i / 8) for i in range(8)]
+    assert lrs == pytest.approx(expected)
+    assert sched.get_last_lr()[0] == pytest.approx(0.0)  # after the last step
+    flat = warmup_cosine(torch.optim.SGD([param], lr=1.0), total_steps=4, warmup_ratio=0.0)
+    assert flat.get_last_lr()[0] == 1.0
