@@ -350,8 +350,7 @@ def image_dependence(runs: RunSet) -> Verdict | None:
         real, blank = g.stat("test/cider"), g.stat("control/test/blank_cider")
         if real is None or blank is None:
             continue
-        ratio = math.inf if blank.mean <= 0 else real.mean / blank.mean
-        rows.append((ratio, g, real, blank))
+        rows.append((_ratio(real.mean, blank.mean), g, real, blank))
     if not rows:
         if runs.profile != "mini":
             return None
@@ -373,15 +372,17 @@ def grounding(runs: RunSet) -> Verdict | None:
         f"Objects are named correctly: the largest model's shape words name a shape present in the "
         f"image with precision ≥ {GROUNDING_MIN:g} (chance ≈ 0.3)."
     )
-    metric = "grounding/test/shape_precision"
-    if not any(metric in r.metrics for r in runs.runs):
+    metric, mentions = "grounding/test/shape_precision", "grounding/test/shape_mentions"
+    if not any(k in r.metrics for r in runs.runs for k in (metric, mentions)):
         if runs.profile != "mini":
             return None
         return Verdict(claim, MISSING, "no run has grounding scores (eval.grounding = true)")
     largest = runs.largest()
-    shape = largest.stat(metric) if largest is not None else None
-    if shape is None:
+    if largest is None or largest.stat(mentions) is None and largest.stat(metric) is None:
         return Verdict(claim, MISSING, _need(["the large LM with grounding scores"], "table1"))
+    shape = largest.stat(metric)
+    if shape is None:  # grounding ran, but no caption named a shape: nothing named correctly
+        return Verdict(claim, FAILS, f"{largest.first.label()} named no shape in its test captions")
     colour = largest.stat("grounding/test/colour_precision")
     others = []
     for g in runs.groups():
@@ -394,6 +395,13 @@ def grounding(runs: RunSet) -> Verdict | None:
     if others:
         evidence += f" (other models, shape: {', '.join(others)})"
     return Verdict(claim, HOLDS if shape.mean >= GROUNDING_MIN else FAILS, evidence)
+
+
+def _ratio(real: float, blank: float) -> float:
+    """real / blank; a blank scoring 0 proves nothing when the real images score 0 as well."""
+    if blank > 0:
+        return real / blank
+    return math.inf if real > 0 else 0.0
 
 
 def _count(n: float) -> str:

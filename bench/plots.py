@@ -6,7 +6,6 @@ deterministic for equal inputs: fixed sizes and DPI, sorted inputs, and no date 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 DPI = 100
 _METADATA = {"Software": None}  # no matplotlib version stamp: equal runs give equal files
@@ -108,6 +108,9 @@ def params_vs_cider(
             )
     for ax, sub in ((paper_ax, "paper (MSCOCO test)"), (repro_ax, reproduced_name)):
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: count_label(x)))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("trainable parameters (log scale)")
         ax.set_ylabel("CIDEr (test split, ×100)")
         ax.grid(True, which="both", alpha=0.3)
@@ -206,5 +209,9 @@ def paired_bars(
     return _save(fig, out)
 
 
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
+def count_label(n: float) -> str:
+    """1.4e7 -> "14M", 2000 -> "2k": parameter counts as the paper prints them."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"

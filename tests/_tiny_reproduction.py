@@ -4,7 +4,9 @@
 report files them under Table 1 / Table 2 and the dropping ablation): three distinct points, base
 and large LM without VLP, and the large LM with the lower half of its layers dropped. The
 ``dropping`` spec shares two of them with ``table1``: they train once and are tracked twice.
-The result is cached per pytest session, whichever test file asks first.
+Both specs switch on the blank-image control and grounding (off in the tiny budget) so that every
+claim of the mini profile is computed from real numbers. The result is cached per pytest session,
+whichever test file asks first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ axes:
   lm: [base, large]
 extra:
   - {lm: large, drop: 0.5}
+overrides: {eval.blank_control: true, eval.grounding: true}
 """
 DROPPING = """\
 name: dropping
@@ -30,6 +33,7 @@ description: test-size dropping ablation
 base: {lm: large, lambda: 1.0, bottleneck: null, drop: 0, vlp: false, seed: 0}
 axes:
   drop: [0, 0.5]
+overrides: {eval.blank_control: true, eval.grounding: true}
 """
 
 

@@ -162,7 +162,12 @@ def test_vlp_image_and_grounding_claims() -> None:
     wrong = make_run("large", n_layers=8, metrics={"grounding/test/shape_precision": 0.4})
     assert C.grounding(runset(named)).verdict == C.HOLDS
     assert C.grounding(runset(wrong)).verdict == C.FAILS
+    silent = make_run("large", n_layers=8, metrics={"grounding/test/shape_mentions": 0.0})
+    v = C.grounding(runset(silent))
+    assert v.verdict == C.FAILS and "named no shape" in v.evidence
     assert C.grounding(runset(make_run())).verdict == C.MISSING  # mini: said, not skipped
+    zero = make_run(metrics={"test/cider": 0.0, "control/test/blank_cider": 0.0})
+    assert C.image_dependence(runset(zero)).verdict == C.FAILS
     assert C.grounding(runset(make_run(profile="paper"), profile="paper")) is None
 
 
@@ -298,6 +303,10 @@ def test_claims_get_verdicts_from_runs(tiny) -> None:
         expected = expected if up else C.FAILS
     assert verdicts[0] == expected
     assert verdicts[3] == C.MISSING and "sweep `vlp`" in verdict_lines[3]  # no VLP run
+    # the specs switched the blank-image control and grounding on: computed, not missing
+    ratios = [C._ratio(m["test/cider"], m["control/test/blank_cider"]) for m in by.values()]
+    assert verdicts[4] == (C.HOLDS if min(ratios) >= C.IMAGE_RATIO_MIN else C.FAILS)
+    assert verdicts[5] in (C.HOLDS, C.FAILS)
 
 
 @pytest.mark.slow
