@@ -8,6 +8,7 @@ knows the step's token count without communicating.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -36,6 +37,15 @@ INJECT_NONFINITE_ENV = "ITUNING_INJECT_NONFINITE_AT_STEP"
 
 VisualFn = Callable[[Sequence[str]], torch.Tensor]
 MetricFn = Callable[[str, float, int], None]
+
+
+# Buffers belong to the frozen LM and are equal on every rank: broadcasting them before each
+# forward would only add a collective per micro-batch. torch 2.14 renamed the switch.
+_NO_BUFFER_SYNC_PER_FORWARD = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 class NonFiniteLossError(ITuningError):
@@ -78,13 +88,11 @@ class StageTrainer:
         self.state_dir = state_dir
         self.on_metric = on_metric or (lambda name, value, step: None)
         self.progress = progress and dist.is_main
-        # Buffers belong to the frozen LM and are equal on every rank: broadcasting them before
-        # each forward would only add a collective per micro-batch.
         self.ddp = (
             DistributedDataParallel(
                 model,
                 device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-                forward_sync_buffers=False,
+                **_NO_BUFFER_SYNC_PER_FORWARD,
             )
             if dist.enabled
             else None
