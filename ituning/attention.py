@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ituning.caption import decode_arguments  # noqa: E402
+from ituning.caption import decode_arguments, decode_settings  # noqa: E402
 from ituning.checkpoint import build_from_checkpoint  # noqa: E402
 from ituning.data.images import load_image  # noqa: E402
 from ituning.decode import DecodeSettings, generate_captions  # noqa: E402
@@ -100,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     decode_arguments(parser)
     args = parser.parse_args(argv)
-    settings = DecodeSettings(
-        beam=args.beam, max_new_tokens=args.max_new_tokens, length_penalty=args.length_penalty
-    )
+    settings = decode_settings(parser, args)
     caption = attention_figure(args.image, args.checkpoint, args.out, settings)
     print(f"{caption}\n{args.out}")
     return 0

@@ -43,6 +43,17 @@ def decode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-penalty", type=float, default=1.0)
 
 
+def decode_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> DecodeSettings:
+    """The :class:`DecodeSettings` of parsed :func:`decode_arguments` (usage error if out of range)."""
+    if args.beam < 1:
+        parser.error("--beam must be >= 1")
+    if args.max_new_tokens < 1:
+        parser.error("--max-new-tokens must be >= 1")
+    return DecodeSettings(
+        beam=args.beam, max_new_tokens=args.max_new_tokens, length_penalty=args.length_penalty
+    )
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -51,11 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", type=Path, help="JPEG/PNG files")
     decode_arguments(parser)
     args = parser.parse_args(argv)
-    if args.beam < 1:
-        parser.error("--beam must be >= 1")
-    settings = DecodeSettings(
-        beam=args.beam, max_new_tokens=args.max_new_tokens, length_penalty=args.length_penalty
-    )
+    settings = decode_settings(parser, args)
     for path, caption in zip(
         args.images, caption_files(args.images, args.checkpoint, settings), strict=True
     ):

@@ -125,3 +125,15 @@ def test_caption_command_with_a_missing_checkpoint_is_a_one_line_error(tmp_path,
     assert caption.main([str(image), "--checkpoint", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: checkpoint") and "nope" in err[0]
+
+
+@pytest.mark.parametrize("command", [caption, attention])
+@pytest.mark.parametrize("flag", [["--beam", "0"], ["--max-new-tokens", "0"]])
+def test_decoding_flags_out_of_range_are_usage_errors(command, flag, tmp_path, capsys):
+    argv = [str(tmp_path / "x.png"), "--checkpoint", str(tmp_path), *flag]
+    if command is attention:
+        argv += ["--out", str(tmp_path / "a.png")]
+    with pytest.raises(SystemExit) as exit_info:
+        command.main(argv)
+    assert exit_info.value.code == 2
+    assert f"{flag[0]} must be >= 1" in capsys.readouterr().err
