@@ -117,7 +117,7 @@ def load_data(cfg: TrainConfig) -> LoadedData:
         evals["nocaps"] = read_nocaps(d.nocaps, d.nocaps_image_root or d.image_root)
     if d.limit_eval_images:
         evals = {
-            k: CaptionDataset(v.name, v.image_root, v.records[: d.limit_eval_images])
+            k: CaptionDataset(v.name, v.image_root, _first_images(v.records, d.limit_eval_images))
             for k, v in evals.items()
         }
     vlp = None
@@ -133,6 +133,22 @@ def load_data(cfg: TrainConfig) -> LoadedData:
             exclude_coco_ids=held_out,
         )
     return LoadedData(captions, train, evals, vlp)
+
+
+def _first_images(records, limit: int) -> tuple:
+    """The first ``limit`` records, taken in turn from each domain where records have domains.
+
+    A NoCaps-style file lists its domains one after the other: cutting it in file order would
+    evaluate in-domain images only.
+    """
+    by_domain: dict[str | None, list] = {}
+    for rec in records:
+        by_domain.setdefault(rec.domain, []).append(rec)
+    if len(by_domain) == 1:
+        return tuple(records[:limit])
+    rounds = max(len(group) for group in by_domain.values())
+    interleaved = [g[i] for i in range(rounds) for g in by_domain.values() if i < len(g)]
+    return tuple(interleaved[:limit])
 
 
 def _feature_dtype(cfg: TrainConfig) -> torch.dtype:

@@ -21,7 +21,7 @@ from ituning.errors import CheckpointError, ConfigError
 from ituning.inject import ITuningModel
 from ituning.schedule import warmup_cosine
 from ituning.text import CaptionCodec
-from ituning.train import RESULT_FILE, run_experiment
+from ituning.train import RESULT_FILE, load_data, run_experiment
 from ituning.train_state import load_state
 from ituning.trainer import INJECT_NONFINITE_ENV, NonFiniteLossError, StageTrainer
 from ituning.vision import load_vision
@@ -274,3 +274,25 @@ def test_learning_rate_warms_up_linearly_then_decays_to_zero_by_cosine():
     assert sched.get_last_lr()[0] == pytest.approx(0.0)  # after the last step
     flat = warmup_cosine(torch.optim.SGD([param], lr=1.0), total_steps=4, warmup_ratio=0.0)
     assert flat.get_last_lr()[0] == 1.0
+
+
+def test_live_features_train_exactly_like_cached_ones(straight_run, make_train_config, tmp_path):
+    _, straight_out, straight, _ = straight_run
+    result, _ = _run(make_train_config(features="live"), tmp_path / "run")
+    assert _weights(tmp_path / "run") == _weights(straight_out)
+    assert result.metrics["train/final_loss"] == straight.metrics["train/final_loss"]
+
+
+def test_an_evaluation_limit_keeps_every_nocaps_domain(make_train_config):
+    cfg = make_train_config(
+        **{"data.limit_eval_images": 4, "eval.nocaps": True, "eval.splits": ["test", "val"]}
+    )
+    data = load_data(cfg)
+    assert [r.domain for r in data.evals["nocaps"]] == [
+        "in-domain",
+        "near-domain",
+        "out-of-domain",
+        "in-domain",
+    ]
+    assert len(data.evals["test"]) == len(data.evals["val"]) == 4
+    assert len(data.train) == 24 and data.vlp is None
