@@ -296,3 +296,21 @@ def test_an_evaluation_limit_keeps_every_nocaps_domain(make_train_config):
     ]
     assert len(data.evals["test"]) == len(data.evals["val"]) == 4
     assert len(data.train) == 24 and data.vlp is None
+
+
+def test_a_crash_after_training_resumes_without_training_again(straight_run, tmp_path):
+    cfg, straight_out, straight, _ = straight_run
+    out = tmp_path / "run"
+
+    def crash_at_evaluation(name: str) -> None:
+        if name == "evaluate":
+            raise Interrupt(name)
+
+    with pytest.raises(Interrupt):
+        run_experiment(cfg, out, on_stage=crash_at_evaluation, progress=False)
+    assert not (out / RESULT_FILE).exists()
+    result, rec = _run(cfg, out)
+    assert rec.metrics == []  # no step ran again
+    assert _weights(out) == _weights(straight_out)
+    assert _untimed(result.metrics) == _untimed(straight.metrics)
+    assert result.metrics["train_captions_per_s"] > 0  # the throughput of the run that trained
