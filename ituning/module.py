@@ -10,6 +10,9 @@ With ``X`` the input of a layer's FFN and ``V`` the visual tokens (paper, eqs. 1
 
 ``c`` is ``1/sqrt(r)`` or ``1`` (``ITuningConfig.attn_scaling``; eq. 4 prints no scaling).
 Note that lambda multiplies ``W_up^O (S V')`` only, not the bias, exactly as eq. (5) is written.
+The key bias ``b^K`` cannot change the output (softmax ignores a constant added to every visual
+position of a query), so its true gradient is zero; it is kept because the paper's parameter count
+includes it, and AdamW may still move it by float noise without effect on any prediction.
 
 Rows of ``X`` are grouped by image: with ``B_img`` images and ``B_rows = B_img * k`` rows, rows
 ``[i*k, (i+1)*k)`` belong to image ``i`` (k captions per image in training, k beams per image in beam

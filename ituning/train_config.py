@@ -143,8 +143,11 @@ def validate_train_config(raw: dict, *, source: str = "config") -> TrainConfig:
 def _set_dotted(tree: dict, dotted: str, value) -> None:
     keys = dotted.split(".")
     node = tree
-    for key in keys[:-1]:
+    for depth, key in enumerate(keys[:-1]):
         node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            where = ".".join(keys[: depth + 1])
+            raise ConfigError(f"override {dotted!r}: {where} is a value, not a section")
     node[keys[-1]] = value
 
 

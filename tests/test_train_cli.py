@@ -75,6 +75,7 @@ def test_a_bad_config_exits_2_with_one_error_line(config_file, tmp_path):
         (["--set", "optim.lrr=0.1"], "optim.lrr: Extra inputs are not permitted"),
         (["--set", "epochs"], "--set 'epochs': expected KEY=VALUE"),
         (["--set", "eval.beam=x"], "eval.beam: Input should be a valid integer"),
+        (["--set", "epochs.x=1"], "override 'epochs.x': epochs is a value, not a section"),
     ],
 )
 def test_bad_configs_and_overrides_are_one_line_errors(config_file, capsys, argv, message):
