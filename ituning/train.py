@@ -208,8 +208,13 @@ def run_experiment(
     on_metric: MetricFn | None = None,
     on_stage: StageFn | None = None,
     progress: bool = True,
+    scorer=None,
 ) -> RunResult:
-    """Train (resuming if a state exists), evaluate, and write ``result.json`` last."""
+    """Train (resuming if a state exists), evaluate, and write ``result.json`` last.
+
+    ``scorer``: a :class:`~ituning.metrics.CaptionScorer` to reuse (a sweep worker passes one, so
+    METEOR's JVM starts once per worker, not once per run); by default one is made and closed here.
+    """
     import torch
 
     from ituning.backbones import load_lm
@@ -274,7 +279,7 @@ def run_experiment(
             model, ckpt, lm_id=config.backbones.lm, vision_id=_vision_identity(config, encoder)
         )
         stage("evaluate")
-        result = _evaluate(config, model, codec, encoder, visual, data, out_dir, progress)
+        result = _evaluate(config, model, codec, encoder, visual, data, out_dir, progress, scorer)
         counts = model.parameter_counts()
         result.metrics.update(
             {
@@ -320,7 +325,11 @@ def _vision_identity(cfg: TrainConfig, encoder: VisionEncoder) -> dict:
     }
 
 
-def _evaluate(cfg, model, codec, encoder, visual, data: LoadedData, out_dir: Path, progress: bool):
+def _evaluate(
+    cfg, model, codec, encoder, visual, data: LoadedData, out_dir: Path, progress: bool, scorer
+):
+    from contextlib import nullcontext
+
     import torch
 
     from ituning.data.records import natural_id
@@ -336,7 +345,7 @@ def _evaluate(cfg, model, codec, encoder, visual, data: LoadedData, out_dir: Pat
     )
     out = EvalOutput()
     artifacts: dict[str, Path] = {}
-    with CaptionScorer() as scorer:
+    with nullcontext(scorer) if scorer is not None else CaptionScorer() as scorer:
         for name, dataset in data.evals.items():
             preds = evaluate_split(
                 name, dataset, model, codec, visual, scorer, settings, out, progress=progress

@@ -314,3 +314,16 @@ def test_a_crash_after_training_resumes_without_training_again(straight_run, tmp
     assert _weights(out) == _weights(straight_out)
     assert _untimed(result.metrics) == _untimed(straight.metrics)
     assert result.metrics["train_captions_per_s"] > 0  # the throughput of the run that trained
+
+
+@pytest.mark.slow
+def test_a_shared_scorer_starts_meteor_once_across_runs(make_train_config, tmp_path):
+    from ituning.metrics import CaptionScorer
+
+    evaluation = {"splits": ["test"], "nocaps": False, "beam": 1, "max_new_tokens": 6}
+    with CaptionScorer(metrics=("bleu", "meteor", "cider")) as scorer:
+        for seed in (0, 1):
+            cfg = make_train_config(**{"epochs": 1, "seed": seed, "eval": evaluation})
+            result = run_experiment(cfg, tmp_path / f"run{seed}", progress=False, scorer=scorer)
+            assert "test/meteor" in result.metrics
+        assert scorer.meteor_starts == 1
