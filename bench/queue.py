@@ -1,0 +1,402 @@
+"""The sweep's work queue: an optuna study whose WAITING trials are the grid points still to run.
+
+Why optuna: it already gives an RDB-backed study that many processes on many machines can share
+(SQLite locally, PostgreSQL/MySQL across machines), an atomic WAITING -> RUNNING claim, and
+heartbeats. We use none of its samplers: each point is enqueued once with ``enqueue_trial`` and a
+worker claims it (``GridSampler`` would re-run still-running points, see DESIGN.md).
+
+Each trial carries its point in ``user_attrs``: ``digest`` (the run id), ``config`` (the resolved
+TrainConfig as canonical JSON), ``label``, ``point`` and ``resolved``. A worker runs exactly that
+configuration, so machines need the same relative data paths but not the same spec file.
+
+A worker that dies leaves its trial RUNNING. :meth:`WorkQueue.reap` turns such trials into FAIL and
+enqueues the point again, exactly once (the FAIL transition is a row-locked update: one process
+wins), when
+
+* the worker ran on this machine (same host name and boot id) and its process is gone (checked by
+  pid *and* start time, so a recycled pid is not mistaken for it): immediately; or
+* its heartbeat (recorded by the database's clock, so machines' clocks may differ) is older than
+  ``grace_s``: any machine, after the grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from ituning.errors import ITuningError
+
+HEARTBEAT_S = 10
+GRACE_S = 60
+T = TypeVar("T")
+
+
+class QueueError(ITuningError):
+    """The optuna storage is unreachable or unusable."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A grid point this worker now owns (its trial is RUNNING under our identity)."""
+
+    trial_id: int
+    number: int
+    digest: str
+    config_json: str
+    label: str
+    attrs: dict[str, Any]
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        cred, _, host = rest.rpartition("@")
+        if ":" in cred:
+            cred = cred.split(":", 1)[0] + ":***"
+        return f"{scheme}://{cred}@{host}"
+    return url
+
+
+def default_storage_url(runs_dir: Path) -> str:
+    return f"sqlite:///{Path(runs_dir) / 'optuna.db'}"
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_s: int = HEARTBEAT_S,
+    grace_s: int = GRACE_S,
+    study_name: str | None = None,
+) -> RDBStorage:
+    """Connect (creating tables if needed); QueueError naming the URL if that fails."""
+    if url.startswith("sqlite:///"):
+        try:
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise QueueError(
+                f"optuna storage {mask_url(url)} is unreachable or unusable: {exc.strerror}"
+            ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            storage = RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s,
+                heartbeat_stale_trial_callback=_requeue,
+                engine_kwargs=_engine_kwargs(url),
+            )
+            if url.startswith("sqlite"):
+                _serialise_sqlite(storage.engine)
+            return storage
+        except ImportError as exc:
+            raise QueueError(
+                f"optuna storage {mask_url(url)}: database driver missing ({exc.name or exc}); "
+                "install it (e.g. psycopg2-binary for PostgreSQL, PyMySQL for MySQL)"
+            ) from None
+        except Exception as exc:  # sqlalchemy/optuna errors: report the URL, not a traceback
+            raise QueueError(
+                f"optuna storage {mask_url(url)} is unreachable or unusable: {_first_line(exc)}"
+            ) from None
+
+
+def _serialise_sqlite(engine) -> None:
+    """Make every SQLite transaction ``BEGIN IMMEDIATE``.
+
+    Python's sqlite3 driver runs a SELECT outside any transaction and opens one only at the first
+    write, so optuna's read-check-write claim (``SELECT ... FOR UPDATE`` on other databases) is not
+    atomic on SQLite: two workers can both read WAITING and both claim the point (measured: 4 of
+    60 points claimed twice by 3 workers). Taking the write lock at BEGIN serialises claims.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # pooled connections predate the listeners
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # Several local workers write (claims, heartbeats): wait for the lock instead of failing.
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+
+
+class WorkQueue:
+    """One study (``<spec>@<profile>``) in one storage; every method is safe to call concurrently."""
+
+    def __init__(self, storage: RDBStorage, study_name: str) -> None:
+        self.storage = storage
+        self.study_name = study_name
+        self.study = _retry(
+            lambda: optuna.create_study(
+                storage=storage, study_name=study_name, direction="maximize", load_if_exists=True
+            )
+        )
+        self.grace_s = storage.grace_period or 2 * (storage.heartbeat_interval or HEARTBEAT_S)
+
+    # ------------------------------------------------------------------ inspection
+
+    def trials(self, states: Iterable[TrialState] | None = None) -> list[FrozenTrial]:
+        states = tuple(states) if states is not None else None
+        return _retry(lambda: self.study.get_trials(deepcopy=False, states=states))
+
+    def by_digest(self) -> dict[str, list[FrozenTrial]]:
+        out: dict[str, list[FrozenTrial]] = {}
+        for t in self.trials():
+            digest = t.user_attrs.get("digest")
+            if digest:
+                out.setdefault(digest, []).append(t)
+        return out
+
+    def live_digests(self) -> set[str]:
+        """Points that are queued or held by a (presumed live) worker."""
+        return {
+            t.user_attrs["digest"]
+            for t in self.trials((TrialState.WAITING, TrialState.RUNNING))
+            if "digest" in t.user_attrs
+        }
+
+    # ------------------------------------------------------------------ producer side
+
+    def enqueue(self, items: Iterable[dict[str, Any]], *, skip: set[str] = frozenset()) -> int:
+        """Enqueue each item (user_attrs with a ``digest``) unless done, queued or running."""
+        present = self.live_digests() | set(skip)
+        n = 0
+        for attrs in items:
+            if attrs["digest"] in present:
+                continue
+            _retry(lambda a=attrs: self.study.enqueue_trial({}, user_attrs=a))
+            present.add(attrs["digest"])
+            n += 1
+        return n
+
+    def reap(self) -> list[str]:
+        """Fail and re-enqueue RUNNING trials whose worker is gone; returns their digests."""
+        requeued: list[str] = []
+        now = dt.datetime.now()
+        for t in self.trials((TrialState.RUNNING,)):
+            worker = t.system_attrs.get("worker")
+            if worker is not None:
+                dead = _same_machine(worker) and not _process_alive(worker)
+            else:  # claimed but died before recording who it is
+                started = t.datetime_start or now
+                dead = (now - started).total_seconds() > self.grace_s
+            if dead and self._fail_and_requeue(t, "worker process died"):
+                requeued.append(t.user_attrs.get("digest", "?"))
+        before = {t._trial_id for t in self.trials((TrialState.RUNNING,))}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            _retry(lambda: optuna.storages.fail_stale_trials(self.study))
+        after = {t._trial_id for t in self.trials((TrialState.RUNNING,))}
+        for t in self.trials((TrialState.FAIL,)):
+            if t._trial_id in before - after and "failure" not in t.user_attrs:
+                requeued.append(t.user_attrs.get("digest", "?"))
+        return requeued
+
+    def _fail_and_requeue(self, trial: FrozenTrial, reason: str) -> bool:
+        try:
+            self.storage.set_trial_system_attr(trial._trial_id, "reaped", reason)
+            won = _retry(
+                lambda: self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            )
+        except UpdateFinishedTrialError:
+            return False  # someone else reaped (or the worker finished) first
+        if won:
+            _requeue(self.study, trial)
+        return won
+
+    # ------------------------------------------------------------------ consumer side
+
+    def claim(self) -> Claim | None:
+        """Atomically take one WAITING point, or ``None`` when the queue is empty."""
+        for t in self.trials((TrialState.WAITING,)):
+            try:
+                won = _retry(
+                    lambda t=t: self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)
+                )
+            except UpdateFinishedTrialError:
+                continue
+            if not won:
+                continue
+            try:
+                _retry(lambda t=t: self.storage.record_heartbeat(t._trial_id))
+                _retry(
+                    lambda t=t: self.storage.set_trial_system_attr(
+                        t._trial_id, "worker", identity()
+                    )
+                )
+            except UpdateFinishedTrialError:
+                continue  # reaped between our claim and our first heartbeat
+            digest = t.user_attrs.get("digest")
+            if digest is None:  # not one of ours (someone ran a sampler on this study)
+                self._finish(t.number, TrialState.FAIL)
+                continue
+            if self._held_elsewhere(digest, t._trial_id):
+                self.storage.set_trial_user_attr(
+                    t._trial_id, "skipped", "duplicate of a running point"
+                )
+                self._finish(t.number, TrialState.PRUNED)
+                continue
+            return Claim(
+                trial_id=t._trial_id,
+                number=t.number,
+                digest=digest,
+                config_json=t.user_attrs["config"],
+                label=t.user_attrs.get("label", digest),
+                attrs=dict(t.user_attrs),
+            )
+        return None
+
+    def _held_elsewhere(self, digest: str, trial_id: int) -> bool:
+        return any(
+            t._trial_id != trial_id and t.user_attrs.get("digest") == digest
+            for t in self.trials((TrialState.RUNNING,))
+        )
+
+    def set_attr(self, claim: Claim, key: str, value: Any) -> None:
+        _retry(lambda: self.storage.set_trial_user_attr(claim.trial_id, key, value))
+
+    def complete(self, claim: Claim, value: float = 0.0) -> None:
+        self._finish(claim.number, TrialState.COMPLETE, value)
+
+    def fail(self, claim: Claim, reason: str) -> None:
+        self.set_attr(claim, "failure", reason[:2000])
+        self._finish(claim.number, TrialState.FAIL)
+
+    def _finish(self, number: int, state: TrialState, value: float | None = None) -> None:
+        values = None if state != TrialState.COMPLETE else (value if _finite(value) else 0.0)
+        _retry(lambda: self.study.tell(number, values, state=state, skip_if_finished=True))
+
+    @contextmanager
+    def heartbeat(self, claim: Claim) -> Iterator[None]:
+        """Record a heartbeat every ``heartbeat_interval`` s while the point runs."""
+        stop = threading.Event()
+        interval = self.storage.heartbeat_interval or HEARTBEAT_S
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                # A database blip must not kill training; the next beat retries.
+                with contextlib.suppress(Exception):
+                    self.storage.record_heartbeat(claim.trial_id)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{claim.number}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Heartbeat-stale (or dead) trial -> a fresh WAITING trial for the same point."""
+    if "digest" not in trial.user_attrs:
+        return
+    attrs = {
+        k: v
+        for k, v in trial.user_attrs.items()
+        if k not in ("failure", "skipped", "mlflow_run_id")
+    }
+    attrs["retry_of"] = trial.number
+    _retry(lambda: study.enqueue_trial({}, user_attrs=attrs))
+
+
+# ---------------------------------------------------------------------- worker identity
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> str | None:
+    """Process start time (clock ticks since boot), or None if no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        if not Path("/proc").is_dir():  # not Linux: fall back to a signal-0 probe
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None
+            except PermissionError:
+                return "?"
+            return "?"
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def identity(pid: int | None = None) -> dict[str, Any]:
+    pid = os.getpid() if pid is None else pid
+    return {
+        "host": socket.gethostname(),
+        "boot": _boot_id(),
+        "pid": pid,
+        "start": _start_ticks(pid),
+    }
+
+
+def _same_machine(worker: dict[str, Any]) -> bool:
+    return worker.get("host") == socket.gethostname() and worker.get("boot") == _boot_id()
+
+
+def _process_alive(worker: dict[str, Any]) -> bool:
+    now = _start_ticks(int(worker.get("pid", -1)))
+    return now is not None and (now == "?" or now == worker.get("start"))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
+    """Retry SQLite 'database is locked' (several local workers); anything else propagates."""
+    delay = 0.2
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if i == attempts - 1 or "locked" not in str(exc).lower():
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and value == value and abs(value) != float("inf")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

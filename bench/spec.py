@@ -1,0 +1,497 @@
+"""Sweep specs: the declarative YAML files under ``sweeps/`` and their grid of points.
+
+A spec names *what* to vary in the paper's own terms; a profile (``bench.profiles``) later says
+*with what* (backbones, data, budget). The same spec therefore runs under ``mini`` and ``paper``.
+
+Format (every key but ``name`` and ``axes`` is optional)::
+
+    name: table1                      # experiment name; letters, digits, '-', '_', '.'
+    description: Table 1 rows ...     # free text, shown by --dry-run and stored as an MLflow tag
+    base:                             # the point every grid point starts from
+      lm: base                        # LM size: base | medium | large
+      lambda: 1.0                     # lambda of eq. (5), >= 1 (see overrides below)
+      bottleneck: null                # r: null = d_lm/2 (the paper's), 0.25 = d_lm/4, {width: 64}
+      drop: 0                         # dropped layers: 0.5 = half the depth, {layers: 18}
+      vlp: false                      # vision-language pre-training first
+      seed: 0
+    axes:                             # the grid is the product of these lists
+      lm: [base, medium, large]
+      vlp: [false, true]
+    exclude:                          # drop product points matching every key given
+      - {lm: base, vlp: true}
+    extra:                            # explicit points: base updated with the keys given
+      - {lm: large, vlp: true, drop: 0.5}
+    overrides:                        # TrainConfig settings for every point (dotted or nested)
+      eval.nocaps: true
+
+Why fractions: the paper drops 18 of GPT2-Large's 36 layers, i.e. the lower half. ``drop: 0.5``
+means the same thing on a 36-layer LM and on a 6-layer mini LM; the profile resolves it to a layer
+count (``round(0.5 * depth)``) that ``--dry-run`` and the tracked params show. A bare number is
+always a fraction of depth in ``[0, 1)``; an absolute count is written ``{layers: N}`` so that a
+typo such as ``drop: 18`` is refused instead of silently meaning something else. Bottleneck works
+the same way: a bare number is a fraction of the LM width (``floor(f * d_lm)``, at least 1),
+``{width: N}`` an absolute width, ``null`` the paper's ``d_lm // 2``.
+
+Axis-owned settings (``itune.scale``, ``itune.bottleneck``, ``itune.drop_first``, ``vlp``,
+``seed``) and profile-owned ones (``backbones.*``, ``data.*``) cannot be overridden: each has
+exactly one place where it is set. Overrides are checked against :class:`TrainConfig` when the
+spec is loaded, before anything runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ituning.errors import ConfigError
+
+LM_SIZES = ("base", "medium", "large")
+AXES = ("lm", "lambda", "bottleneck", "drop", "vlp", "seed")
+TOP_KEYS = ("name", "description", "base", "axes", "exclude", "extra", "overrides")
+# TrainConfig fields that an axis or the profile sets; overrides may not touch them.
+_AXIS_OWNED = {
+    "itune.scale": "the 'lambda' axis",
+    "itune.bottleneck": "the 'bottleneck' axis",
+    "itune.drop_first": "the 'drop' axis",
+    "vlp": "the 'vlp' axis",
+    "seed": "the 'seed' axis",
+}
+_PROFILE_OWNED = ("backbones", "data")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Dropped lower layers: a fraction of depth, or an absolute ``layers`` count."""
+
+    fraction: float | None = None
+    layers: int | None = None
+
+    def resolve(self, depth: int) -> int:
+        if self.layers is not None:
+            return self.layers
+        return math.floor(self.fraction * depth + 0.5)
+
+    def to_yaml(self) -> float | dict[str, int]:
+        return {"layers": self.layers} if self.layers is not None else self.fraction
+
+    def __str__(self) -> str:
+        return f"{self.layers}L" if self.layers is not None else f"{self.fraction:g}"
+
+
+@dataclass(frozen=True)
+class Bottleneck:
+    """Bottleneck width r: ``None`` (paper, d_lm // 2), a fraction of d_lm, or a ``width``."""
+
+    fraction: float | None = None
+    width: int | None = None
+
+    def resolve(self, d_lm: int) -> int:
+        if self.width is not None:
+            return self.width
+        if self.fraction is None:
+            return max(1, d_lm // 2)
+        return max(1, math.floor(self.fraction * d_lm))
+
+    def to_yaml(self) -> float | dict[str, int] | None:
+        if self.width is not None:
+            return {"width": self.width}
+        return self.fraction
+
+    def __str__(self) -> str:
+        if self.width is not None:
+            return str(self.width)
+        return "d/2" if self.fraction is None else f"{self.fraction:g}d"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point in the spec's own (profile-independent) terms."""
+
+    lm: str = "base"
+    lam: float = 1.0
+    bottleneck: Bottleneck = field(default_factory=Bottleneck)
+    drop: Drop = field(default_factory=lambda: Drop(fraction=0.0))
+    vlp: bool = False
+    seed: int = 0
+
+    def to_yaml(self) -> dict[str, Any]:
+        """The point as a spec would write it (used for tags and the queue)."""
+        return {
+            "lm": self.lm,
+            "lambda": self.lam,
+            "bottleneck": self.bottleneck.to_yaml(),
+            "drop": self.drop.to_yaml(),
+            "vlp": self.vlp,
+            "seed": self.seed,
+        }
+
+    def label(self) -> str:
+        """A short human name: ``large λ=1 r=d/2 drop=0.5 vlp s0``."""
+        vlp = " vlp" if self.vlp else ""
+        return f"{self.lm} λ={self.lam:g} r={self.bottleneck} drop={self.drop}{vlp} s{self.seed}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    description: str
+    source: str
+    base: Point
+    axes: dict[str, tuple[Any, ...]]
+    exclude: tuple[dict[str, Any], ...] = ()
+    extra: tuple[Point, ...] = ()
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def points(self) -> list[Point]:
+        """Product of the axes minus exclusions, then the extra points; duplicates removed."""
+        names = [a for a in AXES if a in self.axes]
+        out: list[Point] = []
+        for combo in itertools.product(*(self.axes[a] for a in names)):
+            values = dict(zip(names, combo, strict=True))
+            if any(_matches(values, self.base, ex) for ex in self.exclude):
+                continue
+            out.append(_with(self.base, values))
+        out.extend(self.extra)
+        return list(dict.fromkeys(out))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_spec(path: Path | str) -> SweepSpec:
+    """Read and validate a spec file; any problem is a ConfigError naming file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: sweep spec not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the sweep spec ({exc.strerror})") from None
+    return parse_spec(text, source=str(path))
+
+
+def parse_spec(text: str, *, source: str = "spec") -> SweepSpec:
+    raw = _safe_load(text, source)
+    return validate_spec(raw, source=source)
+
+
+def validate_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
+    def fail(where: str, msg: str) -> ConfigError:
+        return ConfigError(f"{source}: {where}: {msg}")
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with keys {', '.join(TOP_KEYS)}")
+    _no_unknown(raw, TOP_KEYS, "", fail)
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise fail(
+            "name",
+            f"expected a name of letters, digits, '-', '_', '.' (got {name!r})",
+        )
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise fail("description", f"expected text, got {_typename(description)}")
+
+    base_raw = raw.get("base", {}) or {}
+    if not isinstance(base_raw, dict):
+        raise fail("base", f"expected a mapping of axis values, got {_typename(base_raw)}")
+    _no_unknown(base_raw, AXES, "base", fail)
+    base = _with(Point(), {k: _axis_value(k, v, f"base.{k}", fail) for k, v in base_raw.items()})
+
+    axes_raw = raw.get("axes")
+    if not isinstance(axes_raw, dict) or not axes_raw:
+        raise fail("axes", f"expected a mapping of one or more of {', '.join(AXES)} to lists")
+    _no_unknown(axes_raw, AXES, "axes", fail)
+    axes: dict[str, tuple[Any, ...]] = {}
+    for key, values in axes_raw.items():
+        if not isinstance(values, list):
+            values = [values]
+        if not values:
+            raise fail(f"axes.{key}", "empty axis; give at least one value")
+        parsed = [_axis_value(key, v, f"axes.{key}[{i}]", fail) for i, v in enumerate(values)]
+        for i, v in enumerate(parsed):
+            if v in parsed[:i]:
+                raise fail(f"axes.{key}[{i}]", f"duplicate value {values[i]!r}")
+        axes[key] = tuple(parsed)
+
+    exclude = tuple(
+        _partial(item, f"exclude[{i}]", fail) for i, item in enumerate(_list(raw, "exclude", fail))
+    )
+    for i, ex in enumerate(exclude):
+        if not ex:
+            raise fail(f"exclude[{i}]", "an empty exclusion would remove every point")
+    extra = tuple(
+        _with(base, _partial(item, f"extra[{i}]", fail))
+        for i, item in enumerate(_list(raw, "extra", fail))
+    )
+    overrides = _overrides(raw.get("overrides", {}) or {}, fail)
+    if not overrides.get("itune.allow_scale_below_one", False):
+        for where, point in [("base", base), *((f"extra[{i}]", p) for i, p in enumerate(extra))]:
+            _check_lambda(point.lam, f"{where}.lambda", fail)
+        for i, lam in enumerate(axes.get("lambda", ())):
+            _check_lambda(lam, f"axes.lambda[{i}]", fail)
+
+    spec = SweepSpec(
+        name=name,
+        description=description.strip(),
+        source=source,
+        base=base,
+        axes=axes,
+        exclude=exclude,
+        extra=extra,
+        overrides=overrides,
+    )
+    if not spec.points():
+        raise fail("exclude", "the exclusions remove every point of the grid")
+    return spec
+
+
+def find_spec(name_or_path: str, search_dir: Path) -> Path:
+    """``table1`` -> ``<search_dir>/table1.yaml``; an existing path is returned unchanged."""
+    path = Path(name_or_path)
+    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        return path
+    candidate = search_dir / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(p.stem for p in search_dir.glob("*.yaml"))
+    raise ConfigError(
+        f"{name_or_path}: no such sweep spec (give a YAML path or one of: {', '.join(known)})"
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """safe_load that also refuses duplicate keys (a silently shadowed axis is a lost run)."""
+
+
+def _construct_mapping(loader: _SpecLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.2 floats: PyYAML (YAML 1.1) reads ``1e-4`` and ``1.0e30`` as strings.
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _safe_load(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+        problem = exc.problem or ""
+        if "constructor for the tag" in problem:
+            tag = problem.split("tag", 1)[1].strip().strip("'").replace("tag:yaml.org,2002:", "!!")
+            raise ConfigError(
+                f"{source}: line {line}: YAML tag {tag} is not allowed; a spec is plain data "
+                "(mappings, lists, numbers, strings)"
+            ) from None
+        raise ConfigError(f"{source}: line {line}: {problem}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: {where}not valid YAML ({problem})") from None
+
+
+def _no_unknown(raw: Mapping, allowed: Iterable[str], where: str, fail) -> None:
+    for key in raw:
+        if key not in allowed:
+            at = f"{where}.{key}" if where else str(key)
+            raise fail(at, f"unknown key (allowed: {', '.join(allowed)})")
+
+
+def _list(raw: Mapping, key: str, fail) -> list:
+    value = raw.get(key, []) or []
+    if not isinstance(value, list):
+        raise fail(key, f"expected a list of points, got {_typename(value)}")
+    return value
+
+
+def _partial(item: Any, where: str, fail) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise fail(where, f"expected a mapping of axis values, got {_typename(item)}")
+    _no_unknown(item, AXES, where, fail)
+    return {k: _axis_value(k, v, f"{where}.{k}", fail) for k, v in item.items()}
+
+
+def _axis_value(key: str, value: Any, where: str, fail) -> Any:
+    if key == "lm":
+        if value not in LM_SIZES:
+            raise fail(where, f"unknown LM size {value!r} (allowed: {', '.join(LM_SIZES)})")
+        return value
+    if key == "lambda":
+        if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            raise fail(where, f"expected a positive number, got {value!r}")
+        return float(value)
+    if key == "vlp":
+        if not isinstance(value, bool):
+            raise fail(where, f"expected true or false, got {value!r}")
+        return value
+    if key == "seed":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise fail(where, f"expected an integer >= 0, got {value!r}")
+        return value
+    if key == "drop":
+        if isinstance(value, dict):
+            n = _single_key(value, "layers", where, fail)
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise fail(f"{where}.layers", f"expected an integer >= 0, got {n!r}")
+            return Drop(layers=n)
+        if not _is_number(value) or not 0 <= value < 1:
+            hint = (
+                f"; write {{layers: {value}}} for an absolute count"
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 1
+                else ""
+            )
+            raise fail(where, f"expected a fraction of depth in [0, 1), got {value!r}{hint}")
+        return Drop(fraction=float(value))
+    if key == "bottleneck":
+        if value is None:
+            return Bottleneck()
+        if isinstance(value, dict):
+            w = _single_key(value, "width", where, fail)
+            if not isinstance(w, int) or isinstance(w, bool) or w < 1:
+                raise fail(f"{where}.width", f"expected an integer >= 1, got {w!r}")
+            return Bottleneck(width=w)
+        if not _is_number(value) or not 0 < value <= 4:
+            hint = (
+                f"; write {{width: {value}}} for an absolute width"
+                if isinstance(value, int) and not isinstance(value, bool) and value > 4
+                else ""
+            )
+            raise fail(
+                where,
+                f"expected null, a fraction of d_lm in (0, 4] or {{width: N}}, got {value!r}{hint}",
+            )
+        return Bottleneck() if value == 0.5 else Bottleneck(fraction=float(value))
+    raise AssertionError(key)
+
+
+def _single_key(value: dict, key: str, where: str, fail) -> Any:
+    if set(value) != {key}:
+        raise fail(where, f"expected {{{key}: N}}, got keys {sorted(map(str, value))}")
+    return value[key]
+
+
+def _check_lambda(lam: float, where: str, fail) -> None:
+    if lam < 1:
+        raise fail(
+            where,
+            f"lambda = {lam:g} < 1; the paper requires lambda >= 1 "
+            "(add 'overrides: {itune.allow_scale_below_one: true}' to run it anyway)",
+        )
+
+
+def _overrides(raw: Any, fail) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise fail("overrides", f"expected a mapping of TrainConfig settings, got {_typename(raw)}")
+    flat = _flatten(raw)
+    # Imported here so that the spec schema can be read without the training stack.
+    from ituning.train_config import TrainConfig
+
+    for key in flat:
+        owner = _AXIS_OWNED.get(key)
+        if owner:
+            raise fail(f"overrides.{key}", f"set by {owner}, not by an override")
+        if key.split(".")[0] in _PROFILE_OWNED:
+            raise fail(f"overrides.{key}", "set by the profile (--profile), not by a spec")
+        _check_path(TrainConfig, key, fail)
+    _check_values(flat, fail)
+    return flat
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _check_path(model: type, dotted: str, fail) -> None:
+    from pydantic import BaseModel
+
+    node: Any = model
+    for i, part in enumerate(dotted.split(".")):
+        fields = getattr(node, "model_fields", None)
+        if fields is None or part not in fields:
+            allowed = ", ".join(k for k in (fields or {}) if k not in _PROFILE_OWNED)
+            where = ".".join(dotted.split(".")[: i + 1])
+            raise fail(f"overrides.{where}", f"unknown setting (allowed here: {allowed})")
+        annotation = fields[part].annotation
+        node = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+
+
+def _check_values(flat: dict[str, Any], fail) -> None:
+    """Validate override values against TrainConfig with placeholder data paths."""
+    from pydantic import ValidationError
+
+    from ituning.train_config import TrainConfig
+
+    tree: dict[str, Any] = {"data": {"captions": "x.json", "image_root": "x"}}
+    for dotted, value in flat.items():
+        node = tree
+        keys = dotted.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    try:
+        TrainConfig.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise fail(
+            f"overrides.{loc}" if loc else "overrides", err["msg"].removeprefix("Value error, ")
+        ) from None
+    except ConfigError as exc:
+        raise fail("overrides", str(exc)) from None
+
+
+def _with(point: Point, values: Mapping[str, Any]) -> Point:
+    kw = {("lam" if k == "lambda" else k): v for k, v in values.items()}
+    return replace(point, **kw)
+
+
+def _matches(values: Mapping[str, Any], base: Point, exclusion: Mapping[str, Any]) -> bool:
+    point = _with(base, values)
+    return all(getattr(point, "lam" if k == "lambda" else k) == v for k, v in exclusion.items())
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _typename(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )

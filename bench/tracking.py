@@ -1,0 +1,341 @@
+"""MLflow tracking of sweeps: one experiment per spec, one MLflow run per grid point.
+
+A point's run carries everything needed to read it without the run folder: the resolved
+configuration flattened into params, the training curves and final scores as metrics, the config,
+predictions, module checkpoint and attention figure as artifacts, and tags saying where and how it
+ran (spec, profile, config hash, git commit, package versions, seed, hardware). The tag
+``config_hash`` (= run id = ``TrainConfig.digest()``) joins MLflow runs, optuna trials and run
+folders.
+
+Default store: SQLite at ``<runs>/mlflow.db`` with artifacts under ``<runs>/mlartifacts`` (MLflow 3
+refuses the plain file store). Every call goes through an explicit :class:`MlflowClient`, never the
+fluent global "active run", so several runs can be tracked from one process or many.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ituning.errors import ITuningError
+
+DB_FILE = "mlflow.db"
+ARTIFACT_DIR = "mlartifacts"
+FLUSH_S = 5.0
+PACKAGES = (
+    "torch",
+    "transformers",
+    "open_clip_torch",
+    "optuna",
+    "mlflow",
+    "numpy",
+    "ituning-repro",
+)
+_BATCH_PARAMS = 100
+_BATCH_METRICS = 1000
+
+
+class TrackingError(ITuningError):
+    """The MLflow tracking store or server is unreachable or refused a request."""
+
+
+def default_tracking_uri(runs_dir: Path) -> str:
+    return f"sqlite:///{Path(runs_dir) / DB_FILE}"
+
+
+def _quiet() -> None:
+    for name in ("alembic", "mlflow", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail fast (TrackingError naming the URI) if the store or server cannot be used."""
+    from bench.queue import mask_url
+
+    shown = mask_url(uri)
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as resp:
+                if resp.status != 200:
+                    raise TrackingError(
+                        f"MLflow tracking server {shown}: /health answered {resp.status}"
+                    )
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"MLflow tracking server {shown} is unreachable ({reason}); start it "
+                "(`nox -s ui`) or pass --tracking-uri"
+            ) from None
+        return
+    if uri.startswith("file:") or "://" not in uri:
+        raise TrackingError(
+            f"tracking URI {shown}: MLflow 3 refuses the plain file store; use a database URI "
+            "such as sqlite:///runs/mlflow.db or an http:// tracking server"
+        )
+    try:
+        client(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        raise TrackingError(
+            f"MLflow tracking store {shown} is unusable: {_first_line(exc)}"
+        ) from None
+
+
+@functools.lru_cache(maxsize=8)
+def client(uri: str):
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    from mlflow import MlflowClient
+
+    _quiet()  # after the import: mlflow sets its own log levels when imported
+    return MlflowClient(tracking_uri=uri)
+
+
+class Tracker:
+    """The MLflow side of one sweep (one experiment)."""
+
+    def __init__(
+        self, uri: str, experiment: str, *, runs_dir: Path | None = None, description: str = ""
+    ):
+        self.uri = uri
+        self.client = client(uri)
+        self.experiment_name = experiment
+        self.experiment_id = self._experiment(experiment, runs_dir, description)
+
+    def _experiment(self, name: str, runs_dir: Path | None, description: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:") and runs_dir is not None:
+            location = (Path(runs_dir) / ARTIFACT_DIR).resolve().as_uri()
+        try:
+            return self.client.create_experiment(
+                name, artifact_location=location, tags={"mlflow.note.content": description}
+            )
+        except Exception:  # created concurrently by another machine's coordinator
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def runs(self, *, status: str | None = None, digest: str | None = None) -> list:
+        clauses = []
+        if status:
+            clauses.append(f"attributes.status = '{status}'")
+        if digest:
+            clauses.append(f"tags.config_hash = '{digest}'")
+        out, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], " and ".join(clauses), max_results=1000, page_token=token
+            )
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def finished(self) -> dict[str, str]:
+        """config hash -> run id of a FINISHED run."""
+        return {
+            r.data.tags["config_hash"]: r.info.run_id
+            for r in self.runs(status="FINISHED")
+            if "config_hash" in r.data.tags
+        }
+
+    def close_orphans(
+        self, digest: str | None = None, *, keep: set[str] = frozenset(), study: str | None = None
+    ) -> list[str]:
+        """Mark RUNNING runs KILLED: those of ``digest``, or else all but the ``keep`` hashes.
+
+        ``study`` limits it to runs queued by that optuna study: the same spec run under another
+        profile (another study, maybe on another machine) is none of this coordinator's business.
+        """
+        killed = []
+        for run in self.runs(status="RUNNING", digest=digest):
+            if run.data.tags.get("config_hash") in keep:
+                continue
+            if study is not None and run.data.tags.get("optuna.study") != study:
+                continue
+            self.client.set_tag(
+                run.info.run_id, "killed_reason", "its worker died; the point was re-run"
+            )
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+            killed.append(run.info.run_id)
+        return killed
+
+    def start(
+        self, *, run_name: str, params: Mapping[str, Any], tags: Mapping[str, Any]
+    ) -> TrackedRun:
+        tags = {k: _tag_value(v) for k, v in tags.items()}
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name)
+        tracked = TrackedRun(self.client, run.info.run_id)
+        tracked.log_params(params)
+        return tracked
+
+
+class TrackedRun:
+    """A live MLflow run: buffered metric streaming, stages, the final result, the end status."""
+
+    def __init__(self, mlflow_client, run_id: str) -> None:
+        self.client = mlflow_client
+        self.run_id = run_id
+        self._buffer: list = []
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), _BATCH_PARAMS):
+            self.client.log_batch(self.run_id, params=items[i : i + _BATCH_PARAMS])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, _tag_value(v)) for k, v in tags.items()]
+        for i in range(0, len(items), _BATCH_PARAMS):
+            self.client.log_batch(self.run_id, tags=items[i : i + _BATCH_PARAMS])
+
+    def metric(self, name: str, value: float, step: int = 0) -> None:
+        """The ``on_metric`` callback: buffered, written in batches every few seconds."""
+        from mlflow.entities import Metric
+
+        with self._lock:
+            self._buffer.append(Metric(name, float(value), int(time.time() * 1000), int(step)))
+            due = (
+                time.monotonic() - self._last_flush > FLUSH_S or len(self._buffer) >= _BATCH_METRICS
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+            self._last_flush = time.monotonic()
+        for i in range(0, len(batch), _BATCH_METRICS):
+            self.client.log_batch(self.run_id, metrics=batch[i : i + _BATCH_METRICS])
+
+    def stage(self, name: str) -> None:
+        """The ``on_stage`` callback: the current stage as a tag (visible live in the UI)."""
+        self.flush()
+        self.client.set_tag(self.run_id, "stage", name)
+
+    def log_result(self, result, out_dir: Path) -> None:
+        """Final metrics, unavailable metrics (as tags with the reason) and artifacts."""
+        self.flush()
+        for name, value in sorted(result.metrics.items()):
+            self.metric(name, value, 0)
+        self.flush()
+        self.set_tags({f"unavailable.{k}": why for k, why in result.unavailable.items()})
+        missing = {}
+        for key, path in sorted(result.artifacts.items()):
+            path = Path(path)
+            if not path.is_absolute() and not path.exists():
+                path = Path(out_dir) / path
+            where = str(Path(key).parent) if "/" in key else None
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), key)
+            elif path.is_file():
+                self.client.log_artifact(self.run_id, str(path), where)
+            else:
+                missing[f"artifact_missing.{key}"] = str(path)
+        result_file = Path(out_dir) / "result.json"
+        if result_file.is_file():
+            self.client.log_artifact(self.run_id, str(result_file))
+        if missing:
+            self.set_tags(missing)
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        with contextlib.suppress(Exception):
+            self.flush()
+        if reason:
+            self.client.set_tag(self.run_id, "failure_reason", reason[:7000])
+        self.client.set_terminated(self.run_id, status=status)
+
+
+# ---------------------------------------------------------------------- params and tags
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> dotted keys; lists stay values (logged as JSON)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, sort_keys=True)
+    return "null" if value is None else str(value)
+
+
+def _tag_value(value: Any) -> str:
+    text = _param_value(value) if not isinstance(value, str) else value
+    return text[:7000]
+
+
+@functools.lru_cache(maxsize=1)
+def environment_tags() -> dict[str, str]:
+    """Git commit, package versions and hardware of this process's machine."""
+    root = Path(__file__).resolve().parent.parent
+    tags: dict[str, str] = {}
+    commit = _git(root, "rev-parse", "HEAD")
+    if commit:
+        tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit
+        tags["git_dirty"] = str(bool(_git(root, "status", "--porcelain", "--untracked-files=no")))
+    for pkg in PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            tags[f"version.{pkg}"] = importlib.metadata.version(pkg)
+    tags["version.python"] = platform.python_version()
+    tags["hardware.platform"] = platform.platform()
+    tags["hardware.cpu"] = platform.processor() or platform.machine()
+    tags["hardware.cores"] = str(os.cpu_count())
+    tags["hardware.host"] = platform.node()
+    tags["hardware.accelerator"] = _accelerator()
+    return tags
+
+
+def _accelerator() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    except Exception:
+        pass
+    return "cpu"
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

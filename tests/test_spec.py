@@ -1,0 +1,324 @@
+"""Sweep specs: schema errors (one line naming file, field and what is allowed), grid expansion,
+resolution under the paper profile (no weights, no data needed), and the dry run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.profiles import get_profile
+from bench.spec import Bottleneck, Drop, load_spec, parse_spec
+from bench.sweep import SPECS_DIR, main
+from ituning.errors import ConfigError, DataError
+
+OK = "name: t\naxes: {lm: [base]}\n"
+
+BAD_SPECS = [
+    ("top-level list", "- 1\n", "x.yaml: expected a mapping with keys name, description"),
+    (
+        "unknown key",
+        OK + "axis: {}\n",
+        "x.yaml: axis: unknown key (allowed: name, description, base",
+    ),
+    ("missing name", "axes: {lm: [base]}\n", "x.yaml: name: expected a name of letters"),
+    ("bad name", "name: 'a b'\naxes: {lm: [base]}\n", "x.yaml: name: expected a name of letters"),
+    ("no axes", "name: t\n", "x.yaml: axes: expected a mapping of one or more of lm, lambda"),
+    (
+        "unknown axis",
+        "name: t\naxes: {depth: [1]}\n",
+        "x.yaml: axes.depth: unknown key (allowed: lm, lambda, bottleneck, drop, vlp, seed)",
+    ),
+    (
+        "empty axis",
+        "name: t\naxes: {seed: []}\n",
+        "x.yaml: axes.seed: empty axis; give at least one value",
+    ),
+    (
+        "duplicate value",
+        "name: t\naxes: {seed: [1, 1]}\n",
+        "x.yaml: axes.seed[1]: duplicate value 1",
+    ),
+    (
+        "unknown lm",
+        "name: t\naxes: {lm: [huge]}\n",
+        "x.yaml: axes.lm[0]: unknown LM size 'huge' (allowed: base, medium, large)",
+    ),
+    (
+        "seed type",
+        "name: t\naxes: {seed: [zero]}\n",
+        "x.yaml: axes.seed[0]: expected an integer >= 0, got 'zero'",
+    ),
+    (
+        "negative seed",
+        "name: t\naxes: {seed: [-1]}\n",
+        "x.yaml: axes.seed[0]: expected an integer >= 0, got -1",
+    ),
+    (
+        "vlp type",
+        "name: t\naxes: {vlp: [yes please]}\n",
+        "x.yaml: axes.vlp[0]: expected true or false, got 'yes please'",
+    ),
+    (
+        "lambda type",
+        "name: t\naxes: {lambda: [big]}\n",
+        "x.yaml: axes.lambda[0]: expected a positive number, got 'big'",
+    ),
+    (
+        "lambda < 1",
+        "name: t\naxes: {lambda: [0.5]}\n",
+        "x.yaml: axes.lambda[0]: lambda = 0.5 < 1; the paper requires lambda >= 1 (add 'overrides: {itune.allow_scale_below_one: true}'",
+    ),
+    (
+        "drop as count",
+        "name: t\naxes: {drop: [18]}\n",
+        "x.yaml: axes.drop[0]: expected a fraction of depth in [0, 1), got 18; write {layers: 18} for an absolute count",
+    ),
+    (
+        "drop = 1",
+        "name: t\naxes: {drop: [1.0]}\n",
+        "x.yaml: axes.drop[0]: expected a fraction of depth in [0, 1), got 1.0",
+    ),
+    (
+        "drop layers < 0",
+        "name: t\naxes: {drop: [{layers: -2}]}\n",
+        "x.yaml: axes.drop[0].layers: expected an integer >= 0, got -2",
+    ),
+    (
+        "drop bad key",
+        "name: t\naxes: {drop: [{count: 2}]}\n",
+        "x.yaml: axes.drop[0]: expected {layers: N}, got keys ['count']",
+    ),
+    (
+        "bottleneck 0",
+        "name: t\naxes: {bottleneck: [0]}\n",
+        "x.yaml: axes.bottleneck[0]: expected null, a fraction of d_lm in (0, 4] or {width: N}, got 0",
+    ),
+    (
+        "bottleneck width",
+        "name: t\naxes: {bottleneck: [64]}\n",
+        "write {width: 64} for an absolute width",
+    ),
+    (
+        "base type",
+        "name: t\nbase: [lm]\naxes: {lm: [base]}\n",
+        "x.yaml: base: expected a mapping of axis values, got a list",
+    ),
+    (
+        "base value",
+        "name: t\nbase: {lm: tiny}\naxes: {seed: [0]}\n",
+        "x.yaml: base.lm: unknown LM size 'tiny'",
+    ),
+    (
+        "extra type",
+        OK + "extra: {lm: base}\n",
+        "x.yaml: extra: expected a list of points, got a mapping",
+    ),
+    ("extra key", OK + "extra: [{size: large}]\n", "x.yaml: extra[0].size: unknown key"),
+    (
+        "empty exclude",
+        OK + "exclude: [{}]\n",
+        "x.yaml: exclude[0]: an empty exclusion would remove every point",
+    ),
+    (
+        "exclude all",
+        OK + "exclude: [{lm: base}]\n",
+        "x.yaml: exclude: the exclusions remove every point of the grid",
+    ),
+    (
+        "override unknown",
+        OK + "overrides: {eval.bogus: 1}\n",
+        "x.yaml: overrides.eval.bogus: unknown setting (allowed here: splits, nocaps, beam",
+    ),
+    (
+        "override top unknown",
+        OK + "overrides: {epoch: 3}\n",
+        "x.yaml: overrides.epoch: unknown setting (allowed here: itune, optim, eval, epochs",
+    ),
+    (
+        "override axis-owned",
+        OK + "overrides: {itune.drop_first: 3}\n",
+        "x.yaml: overrides.itune.drop_first: set by the 'drop' axis, not by an override",
+    ),
+    (
+        "override profile-owned",
+        OK + "overrides: {backbones: {lm: gpt2}}\n",
+        "x.yaml: overrides.backbones.lm: set by the profile (--profile), not by a spec",
+    ),
+    (
+        "override value",
+        OK + "overrides: {eval.beam: 0}\n",
+        "x.yaml: overrides.eval.beam: Input should be greater than or equal to 1",
+    ),
+    (
+        "override type",
+        OK + "overrides: {epochs: many}\n",
+        "x.yaml: overrides.epochs: Input should be a valid integer",
+    ),
+    (
+        "python tag",
+        "name: !!python/object/apply:os.system [echo hi]\naxes: {lm: [base]}\n",
+        "x.yaml: line 1: YAML tag !!python/object/apply:os.system is not allowed; a spec is plain data",
+    ),
+    (
+        "duplicate key",
+        "name: t\nname: u\naxes: {lm: [base]}\n",
+        "x.yaml: line 2: duplicate key 'name'",
+    ),
+    ("bad yaml", "name: [t\n", "x.yaml: line 2: not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "message"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
+def test_bad_spec_fails_with_one_line_naming_file_and_field(case, text, message):
+    with pytest.raises(ConfigError) as info:
+        parse_spec(text, source="x.yaml")
+    msg = str(info.value)
+    assert message in msg
+    assert "\n" not in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope.yaml: sweep spec not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_grid_is_the_product_minus_exclusions_plus_extras():
+    spec = parse_spec(
+        """
+name: g
+base: {lm: base, seed: 3}
+axes: {lm: [base, medium, large], vlp: [false, true]}
+exclude: [{lm: base, vlp: true}]
+extra: [{lm: large, vlp: true, drop: 0.5}, {lm: medium}]   # the second repeats a grid point
+"""
+    )
+    points = spec.points()
+    assert [(p.lm, p.vlp, p.drop) for p in points] == [
+        ("base", False, Drop(fraction=0.0)),
+        ("medium", False, Drop(fraction=0.0)),
+        ("medium", True, Drop(fraction=0.0)),
+        ("large", False, Drop(fraction=0.0)),
+        ("large", True, Drop(fraction=0.0)),
+        ("large", True, Drop(fraction=0.5)),
+    ]
+    assert {p.seed for p in points} == {3}
+
+
+def test_fractions_and_absolute_counts_resolve_per_depth():
+    assert Drop(fraction=0.5).resolve(36) == 18
+    assert Drop(fraction=0.5).resolve(6) == 3
+    assert Drop(fraction=0.25).resolve(36) == 9
+    assert Drop(layers=18).resolve(36) == 18
+    assert Bottleneck().resolve(1280) == 640  # the paper's d_lm / 2
+    assert Bottleneck(fraction=0.25).resolve(768) == 192
+    assert Bottleneck(width=64).resolve(768) == 64
+    # null and 0.5 are the same point (so they are one run)
+    assert (
+        parse_spec("name: t\naxes: {bottleneck: [null]}").points()
+        == parse_spec("name: t\naxes: {bottleneck: [0.5]}").points()
+    )
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return get_profile("paper", data_root="data", runs_dir="runs")
+
+
+def test_paper_profile_reproduces_the_papers_parameter_counts(paper):
+    plans = paper.plan(load_spec(SPECS_DIR / "table1.yaml"))
+    got = {
+        (p.point.lm, p.point.vlp, p.resolved.drop_first): p.resolved.trainable_params for p in plans
+    }
+    assert round(got[("base", False, 0)] / 1e6, 2) == 14.18
+    assert round(got[("medium", True, 0)] / 1e6, 2) == 44.10
+    assert round(got[("large", True, 0)] / 1e6, 2) == 94.49
+    assert round(got[("large", True, 18)] / 1e6, 2) == 47.24
+    cfg = next(p.config for p in plans if p.resolved.drop_first == 18)
+    assert (cfg.backbones.lm, cfg.itune.drop_first, cfg.itune.bottleneck) == ("gpt2-large", 18, 640)
+    assert (cfg.batch_captions, cfg.epochs, cfg.vlp_epochs, cfg.eval.beam) == (4096, 30, 10, 5)
+    assert cfg.data.captions == Path("data/coco/dataset_coco.json")
+    assert len({p.run_id for p in plans}) == 7
+
+
+def test_table1_and_table2_share_their_no_vlp_runs(paper):
+    t1 = {p.run_id for p in paper.plan(load_spec(SPECS_DIR / "table1.yaml"))}
+    t2 = {p.run_id for p in paper.plan(load_spec(SPECS_DIR / "table2.yaml"))}
+    assert len(t1 & t2) == 3 and len(t2) == 4
+
+
+def test_every_shipped_spec_resolves_under_paper(paper):
+    names = sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
+    assert {"table1", "table2", "dropping", "lambda", "bottleneck", "vlp", "smoke"} <= set(names)
+    for name in names:
+        assert paper.plan(load_spec(SPECS_DIR / f"{name}.yaml"))
+
+
+def test_dropping_every_layer_is_refused_for_that_depth(paper):
+    spec = parse_spec(
+        "name: t\naxes: {lm: [large]}\nextra: [{lm: base, drop: {layers: 12}}]\n", source="x.yaml"
+    )
+    with pytest.raises(ConfigError) as info:
+        paper.plan(spec)
+    assert str(info.value) == (
+        "x.yaml: point [base λ=1 r=d/2 drop=12L s0]: drop: {'layers': 12} means 12 of the 12 "
+        "layers of gpt2 (profile paper), i.e. every module; the most is 11 (a fraction below 0.958)"
+    )
+    spec = parse_spec("name: t\naxes: {drop: [0.99]}\n", source="x.yaml")
+    with pytest.raises(ConfigError, match=r"drop: 0.99 means 12 of the 12 layers"):
+        paper.plan(spec)
+
+
+def test_override_reaches_the_config(paper):
+    spec = parse_spec(OK + "overrides: {eval: {beam: 2}, itune.attn_scaling: none}\n")
+    (plan,) = paper.plan(spec)
+    assert plan.config.eval.beam == 2 and plan.config.itune.attn_scaling == "none"
+
+
+def test_paper_profile_names_the_missing_data(tmp_path):
+    with pytest.raises(ConfigError, match=r"profile paper needs --data-root DIR"):
+        get_profile("paper")
+    profile = get_profile("paper", data_root=tmp_path / "absent")
+    plans = profile.plan(load_spec(SPECS_DIR / "table2.yaml"))
+    with pytest.raises(DataError, match=r"--data-root .*absent: no such folder"):
+        profile.prepare(plans)
+    (tmp_path / "coco").mkdir()
+    with pytest.raises(DataError) as info:
+        get_profile("paper", data_root=tmp_path).prepare(plans)
+    assert str(info.value) == (
+        f"{tmp_path}/coco/dataset_coco.json: missing; put Karpathy's COCO split file there "
+        "(data root layout: bench/profiles.py)"
+    )
+
+
+def test_cli_dry_run_prints_runs_with_layer_counts_and_params(capsys, tmp_path):
+    rc = main(
+        [
+            "dropping",
+            "--profile",
+            "paper",
+            "--data-root",
+            "data",
+            "--runs-dir",
+            str(tmp_path),
+            "--dry-run",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "0.5 -> 18" in out and "0.75 -> 27" in out
+    assert "47.24M (47,243,520)" in out
+    assert "4 runs" in out
+    assert not any(tmp_path.iterdir())  # a dry run touches no store
+
+
+def test_cli_invalid_spec_is_one_error_line(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: t\naxes: {drop: [18]}\n")
+    rc = main([str(bad), "--runs-dir", str(tmp_path), "--profile", "paper", "--data-root", "d"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip().splitlines() == [
+        f"error: {bad}: axes.drop[0]: expected a fraction of depth in [0, 1), got 18; "
+        "write {layers: 18} for an absolute count"
+    ]

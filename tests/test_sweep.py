@@ -1,0 +1,265 @@
+"""The sweep runner against real stores (optuna SQLite storage, MLflow SQLite store) and the real
+``ituning.train.run_experiment`` at tiny size (mini profile, ``scale="tiny"``: quick backbones and
+a 48-image Shapes world, built once for the module).
+
+The queue tests at the top exercise claims, dead workers and heartbeats without training.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from bench import queue as q
+from bench.profiles import LMChoice, get_profile
+from bench.spec import parse_spec
+from bench.sweep import main, run_sweep, study_name
+from ituning.errors import BackboneError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# ---------------------------------------------------------------------- the queue alone
+
+
+def _attrs(i: int) -> dict:
+    return {"digest": f"p{i:02d}", "config": "{}", "label": f"point {i}"}
+
+
+def _claim_all(url: str, name: str, out: multiprocessing.Queue) -> None:
+    got: list[str] = []
+    try:
+        queue = q.WorkQueue(q.open_storage(url), name)
+        while (claim := queue.claim()) is not None:
+            got.append(claim.digest)
+            queue.complete(claim)
+    except Exception as exc:  # reported, so that the parent does not wait forever
+        got.append(f"error: {exc!r}")
+    out.put(got)
+
+
+@pytest.mark.slow
+def test_three_processes_claim_every_point_exactly_once(tmp_path):
+    """Without BEGIN IMMEDIATE on SQLite this claimed ~4 of 60 points twice (see bench.queue)."""
+    n = 48
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    queue = q.WorkQueue(q.open_storage(url), "s")  # created before the workers start
+    assert queue.enqueue(_attrs(i) for i in range(n)) == n
+    assert queue.enqueue(_attrs(i) for i in range(n)) == 0  # already queued: not twice
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_claim_all, args=(url, "s", out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join()
+    assert sorted(sum(got, [])) == [f"p{i:02d}" for i in range(n)]
+    states = [t.state for t in queue.trials()]
+    assert states.count(q.TrialState.COMPLETE) == n and len(states) == n
+
+
+def test_a_dead_local_worker_is_requeued_at_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    queue = q.WorkQueue(q.open_storage(url), "s")
+    queue.enqueue([_attrs(0), _attrs(1)])
+    code = (
+        "import sys, time; from bench import queue as q\n"
+        f"w = q.WorkQueue(q.open_storage({url!r}), 's'); c = w.claim()\n"
+        "print(c.digest, flush=True); time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        digest = proc.stdout.readline().strip()
+        assert queue.reap() == []  # alive: left alone
+    finally:
+        proc.kill()  # SIGKILL: no chance to clean up
+        proc.wait()
+    assert queue.reap() == [digest]
+    assert queue.reap() == []  # exactly one re-queue
+    waiting = [t.user_attrs["digest"] for t in queue.trials((q.TrialState.WAITING,))]
+    assert sorted(waiting) == ["p00", "p01"]
+    retried = next(
+        t for t in queue.trials((q.TrialState.WAITING,)) if t.user_attrs["digest"] == digest
+    )
+    assert retried.user_attrs["retry_of"] == 0
+
+
+def test_a_silent_remote_worker_is_requeued_after_the_grace_period(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    queue = q.WorkQueue(q.open_storage(url, heartbeat_s=1, grace_s=1), "s")
+    queue.enqueue([_attrs(0)])
+    claim = queue.claim()
+    # Pretend the claim came from another machine that then went silent (no heartbeat thread).
+    queue.storage.set_trial_system_attr(
+        claim.trial_id, "worker", {"host": "elsewhere", "boot": "x", "pid": 1, "start": "1"}
+    )
+    assert queue.reap() == []
+    time.sleep(2.5)
+    assert queue.reap() == ["p00"]
+    assert [t.state for t in queue.trials()] == [q.TrialState.FAIL, q.TrialState.WAITING]
+
+
+def test_a_heartbeat_keeps_a_long_point_alive(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    queue = q.WorkQueue(q.open_storage(url, heartbeat_s=1, grace_s=2), "s")
+    queue.enqueue([_attrs(0)])
+    claim = queue.claim()
+    queue.storage.set_trial_system_attr(
+        claim.trial_id, "worker", {"host": "elsewhere", "boot": "x", "pid": 1, "start": "1"}
+    )
+    with queue.heartbeat(claim):
+        time.sleep(3.5)
+        assert queue.reap() == []
+    queue.complete(claim)
+    assert [t.state for t in queue.trials()] == [q.TrialState.COMPLETE]
+
+
+# ---------------------------------------------------------------------- end to end, tiny
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    """Shared by the end-to-end tests: tiny assets and stores are built once."""
+    path = tmp_path_factory.mktemp("sweep") / "runs"
+    get_profile("mini", runs_dir=path, scale="tiny").prepare(progress=False)
+    return path
+
+
+def _spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def _runs(runs_dir: Path, experiment: str) -> list:
+    client = MlflowClient(f"sqlite:///{runs_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def _finished_once_each(runs: list, n: int) -> None:
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert sorted({r.data.tags["config_hash"] for r in finished}) == sorted(
+        r.data.tags["config_hash"] for r in finished
+    )
+    assert len(finished) == n
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+@pytest.mark.slow
+def test_smoke_with_two_workers_then_nothing_new(runs_dir, capsys):
+    args = ["smoke", "--scale", "tiny", "--runs-dir", str(runs_dir), "--quiet"]
+    rc = main([*args, "--workers", "2"])
+    runs = _runs(runs_dir, "smoke-tiny")
+    assert rc == 0, [(r.info.status, r.data.tags.get("failure_reason")) for r in runs]
+    _finished_once_each(runs, 2)
+    run = next(r for r in runs if r.data.params["point.lm"] == "large")
+    assert run.data.params["itune.drop_first"] == "2"  # drop 0.5 of the 3-layer quick LM
+    assert run.data.params["resolved.n_layers"] == "3"
+    assert run.data.tags["profile"] == "mini" and run.data.tags["spec"] == "smoke"
+    assert {"test/cider", "nocaps/out-of-domain/cider", "trainable_params", "wall_time_s"} <= set(
+        run.data.metrics
+    )
+    assert run.data.metrics["trainable_params"] == float(
+        run.data.params["resolved.trainable_params"]
+    )
+    client = MlflowClient(f"sqlite:///{runs_dir / 'mlflow.db'}")
+    assert client.get_metric_history(run.info.run_id, "train/loss")  # streamed curve
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.json", "checkpoint", "predictions", "result.json"} <= artifacts
+    storage = q.open_storage(f"sqlite:///{runs_dir / 'optuna.db'}")
+    trials = q.WorkQueue(storage, "smoke@mini-tiny").trials()
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE"]
+    capsys.readouterr()
+
+    assert main(args) == 0  # second invocation: nothing to do
+    out = capsys.readouterr().out
+    assert "2 points, 2 already finished, 0 queued now" in out
+    assert len(_runs(runs_dir, "smoke-tiny")) == 2
+    assert len(q.WorkQueue(storage, "smoke@mini-tiny").trials()) == 2
+
+
+@pytest.mark.slow
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(runs_dir, tmp_path):
+    spec = parse_spec("name: failing\naxes: {lm: [large, base]}\n", source="failing.yaml")
+    profile = get_profile("mini", runs_dir=runs_dir, scale="tiny")
+    # A backbone that is not there: the real loader raises BackboneError for every large point.
+    broken = replace(
+        profile, lms={**profile.lms, "large": LMChoice(str(tmp_path / "no-lm"), 3, 32)}
+    )
+    lines: list[str] = []
+    report = run_sweep(spec, broken, progress=False, log=lines.append)
+    assert not report.ok and len(report.done) == 1
+    (reason,) = report.failed.values()
+    assert "no-lm" in reason
+    runs = _runs(runs_dir, "failing-tiny")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    failed = next(r for r in runs if r.info.status == "FAILED")
+    assert "no-lm" in failed.data.tags["failure_reason"]
+    assert any(line.startswith("  failed ") for line in lines)
+    with pytest.raises(BackboneError):  # the same error, raised directly by the library
+        from ituning.backbones import load_lm
+
+        load_lm(str(tmp_path / "no-lm"))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_restart_finishes_each_point_once(runs_dir, tmp_path, capsys):
+    spec = _spec(tmp_path, "name: killed\naxes: {seed: [5]}\noverrides: {epochs: 4}\n")
+    args = [str(spec), "--scale", "tiny", "--runs-dir", str(runs_dir), "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.sweep", *args],
+        cwd=ROOT,
+        stdout=(tmp_path / "log.txt").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    profile = get_profile("mini", runs_dir=runs_dir, scale="tiny")
+    folders = [runs_dir / "points" / p.run_id for p in profile.plan(parse_spec(spec.read_text()))]
+    try:
+        deadline = time.monotonic() + 120
+        while not any(
+            (f / "state").is_dir()
+            and any((f / "state").iterdir())
+            and not (f / "result.json").exists()
+            for f in folders
+        ):
+            assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep's own process group, started above
+        proc.wait()
+    before = _runs(runs_dir, "killed-tiny")
+    assert [r.info.status for r in before].count("RUNNING") == 1  # the orphan
+
+    assert main(args) == 0
+    after = _runs(runs_dir, "killed-tiny")
+    _finished_once_each(after, 1)
+    killed = [r for r in after if r.info.status == "KILLED"]
+    assert [r.info.run_id for r in killed] == [
+        r.info.run_id for r in before if r.info.status == "RUNNING"
+    ]
+    rerun = next(
+        r
+        for r in after
+        if r.info.status == "FINISHED"
+        and r.data.tags["config_hash"] == killed[0].data.tags["config_hash"]
+    )
+    assert rerun.data.tags["resumed"] == "True" or rerun.data.tags["reused_result"] == "True"
+    storage = q.open_storage(f"sqlite:///{runs_dir / 'optuna.db'}")
+    queue = q.WorkQueue(storage, study_name(parse_spec(spec.read_text()), profile))
+    assert not queue.trials((q.TrialState.RUNNING, q.TrialState.WAITING))
+    assert "re-queued after a dead worker" in capsys.readouterr().out
