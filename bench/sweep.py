@@ -22,6 +22,7 @@ Several machines share one sweep by pointing ``--storage`` at one PostgreSQL/MyS
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import multiprocessing
@@ -129,9 +130,17 @@ def run_sweep(
     finished = tracker.finished()
     todo = [p for p in plans if p.run_id not in finished]
     added = queue.enqueue(p.queue_attrs() for p in todo)
+    mine = {p.run_id for p in todo}
+    waiting = len(
+        mine & {t.user_attrs.get("digest") for t in queue.trials((q.TrialState.WAITING,))}
+    )
+    running = len(mine & live)
+    scale = "" if profile.scale == "full" else f", {profile.scale}"
     log(
-        f"sweep {spec.name} (profile {profile.name}{'' if profile.scale == 'full' else ', ' + profile.scale}): "
-        f"{len(plans)} points, {len(plans) - len(todo)} already finished, {added} queued now"
+        f"sweep {spec.name} (profile {profile.name}{scale}): {len(plans)} points, "
+        f"{len(plans) - len(todo)} already finished, {added} queued now"
+        + (f", {waiting - added} queued before" if waiting > added else "")
+        + (f", {running} running elsewhere" if running else "")
         + (f", {len(requeued)} re-queued after a dead worker" if requeued else "")
     )
 
@@ -225,17 +234,20 @@ def work(ctx: WorkerContext, log: Callable[[str], None] = print) -> list[str]:
     storage = q.open_storage(ctx.storage_url, heartbeat_s=ctx.heartbeat_s, grace_s=ctx.grace_s)
     queue = q.WorkQueue(storage, ctx.study_name)
     tracker = tracking.Tracker(ctx.tracking_uri, ctx.experiment)
-    executor = _load_executor(ctx.executor)
+    executor = _Executor(_load_executor(ctx.executor))
     ran: list[str] = []
-    while True:
-        queue.reap()
-        claim = queue.claim()
-        if claim is None:
-            return ran
-        with queue.heartbeat(claim):
-            outcome = run_point(ctx, queue, tracker, claim, executor, log)
-        log(f"[{ctx.name}] {claim.digest} {claim.label}: {outcome}")
-        ran.append(claim.digest)
+    try:
+        while True:
+            queue.reap()
+            claim = queue.claim()
+            if claim is None:
+                return ran
+            with queue.heartbeat(claim):
+                outcome = run_point(ctx, queue, tracker, claim, executor, log)
+            log(f"[{ctx.name}] {claim.digest} {claim.label}: {outcome}")
+            ran.append(claim.digest)
+    finally:
+        executor.close()
 
 
 def run_point(
@@ -260,7 +272,7 @@ def run_point(
         )
         queue.set_attr(claim, "mlflow_run_id", run.run_id)
         try:
-            result = _call(executor, config, out_dir, run, progress=ctx.progress)
+            result = executor(config, out_dir, run, progress=ctx.progress)
         except KeyboardInterrupt:
             run.end("KILLED", "interrupted by the user")
             queue.fail(claim, "interrupted by the user")
@@ -284,26 +296,59 @@ def run_point(
     return ("reused the finished run folder" if reused else "finished") + cider
 
 
-def _call(executor, config, out_dir: Path, run: tracking.TrackedRun, *, progress: bool):
-    def on_metric(name: str, value: float, step: int) -> None:
-        try:
-            run.metric(name, value, step)
-        except Exception as exc:  # tracking trouble must not kill a long training run
-            print(f"warning: MLflow metric not logged ({exc})", file=sys.stderr)
+class _Executor:
+    """The executor plus what it may share across points: one caption scorer per worker (METEOR's
+    JVM starts once), if the executor takes a ``scorer``; ``progress`` if it takes that."""
 
-    def on_stage(name: str) -> None:
+    def __init__(self, fn: Executor) -> None:
+        self.fn = fn
         try:
-            run.stage(name)
-        except Exception as exc:
-            print(f"warning: MLflow stage not logged ({exc})", file=sys.stderr)
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            params = {}
+        self.takes_progress = "progress" in params
+        self.takes_scorer = "scorer" in params
+        self._scorer = None
 
-    kwargs: dict[str, Any] = {"on_metric": on_metric, "on_stage": on_stage}
-    try:
-        if "progress" in inspect.signature(executor).parameters:
+    def __call__(self, config, out_dir: Path, run: tracking.TrackedRun, *, progress: bool):
+        def on_metric(name: str, value: float, step: int) -> None:
+            try:
+                run.metric(name, value, step)
+            except Exception as exc:  # tracking trouble must not kill a long training run
+                print(f"warning: MLflow metric not logged ({exc})", file=sys.stderr)
+
+        def on_stage(name: str) -> None:
+            try:
+                run.stage(name)
+            except Exception as exc:
+                print(f"warning: MLflow stage not logged ({exc})", file=sys.stderr)
+
+        kwargs: dict[str, Any] = {"on_metric": on_metric, "on_stage": on_stage}
+        if self.takes_progress:
             kwargs["progress"] = progress
-    except (TypeError, ValueError):
-        pass
-    return executor(config, out_dir, **kwargs)
+        if self.takes_scorer:
+            kwargs["scorer"] = self._shared_scorer()
+        try:
+            return self.fn(config, out_dir, **kwargs)
+        except BaseException:
+            self.close()  # a run that failed mid-evaluation may leave the scorer unusable
+            raise
+
+    def _shared_scorer(self):
+        if self._scorer is None:
+            from ituning.metrics import CaptionScorer
+
+            try:
+                self._scorer = CaptionScorer()
+            except ITuningError:
+                return None  # let the executor make its own and report the problem itself
+        return self._scorer
+
+    def close(self) -> None:
+        if self._scorer is not None:
+            with contextlib.suppress(Exception):
+                self._scorer.close()
+            self._scorer = None
 
 
 def _log_traceback(run: tracking.TrackedRun, out_dir: Path) -> None:
