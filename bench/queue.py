@@ -13,8 +13,8 @@ A worker that dies leaves its trial RUNNING. :meth:`WorkQueue.reap` turns such t
 enqueues the point again, exactly once (the FAIL transition is a row-locked update: one process
 wins), when
 
-* the worker ran on this machine (same host name and boot id) and its process is gone (checked by
-  pid *and* start time, so a recycled pid is not mistaken for it): immediately; or
+* the worker ran on this machine (same host name, boot id and pid namespace) and its process is
+  gone (checked by pid *and* start time, so a recycled pid is not mistaken for it): immediately; or
 * its heartbeat (recorded by the database's clock, so machines' clocks may differ) is older than
   ``grace_s``: any machine, after the grace period.
 """
@@ -353,18 +353,32 @@ def _start_ticks(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def _pid_namespace() -> str:
+    """Containers on one host can share host name and boot id; pids mean nothing across them."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def identity(pid: int | None = None) -> dict[str, Any]:
     pid = os.getpid() if pid is None else pid
     return {
         "host": socket.gethostname(),
         "boot": _boot_id(),
+        "pidns": _pid_namespace(),
         "pid": pid,
         "start": _start_ticks(pid),
     }
 
 
 def _same_machine(worker: dict[str, Any]) -> bool:
-    return worker.get("host") == socket.gethostname() and worker.get("boot") == _boot_id()
+    """Same host, boot and pid namespace: only then can we tell from here whether it lives."""
+    return (
+        worker.get("host") == socket.gethostname()
+        and worker.get("boot") == _boot_id()
+        and worker.get("pidns", "") == _pid_namespace()
+    )
 
 
 def _process_alive(worker: dict[str, Any]) -> bool:
