@@ -87,7 +87,7 @@ def ui(session: nox.Session) -> None:
         session,
         "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{runs / 'mlflow.db'}",
-        "--default-artifact-root", str(runs / "mlartifacts"),
+        "--artifacts-destination", str(runs / "mlartifacts"),
         "--host", "127.0.0.1", "--port", port, "--workers", "1",
         env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
