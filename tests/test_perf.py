@@ -1,0 +1,150 @@
+"""The performance benchmark: its measuring tools, its naive baseline, and a ``--quick`` run."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from bench import perf
+from bench.perf_naive import NaiveKVITuningModel
+from ituning.config import ITuningConfig
+from ituning.errors import ConfigError
+from ituning.inject import ITuningModel
+
+VIS = 32  # conftest: tiny.VIS_WIDTH
+
+
+def _pair(tiny):
+    """An ITuningModel and a naive twin with the same LM and module weights."""
+    lm = tiny.gpt2()
+    ours = ITuningModel(copy.deepcopy(lm), VIS, ITuningConfig())
+    perf.perturb_modules(ours, std=0.3)
+    naive = NaiveKVITuningModel(lm, VIS, ITuningConfig())
+    naive.load_module_state_dict(ours.module_state_dict())
+    return ours, naive
+
+
+def test_naive_path_gives_the_same_logits_and_beams(tiny, make_visual):
+    ours, naive = _pair(tiny)
+    visual = make_visual(2)
+    ids = torch.randint(3, 64, (6, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = ours(input_ids=ids, visual=visual).logits
+        b = naive(input_ids=ids, visual=visual).logits
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    kw = dict(num_beams=3, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert torch.equal(ours.generate(visual, **kw), naive.generate(visual, **kw))
+
+
+def test_naive_path_recomputes_kv_for_every_row_and_call(tiny, make_visual):
+    _, naive = _pair(tiny)
+    rows_seen = []
+    module = naive.itune["0"]
+    handle = module.k_down.register_forward_hook(lambda _m, i, _o: rows_seen.append(i[0].shape[0]))
+    naive.generate(make_visual(2), num_beams=3, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    handle.remove()
+    assert rows_seen == [6] * 4  # 2 images × 3 beams, once per decoding step (prompt + 3 more)
+
+
+def test_modes_select_the_device_code_paths():
+    cpu = perf.select_mode("cpu")
+    assert (cpu.precision, cpu.clock, cpu.memory, cpu.mfu, cpu.threads) == (
+        "fp32",
+        "process",
+        "profiled-peak",
+        False,
+        1,
+    )
+    cuda = perf.select_mode("cuda")
+    assert (cuda.precision, cuda.clock, cuda.memory, cuda.mfu) == (
+        "bf16",
+        "wall",
+        "cuda-peak",
+        True,
+    )
+    assert perf.select_mode("cpu", threads=2, mfu=True).threads == 2
+    with pytest.raises(ConfigError):
+        perf.select_mode("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            perf.run(perf.quick_sizes(), cuda, quick=True)
+
+
+def test_ratio_is_the_median_of_paired_ratios():
+    r = perf.Ratio.paired([1.0, 3.0, 2.0], [2.0, 4.0, 2.0])
+    assert (r.median, r.lo, r.hi, r.n) == (0.75, 0.5, 1.0, 3)
+    assert str(r) == "0.75× (0.50–1.00, n=3)"
+    assert perf.Target("<=", 0.7).met(0.7) and not perf.Target(">=", 3.0).met(2.9)
+
+
+def test_interleaving_alternates_the_order():
+    calls = []
+    arms = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    times = perf.interleaved(arms, reps=2, warmup=1, sync=lambda: None, desc="t")
+    assert calls == list("abc") + list("abc") + list("cba")
+    assert all(len(t.wall) == len(t.cpu) == 2 for t in times.values())
+
+
+def _arms(tiny, make_visual, mode):
+    visual = make_visual(2)
+    ids = torch.randint(3, 64, (6, 8), generator=torch.Generator().manual_seed(0))
+    batch = (ids, torch.ones_like(ids))
+    ours = ITuningModel(tiny.gpt2(), VIS, ITuningConfig())
+    perf.perturb_modules(ours)
+    full = ITuningModel(tiny.gpt2(), VIS, ITuningConfig())
+    full.lm.requires_grad_(True)
+
+    def fwd(m):
+        return lambda: m(input_ids=ids, attention_mask=batch[1], visual=visual)
+
+    return (
+        perf.TrainArm(fwd(ours), ours.trainable_parameters(), ours, batch, mode),
+        perf.TrainArm(fwd(full), list(full.parameters()), full, batch, mode),
+    )
+
+
+@pytest.mark.slow  # the profiler's first start alone takes seconds here
+def test_profiled_memory_and_flops_see_what_freezing_saves(tiny, make_visual):
+    mode = perf.select_mode("cpu")
+    ours, full = _arms(tiny, make_visual, mode)
+    for arm in (ours, full):
+        arm.step()  # optimizer state exists from here on
+    m_ours, m_full = perf.step_memory(ours, mode), perf.step_memory(full, mode)
+    weights = perf._weight_bytes(ours.model)
+    assert m_ours.parts["weights"] == weights == perf._weight_bytes(full.model)
+    assert m_ours.parts["optimizer state"] == perf._optimizer_bytes(ours.optimizer)
+    assert m_full.parts["optimizer state"] == perf._optimizer_bytes(full.optimizer)
+    assert perf._optimizer_bytes(full.optimizer) >= 2 * 4 * sum(p.numel() for p in full.params)
+    assert weights < m_ours.peak < m_full.peak
+    assert perf.step_flops(ours) < perf.step_flops(full)
+    assert perf.matmul_ceiling(mode, 64, reps=2) > 0
+
+
+def test_bf16_autocast_path_of_the_gpu_table_runs_on_cpu(tiny, make_visual):
+    """The CUDA table's step differs from the CPU one by its autocast dtype and clock only."""
+    mode = perf.Mode("cpu", "bf16", "wall", "profiled-peak", True, 1)
+    ours, _ = _arms(tiny, make_visual, mode)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = ours.forward().logits
+    assert logits.dtype == torch.bfloat16
+    before = [p.detach().clone() for p in ours.params]
+    ours.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, ours.params, strict=True))
+    assert perf.matmul_ceiling(mode, 64, reps=1) > 0
+
+
+@pytest.mark.slow
+def test_quick_run_emits_every_row(tmp_path, capsys):
+    out = tmp_path / "perf.md"
+    assert perf.main(["--quick", "--mfu", "--out", str(out)]) == 0
+    text = out.read_text()
+    printed = capsys.readouterr().out
+    for row in (*perf.ROW_IDS, "P1t", "P1n", "MFU-itune", "MFU-full"):
+        assert f"| {row} |" in text, row
+        assert f"\n{row} " in printed, row
+    assert text.count("identical ids") == 2  # P4a and P4b compared token for token
+    assert (tmp_path / "perf.png").stat().st_size > 10_000
+    assert "quick: not judged" in text
+    assert "METEOR started 1×" in text or "| P5 |" in text and "not run" in text
