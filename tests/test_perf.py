@@ -148,3 +148,26 @@ def test_quick_run_emits_every_row(tmp_path, capsys):
     assert (tmp_path / "perf.png").stat().st_size > 10_000
     assert "quick: not judged" in text
     assert "METEOR started 1×" in text or "| P5 |" in text and "not run" in text
+
+
+def test_report_explains_each_missed_target():
+    mode = perf.select_mode("cpu")
+    report = perf.Report(mode=mode, sizes=perf.Sizes(), quick=False)
+    parts = {"weights": 500, "optimizer state": 100, "activations": 1400}
+    report.memory = {
+        "itune": perf.Memory(2000, parts, "profiled-peak"),
+        "full": perf.Memory(3000, {**parts, "optimizer state": 1000}, "profiled-peak"),
+    }
+    report.flops = {"itune": 1, "full": 1}
+    ratio = perf.Ratio.paired([0.78], [1.0])
+    report.rows = [
+        perf._ratio_row("P2", "dropping", "a", "b", ratio, perf.Target("<=", 0.75)),
+        perf._ratio_row("P1m", "memory", "a", "b", perf.Ratio.single(0.67), perf.Target("<=", 0.5)),
+        perf._ratio_row("P1", "step", "a", "b", perf.Ratio.single(0.6), perf.Target("<=", 0.7)),
+    ]
+    text = perf.render_markdown(report, None, "python -m bench.perf")
+    missed = text.split("## Missed targets")[1].split("## Method")[0]
+    assert "**P2:** 0.78×" in missed and "forward pass of the dropped layers" in missed
+    assert "**P1m:**" in missed and "activations" in missed
+    assert "**P1:**" not in missed  # met: nothing to explain
+    assert "| P1 | step | a | b | 0.60× | ≤ 0.70× | yes |" in text
