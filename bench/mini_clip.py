@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from tqdm import tqdm
@@ -36,6 +37,7 @@ from bench.mini_lm import EOS, PAD, build_tokenizer, hf_tokenizer
 from ituning.data.shapes import (
     Scene,
     WorldConfig,
+    canonical_phrase,
     describe,
     item_rng,
     render,
@@ -56,34 +58,43 @@ class ClipSpec(BaseModel):
     embed_dim: int = Field(128, ge=8)
     image_size: int = Field(64, ge=16)
     patch_size: int = Field(8, ge=2)
-    vision_width: int = Field(128, ge=8)
+    vision_width: int = Field(96, ge=8)
     vision_layers: int = Field(4, ge=1)
     vision_head_width: int = Field(32, ge=8)
     vision_mlp_ratio: float = Field(2.0, gt=0)
-    text_width: int = Field(128, ge=8)
+    #: "sin_cos_2d" fixes 2-D position codes, which a ViT trained from scratch on little data
+    #: would otherwise have to learn; "learnable" is CLIP's choice.
+    pos_embed_type: str = "sin_cos_2d"
+    text_width: int = Field(64, ge=8)
     text_layers: int = Field(2, ge=1)
     text_heads: int = Field(4, ge=1)
     text_mlp_ratio: float = Field(2.0, gt=0)
     context_length: int = Field(32, ge=8)
     #: Per-channel statistics of Shapes images (light backgrounds), measured once.
-    mean: tuple[float, float, float] = (0.83, 0.82, 0.80)
+    mean: tuple[float, float, float] = (0.85, 0.83, 0.81)
     std: tuple[float, float, float] = (0.17, 0.18, 0.21)
 
 
 class ClipTrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    steps: int = Field(500, ge=1)
-    batch_size: int = Field(96, ge=2)
+    steps: int = Field(550, ge=1)
+    batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(40, ge=0)
     weight_decay: float = Field(0.05, ge=0)
     #: Which one-word swaps of each phrase join the batch as extra negatives.
-    hard_negatives: tuple[str, ...] = SWAP_KINDS
+    hard_negatives: tuple[str, ...] = ("colour", "shape", "shape", "shape", "size", "position")
     #: Weight of the region-level term: each object's patch tokens (mean over the patches it
     #: covers, projected like the pooled output) against its own phrase; 0 disables it.
-    region_weight: float = Field(1.0, ge=0)
-    region_hard_negatives: tuple[str, ...] = ("colour", "shape")
+    region_weight: float = Field(2.0, ge=0)
+    #: "mean": one row per object (mean of its patch tokens, any phrase style); "tokens": one row
+    #: per patch token under the object, each matched to the object's canonical phrase, so that
+    #: every such token names the object on its own (what cross-attention reads).
+    region_mode: Literal["mean", "tokens"] = "tokens"
+    #: Region phrases name the object's grid position too ("a small red circle on the left").
+    region_position: bool = True
+    region_hard_negatives: tuple[str, ...] = ("colour", "shape", "shape", "position")
     #: Probability of each phrase style (see ``ituning.data.shapes.describe``).
     styles: tuple[tuple[str, float], ...] = (
         ("list", 0.35),
@@ -91,6 +102,18 @@ class ClipTrainConfig(BaseModel):
         ("relation", 0.2),
         ("caption", 0.15),
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> ClipTrainConfig:
+        bad = [
+            k for k in (*self.hard_negatives, *self.region_hard_negatives) if k not in SWAP_KINDS
+        ]
+        if bad:
+            raise ValueError(f"unknown swap kinds {bad}; known: {list(SWAP_KINDS)}")
+        styles = [name for name, _ in self.styles]
+        if not set(styles) <= {"list", "object", "relation", "caption"} or not styles:
+            raise ValueError(f"styles {styles}: use list, object, relation, caption")
+        return self
 
 
 def model_cfg(spec: ClipSpec) -> dict:
@@ -105,6 +128,7 @@ def model_cfg(spec: ClipSpec) -> dict:
             "layers": spec.vision_layers,
             "head_width": spec.vision_head_width,
             "mlp_ratio": spec.vision_mlp_ratio,
+            "pos_embed_type": spec.pos_embed_type,
             "pool_type": "tok",
         },
         "text_cfg": {
@@ -163,14 +187,16 @@ class _Batch:
     pixels: torch.Tensor
     texts: list[str]  # image phrases, then their hard negatives
     n_images: int
-    region_masks: torch.Tensor  # (regions, patches), row-normalised; regions index images
-    region_image: torch.Tensor  # (regions,) image index of each region
-    region_texts: list[str]  # region phrases, then their hard negatives
-    n_regions: int
+    region_texts: list[str]  # distinct region phrases and hard negatives
+    region_image: torch.Tensor  # (rows,) image of each region row
+    region_weights: torch.Tensor  # (rows, patches): patch weights of each row
+    region_target: torch.Tensor  # (rows,) index into region_texts
+    row_weight: torch.Tensor  # (rows,) weight of each row in the loss (sums to the object count)
+    n_objects: int
 
 
-def _region_mask(obj, spec: ClipSpec) -> torch.Tensor:
-    """Patches whose centre lies within the object (at least the one under its centre)."""
+def _object_patches(obj, spec: ClipSpec) -> torch.Tensor:
+    """0/1 mask of the patches whose centre lies within the object (at least the centre one)."""
     grid = spec.image_size // spec.patch_size
     centres = (torch.arange(grid, dtype=torch.float32) + 0.5) * spec.patch_size
     d2 = (centres[None, :] - obj.x) ** 2 + (centres[:, None] - obj.y) ** 2
@@ -178,7 +204,7 @@ def _region_mask(obj, spec: ClipSpec) -> torch.Tensor:
     r = min(grid - 1, int(obj.y // spec.patch_size))
     c = min(grid - 1, int(obj.x // spec.patch_size))
     mask[r * grid + c] = 1.0
-    return mask / mask.sum()
+    return mask
 
 
 def _batch(step: int, seed: int, world: WorldConfig, train: ClipTrainConfig, spec: ClipSpec):
@@ -186,7 +212,10 @@ def _batch(step: int, seed: int, world: WorldConfig, train: ClipTrainConfig, spe
     probs = np.asarray([p for _, p in train.styles], dtype=np.float64)
     probs = probs / probs.sum()
     images, pos, neg = [], [], []
-    masks, owner, rpos, rneg = [], [], [], []
+    index: dict[str, int] = {}  # distinct region texts
+    rows_img, rows_w, rows_t, rows_lw = [], [], [], []
+    n_objects = 0
+    grid = (spec.image_size // spec.patch_size) ** 2
     for b in range(train.batch_size):
         rng = item_rng(seed, "clip", step * train.batch_size + b)
         scene = sample_scene(rng, world, "any")
@@ -197,26 +226,43 @@ def _batch(step: int, seed: int, world: WorldConfig, train: ClipTrainConfig, spe
             s = swap(phrase, scene, kind, rng, world)  # type: ignore[arg-type]
             if s is not None:
                 neg.append(s.text)
-        if train.region_weight > 0:
-            for obj in scene.objects:
-                one = Scene((obj,), scene.background)
+        if train.region_weight == 0:
+            continue
+        for obj in scene.objects:
+            one = Scene((obj,), scene.background)
+            tokens_mode = train.region_mode == "tokens"
+            if tokens_mode:
+                rp = canonical_phrase(obj, with_position=train.region_position)
+            else:
                 rp = describe(one, rng, "object")
-                rpos.append(rp.text)
-                masks.append(_region_mask(obj, spec))
-                owner.append(b)
-                for kind in train.region_hard_negatives:
-                    s = swap(rp, one, kind, rng, world)  # type: ignore[arg-type]
-                    if s is not None:
-                        rneg.append(s.text)
-    grid = (spec.image_size // spec.patch_size) ** 2
+            target = index.setdefault(rp.text, len(index))
+            for kind in train.region_hard_negatives:
+                s = swap(rp, one, kind, rng, world)  # type: ignore[arg-type]
+                if s is not None:
+                    index.setdefault(s.text, len(index))
+            mask = _object_patches(obj, spec)
+            n_objects += 1
+            if tokens_mode:
+                for p in mask.nonzero().flatten().tolist():
+                    rows_img.append(b)
+                    rows_w.append(F.one_hot(torch.tensor(p), grid).float())
+                    rows_t.append(target)
+                    rows_lw.append(1.0 / float(mask.sum()))
+            else:
+                rows_img.append(b)
+                rows_w.append(mask / mask.sum())
+                rows_t.append(target)
+                rows_lw.append(1.0)
     return _Batch(
         pixels=to_pixels(images, spec),
         texts=pos + neg,
         n_images=len(pos),
-        region_masks=torch.stack(masks) if masks else torch.zeros(0, grid),
-        region_image=torch.tensor(owner, dtype=torch.long),
-        region_texts=rpos + rneg,
-        n_regions=len(rpos),
+        region_texts=list(index),
+        region_image=torch.tensor(rows_img, dtype=torch.long),
+        region_weights=torch.stack(rows_w) if rows_w else torch.zeros(0, grid),
+        region_target=torch.tensor(rows_t, dtype=torch.long),
+        row_weight=torch.tensor(rows_lw, dtype=torch.float32),
+        n_objects=n_objects,
     )
 
 
@@ -291,11 +337,12 @@ def train_clip(
         ft = F.normalize(ft, dim=-1)
         scale = model.logit_scale.exp().clamp(max=100.0)
         loss = _contrastive(fi, ft[:n_img_txt], batch.n_images, scale)
-        if batch.n_regions:
-            region = torch.einsum("rp,rpw->rw", batch.region_masks, tokens[batch.region_image])
+        if batch.n_objects:
+            region = torch.einsum("rp,rpw->rw", batch.region_weights, tokens[batch.region_image])
             fr = F.normalize(region @ model.visual.proj, dim=-1)
-            rl = _contrastive(fr, ft[n_img_txt:], batch.n_regions, scale)
-            loss = loss + train.region_weight * rl
+            logits = scale * fr @ ft[n_img_txt:].T
+            ce = F.cross_entropy(logits, batch.region_target, reduction="none")
+            loss = loss + train.region_weight * (ce * batch.row_weight).sum() / batch.n_objects
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

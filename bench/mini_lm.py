@@ -46,7 +46,7 @@ class LMTrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    steps: int = Field(600, ge=1)
+    steps: int = Field(300, ge=1)
     batch_size: int = Field(48, ge=1)
     lr: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(40, ge=0)

@@ -209,3 +209,24 @@ def test_backbones_plug_into_ituning(built) -> None:
     assert out.logits.shape == (1, ids.shape[1], len(tok))
     gen = model.generate(visual, max_new_tokens=4, do_sample=False)
     assert gen.shape[0] == 1
+
+
+def test_trimmed_text_encoding_equals_open_clip() -> None:
+    import open_clip as oc
+
+    from bench.mini_clip import encode_text, model_cfg
+
+    torch.manual_seed(0)
+    model = oc.CLIP(**model_cfg(QUICK.clip)).eval()
+    ids = TextEncoder(QUICK.clip.context_length)(
+        ["A small red circle to the left of a big violet rhombus.", "A star."]
+    )
+    with torch.no_grad():
+        assert torch.allclose(encode_text(model, ids), model.encode_text(ids), atol=1e-5)
+
+
+def test_bad_swap_kind_is_rejected() -> None:
+    from bench.mini_clip import ClipTrainConfig
+
+    with pytest.raises(ValueError, match="unknown swap kinds"):
+        ClipTrainConfig(hard_negatives=("colr",))

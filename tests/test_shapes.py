@@ -14,6 +14,7 @@ from ituning.data.nocaps import read_nocaps
 from ituning.data.shapes import (
     SplitSizes,
     WorldConfig,
+    canonical_phrase,
     caption_words,
     claim_holds,
     describe,
@@ -201,3 +202,13 @@ def test_bad_config_is_one_line_error(tmp_path: Path, capsys) -> None:
     assert "error: shapes: train" in capsys.readouterr().err
     with pytest.raises(ValueError, match="ood_shape"):
         WorldConfig(ood_shape="hexagon")
+
+
+def test_canonical_phrase_is_one_text_per_combination() -> None:
+    scene = sample_scene(item_rng(0, "gate", 3), WORLD, "any")
+    obj = scene.objects[0]
+    p = canonical_phrase(obj)
+    assert p.words[1:] == [obj.size, obj.colour, obj.shape]
+    with_pos = canonical_phrase(obj, with_position=True)
+    assert claim_holds(with_pos.claim, scene)
+    assert with_pos.text.startswith(p.text[:-1])

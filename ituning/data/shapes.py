@@ -115,8 +115,8 @@ class WorldConfig(BaseModel):
     #: Probability of 1, 2, 3 objects.
     object_count_probs: tuple[float, float, float] = (0.3, 0.4, 0.3)
     #: Object radii in pixels at image_size 64 (scaled with image_size).
-    small_radius: float = Field(7.0, gt=0)
-    large_radius: float = Field(11.0, gt=0)
+    small_radius: float = Field(8.5, gt=0)
+    large_radius: float = Field(12.5, gt=0)
     radius_jitter: float = Field(0.6, ge=0)
     position_jitter: float = Field(3.0, ge=0)
     colour_jitter: int = Field(12, ge=0, le=60)
@@ -530,6 +530,32 @@ def _pick_relation(rng: np.random.Generator, objs: Sequence[ShapeObject], order:
     i, j = pairs[int(rng.integers(len(pairs)))]
     rel = _choose(rng, true_relations(objs[order[i]], objs[order[j]]))
     return i, j, rel
+
+
+def canonical_phrase(obj: ShapeObject, *, with_position: bool = False) -> Phrase:
+    """ "a <size> <colour> <shape>" in canonical words (one text per attribute combination),
+    optionally followed by the object's grid position ("on the left", "in the top right")."""
+    tokens: list[Token] = [
+        ("a", None),
+        (SIZE_WORDS[obj.size][0], ("size", 0)),
+        (COLOUR_WORDS[obj.colour][0], ("colour", 0)),
+        (SHAPE_WORDS[obj.shape][0], ("shape", 0)),
+    ]
+    m = Mention(obj.shape, obj.colour, obj.size)
+    if with_position:
+        h, v = obj.h, obj.v
+        if h == "centre" and v == "middle":
+            tokens += [("in", None), ("the", None), ("middle", None)]
+        elif v == "middle":
+            tokens += [("on", None), ("the", None), (h, ("h", 0))]
+            m.h = h
+        elif h == "centre":
+            tokens += [("at", None), ("the", None), (v, ("v", 0))]
+            m.v = v
+        else:
+            tokens += [("in", None), ("the", None), (v, ("v", 0)), (h, ("h", 0))]
+            m.h, m.v = h, v
+    return Phrase(tokens, Claim([m]))
 
 
 def describe(scene: Scene, rng: np.random.Generator, style: str = "caption") -> Phrase:
