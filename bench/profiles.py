@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from bench.runs import Resolved, RunPlan
 from bench.spec import Point, SweepSpec
-from ituning.errors import ConfigError, DataError
+from ituning.errors import BackboneError, ConfigError, DataError
 from ituning.train_config import TrainConfig
 
 PROFILES = ("mini", "paper")
@@ -169,10 +169,22 @@ class Profile:
     data: dict[str, str | None]
     budget: Budget
     settings: dict[str, Any] = field(default_factory=dict)
-    _prepare: Any = None  # callable(profile, plans) -> None; builds or checks assets
+    _check: Any = None  # callable(profile, plans) -> None; validates user files, writes nothing
+    _prepare: Any = None  # callable(profile, plans, progress) -> None; builds missing assets
 
-    def prepare(self, plans: list[RunPlan] | None = None, *, progress: bool = True) -> None:
-        """Build missing mini assets, or check that the paper's data are where they must be."""
+    def check(self, plans: list[RunPlan] | None = None) -> None:
+        """Validate what the user supplied (the paper's data root and dataset files) and write
+        nothing: a sweep runs this before it opens any store, so a bad file is one error line
+        with an empty run store."""
+        if self._check is not None:
+            self._check(self, plans or [])
+
+    def prepare(
+        self, plans: list[RunPlan] | None = None, *, progress: bool = True, checked: bool = False
+    ) -> None:
+        """:meth:`check` (unless already ``checked``), then build missing mini assets."""
+        if not checked:
+            self.check(plans)
         if self._prepare is not None:
             self._prepare(self, plans or [], progress)
 
@@ -295,12 +307,13 @@ def _paper(runs_dir: Path, data_root: Path | str | None, scale: str) -> Profile:
         vision_width=768,
         data={key: str(root / rel) for key, (rel, _) in PAPER_LAYOUT.items()},
         budget=budget,
-        _prepare=_check_paper_data,
+        _check=_check_paper_data,
     )
 
 
-def _check_paper_data(profile: Profile, plans: list[RunPlan], progress: bool) -> None:
-    """One line naming the first missing path and what belongs there."""
+def _check_paper_data(profile: Profile, plans: list[RunPlan]) -> None:
+    """One line naming the first missing path and what belongs there, or the first bad file and
+    field: the dataset files are read as the runs will read them (image files must exist)."""
     needed = ["captions", "image_root"]
     if any(p.config.eval.nocaps for p in plans):
         needed += ["nocaps", "nocaps_image_root"]
@@ -319,6 +332,41 @@ def _check_paper_data(profile: Profile, plans: list[RunPlan], progress: bool) ->
             raise DataError(
                 f"{path}: missing; put {what} there (data root layout: bench/profiles.py)"
             )
+    for plan in plans:
+        _check_dataset_files(plan.config)
+
+
+_DATA_CHECKED: set[str] = set()
+
+
+def _check_dataset_files(config: TrainConfig) -> None:
+    """``load_data`` as a run calls it, once per data setup and state of its files per process."""
+    from ituning.train import load_data
+
+    files = [config.data.captions]
+    if config.eval.nocaps and config.data.nocaps is not None:
+        files.append(config.data.nocaps)
+    if config.vlp:
+        files += [config.data.vlp_regions, config.data.vlp_image_data]
+    stamps = []
+    for path in files:
+        try:
+            st = Path(path).stat()
+            stamps.append((str(path), st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append((str(path), None, None))
+    key = repr(
+        (
+            config.data.model_dump_json(),
+            config.eval.nocaps,
+            config.eval.splits,
+            config.vlp,
+            stamps,
+        )
+    )
+    if key not in _DATA_CHECKED:
+        load_data(config)
+        _DATA_CHECKED.add(key)
 
 
 # ---------------------------------------------------------------------- mini
@@ -392,6 +440,22 @@ def _build_mini(profile: Profile, plans: list[RunPlan], progress: bool) -> None:
     expected = Path(profile.vision).parent
     if built.root != expected:  # the profile resolved paths from the same function: a bug if not
         raise AssertionError(f"mini backbones built in {built.root}, expected {expected}")
+    _verify_backbones(built.root, built.manifest)
+
+
+def _verify_backbones(root: Path, manifest: dict) -> None:
+    """Every file the build recorded is still there, unchanged: a deleted or damaged weight file
+    would otherwise fail every run with a loader error, or train on other weights than recorded."""
+    from bench.mini_backbones import MANIFEST, folder_hashes
+
+    found = folder_hashes(root)
+    for rel, sha in sorted(manifest.get("files", {}).items()):
+        if found.get(rel) != sha:
+            state = "missing" if rel not in found else "changed since it was built"
+            raise BackboneError(
+                f"{root / rel}: {state} (its sha256 is in {MANIFEST}); delete {root} and rerun "
+                "to rebuild the mini backbones"
+            )
 
 
 @contextmanager

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import socket
+import sqlite3
 import threading
 import time
 import warnings
@@ -44,6 +46,7 @@ from ituning.errors import ITuningError
 
 HEARTBEAT_S = 10
 GRACE_S = 60
+LOCK_WAIT_S = 10  # opening a SQLite storage that another process keeps locked fails after this
 T = TypeVar("T")
 
 
@@ -78,6 +81,28 @@ def default_storage_url(runs_dir: Path) -> str:
     return f"sqlite:///{Path(runs_dir) / 'optuna.db'}"
 
 
+@contextmanager
+def creation_lock(url: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite database (``<db>.lock``, ``flock``) across processes.
+
+    Creating or migrating a SQLite store from several processes at once corrupts it: three sweeps
+    started together on a fresh runs folder left MLflow's alembic tables half-migrated (every later
+    sweep refused the store) and optuna's racing on ``alembic_version``. Servers (PostgreSQL,
+    MySQL, an MLflow server) serialise this themselves: a no-op for them.
+    """
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def open_storage(
     url: str,
     *,
@@ -93,17 +118,19 @@ def open_storage(
             raise QueueError(
                 f"optuna storage {mask_url(url)} is unreachable or unusable: {exc.strerror}"
             ) from None
+        _check_not_locked(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            storage = RDBStorage(
-                url,
-                heartbeat_interval=heartbeat_s,
-                grace_period=grace_s,
-                heartbeat_stale_trial_callback=_requeue,
-                engine_kwargs=_engine_kwargs(url),
-            )
+            with creation_lock(url):
+                storage = RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat_s,
+                    grace_period=grace_s,
+                    heartbeat_stale_trial_callback=_requeue,
+                    engine_kwargs=_engine_kwargs(url),
+                )
             if url.startswith("sqlite"):
                 _serialise_sqlite(storage.engine)
             return storage
@@ -116,6 +143,30 @@ def open_storage(
             raise QueueError(
                 f"optuna storage {mask_url(url)} is unreachable or unusable: {_first_line(exc)}"
             ) from None
+
+
+def _check_not_locked(url: str) -> None:
+    """Fail in seconds, not after the workers' 60 s lock timeout (and optuna's retries), when
+    another process holds an existing SQLite storage locked; workers hold it for milliseconds."""
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.is_file():
+        return
+    try:
+        con = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        if "locked" in str(exc):
+            raise QueueError(
+                f"optuna storage {mask_url(url)} is locked by another process (no write access "
+                f"within {LOCK_WAIT_S} s); stop that process or pass another --storage"
+            ) from None
+        raise QueueError(
+            f"optuna storage {mask_url(url)} is unreachable or unusable: {_first_line(exc)}"
+        ) from None
 
 
 def _serialise_sqlite(engine) -> None:

@@ -20,7 +20,6 @@ the same runs gives the same file.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import tempfile
@@ -33,7 +32,7 @@ from bench.claims import HOLDS, MISSING, ClaimReport, check_claims
 from bench.paper import SOURCE, PaperRow, PaperTable, PaperTables, load_paper_tables
 from bench.profiles import PROFILES, SCALES
 from bench.results import COLUMN_DATASETS, Group, RunSet, Stat, fetch_artifact, load_runs
-from ituning.errors import ITuningError, cli_main
+from ituning.errors import ArgumentParser, ITuningError, cli_main
 
 REPORT_FILE = "README.md"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -881,7 +880,7 @@ def _provenance(ctx: Context) -> list[str]:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="mini", choices=PROFILES, help="default: mini")
     p.add_argument("--scale", default="full", choices=SCALES, help="tiny: the test-size runs")
     p.add_argument("--out", type=Path, help="output folder (default reports/<profile>)")

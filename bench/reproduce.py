@@ -17,20 +17,19 @@ saying which), 2 for a usage or configuration error before anything ran.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import queue, tracking
 from bench import runs as run_folders
-from bench import tracking
 from bench.profiles import PROFILES, Profile, get_profile
 from bench.report import ReportSettings, build_report, shown
 from bench.runs import RunPlan
 from bench.spec import SweepSpec, find_spec, load_spec
 from bench.sweep import SPECS_DIR, SweepReport, experiment_name, run_sweep
-from ituning.errors import cli_main
+from ituning.errors import ArgumentParser, cli_main
 
 DEFAULT_SWEEPS = ("table1", "table2", "dropping")
 
@@ -80,10 +79,12 @@ def reproduce(
         f"reproduce (profile {profile.name}{scale}): sweeps {', '.join(plans)}; "
         f"{len(distinct)} distinct points, {len(done_before)} already trained"
     )
-    step(1, f"backbones and data for profile {profile.name}")
-    profile.prepare(list(distinct.values()), progress=progress)
-
+    # Everything that can fail fast does so before the mini backbones are trained.
+    profile.check(list(distinct.values()))
     tracking.check_reachable(uri)
+    queue.open_storage(storage_url or queue.default_storage_url(profile.runs_dir))
+    step(1, f"backbones and data for profile {profile.name}")
+    profile.prepare(list(distinct.values()), progress=progress, checked=True)
     before = _tracked(uri, profile, specs)
     result = ReproduceResult(report=Path())
     for i, spec in enumerate(specs, start=2):
@@ -136,9 +137,7 @@ def _tracked(uri: str, profile: Profile, specs: Sequence[SweepSpec]) -> int:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.reproduce", description=__doc__.splitlines()[0]
-    )
+    p = ArgumentParser(prog="python -m bench.reproduce", description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="mini", choices=PROFILES, help="default: mini")
     p.add_argument(
         "--data-root", type=Path, help="the paper profile's datasets (layout: bench/profiles.py)"

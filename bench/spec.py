@@ -175,6 +175,10 @@ def load_spec(path: Path | str) -> SweepSpec:
         raise ConfigError(f"{path}: sweep spec not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the sweep spec ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: byte {exc.start}: not UTF-8 text; a sweep spec is a YAML text file"
+        ) from None
     return parse_spec(text, source=str(path))
 
 

@@ -4,6 +4,7 @@ One invocation is a *coordinator* followed by *workers*:
 
 1. load and validate the spec, resolve every point under the profile (every error, e.g. dropping
    all layers, surfaces here, before anything runs); ``--dry-run`` stops after printing the plan;
+   read the paper profile's dataset files as the runs will (a bad file: exit 2, nothing written);
 2. check that the MLflow store/server and the optuna storage answer (fail fast, URL in the message);
 3. build or check the profile's assets (mini backbones and Shapes world; the paper's data root);
 4. create the study and the experiment (before any worker: concurrent SQLite creation races),
@@ -40,7 +41,8 @@ from bench import runs, tracking
 from bench.profiles import PROFILES, SCALES, Profile, get_profile
 from bench.runs import RunPlan
 from bench.spec import SweepSpec, find_spec, load_spec
-from ituning.errors import ITuningError, cli_main
+from ituning.errors import ArgumentParser, ITuningError, cli_main
+from ituning.faultpoints import fault_point
 
 DEFAULT_EXECUTOR = "ituning.train:run_experiment"
 SPECS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
@@ -113,9 +115,10 @@ def run_sweep(
     storage_url = storage_url or q.default_storage_url(profile.runs_dir)
     tracking_uri = tracking_uri or tracking.default_tracking_uri(profile.runs_dir)
 
+    profile.check(plans)  # a bad user file stops the sweep here, before any store is touched
     tracking.check_reachable(tracking_uri)
     storage = q.open_storage(storage_url, heartbeat_s=heartbeat_s, grace_s=grace_s)
-    profile.prepare(plans, progress=progress)
+    profile.prepare(plans, progress=progress, checked=True)
 
     queue = q.WorkQueue(storage, study_name(spec, profile))
     tracker = tracking.Tracker(
@@ -290,6 +293,7 @@ def run_point(
             return f"FAILED (bug, traceback in the MLflow run): {reason.splitlines()[0]}"
         run.log_result(result, out_dir)
         run.end("FINISHED")
+        fault_point("sweep.finished")
     score = result.metrics.get("test/cider", 0.0)
     queue.complete(claim, score)
     cider = f", test CIDEr {score:.3f}" if "test/cider" in result.metrics else ""
@@ -467,7 +471,7 @@ def _count(n: int) -> str:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m bench.sweep", description=__doc__.splitlines()[0])
     p.add_argument("spec", help="a YAML file or the name of one in sweeps/ (e.g. table1)")
     p.add_argument("--profile", default="mini", choices=PROFILES, help="default: mini")
     p.add_argument(

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ituning.errors import ITuningError
+from ituning.faultpoints import fault_point
 
 DB_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -86,6 +87,10 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
             f"tracking URI {shown}: MLflow 3 refuses the plain file store; use a database URI "
             "such as sqlite:///runs/mlflow.db or an http:// tracking server"
         )
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        # Not created by a check: a sweep that fails a later check leaves no store behind.
+        _check_creatable(Path(uri.removeprefix("sqlite:///")), shown)
+        return
     try:
         client(uri).search_experiments(max_results=1)
     except Exception as exc:
@@ -94,14 +99,29 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
         ) from None
 
 
+def _check_creatable(path: Path, shown: str) -> None:
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise TrackingError(
+            f"MLflow tracking store {shown} is unusable: {folder} is not a writable folder"
+        )
+
+
 @functools.lru_cache(maxsize=8)
 def client(uri: str):
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """One client per URI and process; a SQLite store is created (migrated) under a lock."""
     from mlflow import MlflowClient
 
+    from bench.queue import creation_lock
+
     _quiet()  # after the import: mlflow sets its own log levels when imported
-    return MlflowClient(tracking_uri=uri)
+    with creation_lock(uri):  # a SQLite store's tables are created or migrated on first use
+        mlflow_client = MlflowClient(tracking_uri=uri)
+        if uri.startswith("sqlite:///"):
+            mlflow_client.search_experiments(max_results=1)
+    return mlflow_client
 
 
 class Tracker:
@@ -241,6 +261,7 @@ class TrackedRun:
         for name, value in sorted(result.metrics.items()):
             self.metric(name, value, 0)
         self.flush()
+        fault_point("mlflow.log_result")
         self.set_tags({f"unavailable.{k}": why for k, why in result.unavailable.items()})
         missing = {}
         for key, path in sorted(result.artifacts.items()):

@@ -10,7 +10,6 @@ following beams as they are reordered, and gives exactly the attention of the fi
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ituning.caption import decode_arguments, decode_settings  # noqa: E402
 from ituning.checkpoint import build_from_checkpoint  # noqa: E402
 from ituning.data.images import load_image  # noqa: E402
 from ituning.decode import DecodeSettings, generate_captions  # noqa: E402
-from ituning.errors import cli_main  # noqa: E402
+from ituning.errors import ArgumentParser, cli_main  # noqa: E402
 from ituning.inject import ITuningModel  # noqa: E402
 from ituning.text import CaptionCodec  # noqa: E402
 
@@ -93,9 +92,7 @@ def attention_figure(
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ituning.attention", description=__doc__.splitlines()[0]
-    )
+    parser = ArgumentParser(prog="python -m ituning.attention", description=__doc__.splitlines()[0])
     parser.add_argument("image", type=Path, help="a JPEG/PNG file")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     decode_arguments(parser)

@@ -15,7 +15,7 @@ import torch
 from ituning.checkpoint import build_from_checkpoint
 from ituning.data.images import load_image
 from ituning.decode import DecodeSettings, generate_captions
-from ituning.errors import cli_main
+from ituning.errors import ArgumentParser, cli_main
 from ituning.text import CaptionCodec
 
 
@@ -56,9 +56,7 @@ def decode_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ituning.caption", description=__doc__.splitlines()[0]
-    )
+    parser = ArgumentParser(prog="python -m ituning.caption", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path, help="JPEG/PNG files")
     decode_arguments(parser)
     args = parser.parse_args(argv)

@@ -23,6 +23,7 @@ from torch import Tensor
 from ituning.backbones import lm_identity, load_lm
 from ituning.config import ITuningConfig
 from ituning.errors import CheckpointError, ConfigError
+from ituning.faultpoints import fault_point
 from ituning.inject import ITuningModel
 from ituning.vision import VisionEncoder, load_vision
 
@@ -58,6 +59,7 @@ def save_checkpoint(
     tmp = out / (WEIGHTS + ".tmp")
     save_file(state, str(tmp), metadata={"format": FORMAT})
     os.replace(tmp, out / WEIGHTS)
+    fault_point("checkpoint.save")
     meta = {
         "format": FORMAT,
         "config": model.config.model_dump(mode="json"),

@@ -7,6 +7,7 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
@@ -51,3 +52,11 @@ def cli_main(fn: F) -> F:
             return 130
 
     return wrapper  # type: ignore[return-value]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too: ``error: <prog>: <problem> (see --help)``, exit
+    code 2. The stock parser prints the whole usage block first, burying the line that matters."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")

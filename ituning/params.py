@@ -7,7 +7,6 @@ counts. ``python -m ituning.params --lm gpt2-large --drop-first 18 --json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from typing import Any
@@ -17,7 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from ituning.backbones import lm_config
 from ituning.config import ITuningConfig
-from ituning.errors import cli_main
+from ituning.errors import ArgumentParser, cli_main
 from ituning.inject import ITuningModel
 from ituning.module import ITuningModule
 from ituning.vision import vision_from_config
@@ -70,7 +69,7 @@ def count_parameters(
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ituning.params", description=__doc__)
+    parser = ArgumentParser(prog="python -m ituning.params", description=__doc__)
     parser.add_argument("--lm", default="gpt2", help="gpt2 | gpt2-medium | gpt2-large | folder")
     parser.add_argument("--vision", default="ViT-B-16", help="open_clip model name or folder")
     parser.add_argument("--drop-first", type=int, default=0, help="I-Tuning Dropping: first N")

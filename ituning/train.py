@@ -14,7 +14,6 @@ Calling it again on a finished folder returns the stored result; on a killed one
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from ituning.errors import ConfigError, cli_main
+from ituning.errors import ArgumentParser, ConfigError, cli_main
 from ituning.train_config import TrainConfig, load_train_config
 
 # torch, transformers and open_clip take seconds to import: they are imported where they are used,
@@ -84,11 +83,18 @@ def _write_json_atomic(path: Path, payload) -> None:
 
 
 def finished_result(out_dir: Path) -> RunResult | None:
-    """The stored result of a finished run folder, else ``None``."""
+    """The stored result of a finished run folder, else ``None``.
+
+    An unreadable ``result.json`` (damaged on disk: it is written atomically) counts as absent, so
+    the run is evaluated again from its saved state instead of failing with a JSON traceback.
+    """
     path = Path(out_dir) / RESULT_FILE
-    if not path.exists():
+    try:
+        return RunResult.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
         return None
-    return RunResult.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 @dataclass
@@ -232,6 +238,7 @@ def run_experiment(
     done = finished_result(out_dir)
     if done is not None:
         return done
+    data = load_data(config)  # a bad dataset file fails here, before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(out_dir / "config.json", resolved)
     started = time.perf_counter()
@@ -248,7 +255,6 @@ def run_experiment(
         model = ITuningModel(lm, encoder.width, config.itune).to(dist.device)
         encoder = encoder.to(dist.device)
         codec = CaptionCodec(tokenizer, max_tokens=config.max_caption_tokens)
-        data = load_data(config)
         stage("features")
         sources = [data.train, *data.evals.values(), *([data.vlp] if data.vlp else [])]
         visual = _visual_source(config, encoder, sources, dist)
@@ -335,6 +341,7 @@ def _evaluate(
     from ituning.data.records import natural_id
     from ituning.decode import DecodeSettings
     from ituning.evaluate import EvalOutput, blank_image_control, evaluate_split, grounding
+    from ituning.faultpoints import fault_point
     from ituning.metrics import CaptionScorer, write_coco_results
 
     settings = DecodeSettings(
@@ -353,6 +360,7 @@ def _evaluate(
             path = out_dir / f"predictions_{name}.json"
             write_coco_results({natural_id(k): v for k, v in preds.items()}, path)
             artifacts[f"predictions/{name}"] = path
+            fault_point("evaluate.split")
             if cfg.eval.grounding and name != "nocaps":
                 grounding(name, dataset, preds, _shapes_lexicons(dataset), out)
         if cfg.eval.blank_control:
@@ -377,15 +385,17 @@ def _parse_overrides(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE (e.g. --set epochs=3)")
         key, value = pair.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:  # e.g. a !!python tag: refused, never constructed
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"--set {key}: value is not plain YAML data ({problem})") from None
     return overrides
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ituning.train", description=__doc__.splitlines()[0]
-    )
+    parser = ArgumentParser(prog="python -m ituning.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="YAML/JSON TrainConfig")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override"

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ituning.errors import CheckpointError
+from ituning.faultpoints import fault_point
 
 STATE_FILE = "train_state.pt"
 
@@ -52,6 +53,7 @@ def save_state(state: TrainState, directory: Path) -> Path:
     torch.save(state.to_dict(), tmp)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
+    fault_point("state.save")
     os.replace(tmp, final)
     return final
 

@@ -25,6 +25,7 @@ from ituning.batches import CaptionBatcher, MicroBatch
 from ituning.data.records import CaptionRecord
 from ituning.distributed import DistContext
 from ituning.errors import ITuningError
+from ituning.faultpoints import fault_point
 from ituning.inject import ITuningModel
 from ituning.schedule import warmup_cosine
 from ituning.text import CaptionCodec
@@ -181,6 +182,7 @@ class StageTrainer:
             self.on_metric(f"{stage}/lr", lr, step)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", cap_s=f"{self.captions_per_s:.0f}")
             bar.update(1)
+            fault_point(f"{stage}.step")
             done = step + 1 == total
             if done or (step + 1) % cfg.checkpoint_every == 0:
                 self._save(stage, step + 1, optimizer, scheduler, curve, completed + [stage] * done)

@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 from ituning.data.images import load_image
 from ituning.data.records import CaptionDataset, CaptionRecord
 from ituning.errors import BackboneError, DataError
+from ituning.faultpoints import fault_point
 
 FORMAT_VERSION = 1
 _STORAGE = {  # torch dtype -> (name in the index, numpy dtype it is stored as)
@@ -446,7 +447,8 @@ class FeatureCache:
                     if isinstance(item, DataError):
                         if not skip_bad_images:
                             raise DataError(
-                                f"{item} (pass skip_bad_images=True to skip such images)"
+                                f"{item}; replace or remove that image file (or pass "
+                                "skip_bad_images=True to skip such images)"
                             )
                         bad.append((recs[i].image_id, str(item)))
                     else:
@@ -505,6 +507,7 @@ class FeatureCache:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, npy)
+        fault_point("features.shard")
         meta = {
             "format": FORMAT_VERSION,
             "identity": self.identity,
