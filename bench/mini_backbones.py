@@ -63,13 +63,15 @@ class MiniBackbonesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "mini"
-    #: GPT-2 base/medium/large in miniature: depths 2/4/6 (GPT-2's 12/24/36 over 6), widths
-    #: 48/64/80 (768/1024/1280 over 16), heads 3/4/5 of width 16 (12/16/20 of width 64); widths are
-    #: even, so the bottleneck r = d/2 is 24/32/40.
+    #: GPT-2 base/medium/large in miniature: depths 3/6/9 (GPT-2's 12/24/36 over 4), widths
+    #: 96/128/160 (768/1024/1280 over 8), heads 3/4/5 of width 32 (12/16/20 of width 64); widths
+    #: are even, so the bottleneck r = d/2 is 48/64/80. A 2-layer, 48-wide base came close in
+    #: perplexity, but I-Tuning on it named only half the shapes right (0.51 against 0.91 for
+    #: 3x96, same vision tokens, same 300 steps).
     lms: tuple[LMSpec, ...] = (
-        LMSpec(name="mini-base", n_layer=2, n_embd=48, n_head=3),
-        LMSpec(name="mini-medium", n_layer=4, n_embd=64, n_head=4),
-        LMSpec(name="mini-large", n_layer=6, n_embd=80, n_head=5),
+        LMSpec(name="mini-base", n_layer=3, n_embd=96, n_head=3),
+        LMSpec(name="mini-medium", n_layer=6, n_embd=128, n_head=4),
+        LMSpec(name="mini-large", n_layer=9, n_embd=160, n_head=5),
     )
     lm_train: LMTrainConfig = LMTrainConfig()
     clip: ClipSpec = ClipSpec()
