@@ -22,6 +22,10 @@ R7 three sweeps started at once on a fresh runs folder: every point trained exac
 R8 untrusted files (YAML tags, code-running pickles, path traversal): refused, nothing executed,
    nothing opened outside the data root; the MLflow UI session binds to loopback.
 
+``--quick`` runs one trial per required case (about a third of the time), ``--trials N`` sets the
+random-moment kills of R2 and R3 and the repeats of R7, ``--rows R2,R5`` picks rows, ``--keep DIR``
+keeps the scratch folders (runs folders, logs) for a look after a failure.
+
 Kills at exact moments use the library's pause points (``ituning.faultpoints``): the process
 pauses there, announces it in a marker file, and is then killed from here with SIGKILL (its whole
 process group: the METEOR JVM dies with it). "Lost results" counts finished points whose
@@ -34,6 +38,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import platform
 import random
@@ -165,6 +170,13 @@ class Proc:
 
     def tail(self, n: int = 600) -> str:
         return _one_line(self.text[-n:])
+
+
+@dataclass
+class MlRun:
+    run_id: str
+    status: str
+    tags: dict[str, str]
 
 
 @dataclass
@@ -399,16 +411,19 @@ class Suite:
         *,
         point: str | None = None,
         delay: float | None = None,
+        after: Callable[[], bool] | None = None,
         env: dict[str, str] | None = None,
         log: Path,
     ) -> Killed:
-        """Start ``args``; SIGKILL its process group once it pauses at ``point`` (or after
-        ``delay`` seconds). ``killed`` is False if it exited first."""
+        """Start ``args``; SIGKILL its process group once it pauses at ``point``, or ``delay``
+        seconds after ``after()`` first holds (the work started; machine load then shifts the
+        moment less than the start-up does). ``killed`` is False if it exited first."""
         marker = self.scratch("marker")
         extra = dict(env or {})
         if point:
             extra.update({PAUSE_ENV: point, MARKER_ENV: str(marker)})
         started = time.monotonic()
+        clock = None if after is not None else started
         with open(log, "w") as handle:
             proc = subprocess.Popen(
                 [sys.executable, *args],
@@ -423,8 +438,10 @@ class Suite:
                 if point and marker.exists():
                     where = marker.read_text().split()[0]
                     break
-                if delay is not None and time.monotonic() - started >= delay:
-                    where = f"t={delay:.1f}s"
+                if clock is None and after is not None and after():
+                    clock = time.monotonic()
+                if delay is not None and clock is not None and time.monotonic() - clock >= delay:
+                    where = f"{delay:.1f} s into the work"
                     break
                 if proc.poll() is not None:
                     return Killed(False, f"exited ({proc.returncode})", time.monotonic() - started)
@@ -436,6 +453,22 @@ class Suite:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         return Killed(True, where, time.monotonic() - started)
+
+    def timed(self, args: Sequence[str], *, log: Path, after: Callable[[], bool]) -> float:
+        """Run ``args`` to the end; the seconds from ``after()`` first holding to its exit."""
+        with open(log, "w") as handle:
+            proc = subprocess.Popen(
+                [sys.executable, *args], cwd=self.work, env=self.env(), stdout=handle,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        clock = None
+        while proc.poll() is None:
+            if clock is None and after():
+                clock = time.monotonic()
+            time.sleep(0.02)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:3])} failed: {_tail(log)}")
+        return time.monotonic() - (clock or time.monotonic())
 
     def scratch(self, name: str) -> Path:
         """A new path under the work folder (never one a kept earlier run left there)."""
@@ -463,6 +496,7 @@ class Suite:
         if self._empty_store is None:
             from mlflow import MlflowClient
 
+            logging.getLogger("mlflow").setLevel(logging.WARNING)  # after mlflow set its own
             path = self.scratch("store-template") / "mlflow.db"
             path.parent.mkdir(parents=True)
             MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
@@ -526,10 +560,10 @@ class Suite:
         """The ``smoke`` sweep, uninterrupted: what every interrupted sweep must end with."""
         if self._reference is None:
             runs = self.runs_dir("reference")
-            proc = self.run(self.sweep_args(SPECS_DIR / "smoke.yaml", runs))
-            if proc.rc != 0:
-                raise RuntimeError(f"the reference sweep failed: {proc.tail()}")
-            self._reference_s = proc.seconds
+            log = runs / "sweep.log"
+            self._reference_s = self.timed(
+                self.sweep_args(SPECS_DIR / "smoke.yaml", runs), log=log, after=_started(log)
+            )
             self._reference = self.results(runs, SPECS_DIR / "smoke.yaml")  # type: ignore[assignment]
         return self._reference  # type: ignore[return-value]
 
@@ -550,17 +584,31 @@ class Suite:
         return wrong
 
     @staticmethod
-    def mlflow_runs(runs: Path, experiment: str) -> list:
+    def mlflow_runs(runs: Path, experiment: str) -> list[MlRun]:
+        """The runs of ``experiment`` in ``runs/mlflow.db``, read with SQLite directly: a fresh
+        connection per look, no client-side caching between the looks before and after a rerun
+        (tables ``experiments``, ``runs``, ``tags`` of MLflow's SQL schema)."""
         db = runs / "mlflow.db"
         if not db.exists():
             return []
-        from mlflow import MlflowClient
-
-        client = MlflowClient(f"sqlite:///{db}")
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            return []
-        return client.search_runs([exp.experiment_id], max_results=5000)
+        con = sqlite3.connect(db, timeout=60)
+        try:
+            rows = con.execute(
+                "SELECT r.run_uuid, r.status, t.key, t.value FROM runs r "
+                "JOIN experiments e ON e.experiment_id = r.experiment_id "
+                "LEFT JOIN tags t ON t.run_uuid = r.run_uuid "
+                "AND t.key IN ('config_hash', 'failure_reason', 'reused_result', 'resumed') "
+                "WHERE e.name = ? AND r.lifecycle_stage = 'active'",
+                (experiment,),
+            ).fetchall()
+        finally:
+            con.close()
+        found: dict[str, MlRun] = {}
+        for run_id, status, key, value in rows:
+            run = found.setdefault(run_id, MlRun(run_id, status, {}))
+            if key is not None:
+                run.tags[key] = value
+        return list(found.values())
 
     @staticmethod
     def trial_states(runs: Path, study: str) -> list[tuple[str, str]]:
@@ -584,17 +632,17 @@ class Suite:
         from bench.runs import run_dir
 
         mlruns = self.mlflow_runs(runs, experiment)
-        out: dict[str, Any] = {"running": sum(r.info.status == "RUNNING" for r in mlruns)}
+        out: dict[str, Any] = {"running": sum(r.status == "RUNNING" for r in mlruns)}
         for plan in plans:
             folder = run_dir(runs, plan.run_id)
             result = folder / "result.json"
-            mine = [r for r in mlruns if r.data.tags.get("config_hash") == plan.run_id]
+            mine = [r for r in mlruns if r.tags.get("config_hash") == plan.run_id]
             out[plan.run_id] = {
                 "result": (result.read_bytes(), result.stat().st_mtime_ns)
                 if result.is_file()
                 else None,
-                "runs": {r.info.run_id: r.info.status for r in mine},
-                "finished": sorted(r.info.run_id for r in mine if r.info.status == "FINISHED"),
+                "runs": {r.run_id: r.status for r in mine},
+                "finished": sorted(r.run_id for r in mine if r.status == "FINISHED"),
             }
         return out
 
@@ -616,8 +664,13 @@ class Suite:
         t.lost += lost
         expect(rerun.rc == 0, f"rerun exited {rerun.rc}: {rerun.tail()}")
         for plan in plans:
-            n = len(after[plan.run_id]["finished"])
-            expect(n == 1, f"{plan.point.label()}: {n} FINISHED MLflow runs")
+            b, a = before[plan.run_id], after[plan.run_id]
+            n = len(a["finished"])
+            expect(
+                n == 1,
+                f"{plan.point.label()}: {n} FINISHED MLflow runs (runs before the rerun "
+                f"{b['runs']}, after {a['runs']})",
+            )
         expect(after["running"] == 0, f"{after['running']} MLflow runs left RUNNING")
         states = self.trial_states(runs, study)
         stuck = [d for d, s in states if s in ("RUNNING", "WAITING")]
@@ -648,13 +701,20 @@ class Suite:
     def train_reference(self, vlp: bool) -> dict:
         if vlp not in self._train_refs:
             base = self.scratch("train-reference")
+            base.mkdir()
             config = self.train_config(vlp=vlp, features=base / "features")
-            proc = self.run(self.train_args(config, base / "run"))
-            if proc.rc != 0:
-                raise RuntimeError(f"the reference training failed: {proc.tail()}")
+            self._train_ref_s[vlp] = self.timed(
+                self.train_args(config, base / "run"),
+                log=base / "train.log",
+                after=(base / "run" / "config.json").exists,
+            )
             self._train_refs[vlp] = {"result": self.outcome(base / "run"), "dir": base}
-            self._train_ref_s[vlp] = proc.seconds
         return self._train_refs[vlp]
+
+
+def _started(log: Path) -> Callable[[], bool]:
+    """A sweep's work started: its log names the first point's run folder."""
+    return lambda: log.exists() and "running in" in log.read_text(errors="replace")
 
 
 def folder_state(folder: Path) -> str:
@@ -813,18 +873,23 @@ def row_r2(s: Suite, row: RowResult) -> None:
         ]
     kills: list[tuple[str, str | None, float | None]] = [(w, p, None) for w, p in named]
     for _ in range(s.n if not s.quick else 0):
-        kills.append(("a random moment", None, rng.uniform(0.3, 0.95) * s._reference_s))
+        kills.append(("a random moment", None, rng.uniform(0.02, 0.98) * s._reference_s))
     spec = SPECS_DIR / "smoke.yaml"
     for what, point, delay in kills:
 
         def trial(t: Trial, point=point, delay=delay) -> None:
             from bench.runs import run_dir
 
-            runs = s.runs_dir("r2")
-            plans = s.plans(runs, spec)
-            killed = s.kill_at(
-                s.sweep_args(spec, runs), point=point, delay=delay, log=runs / "kill.log"
-            )
+            for _ in range(4):  # a random moment after the sweep ended: draw an earlier one
+                runs = s.runs_dir("r2")
+                plans = s.plans(runs, spec)
+                log = runs / "kill.log"
+                killed = s.kill_at(
+                    s.sweep_args(spec, runs), point=point, delay=delay, after=_started(log), log=log
+                )
+                if killed.killed or delay is None:
+                    break
+                delay *= rng.uniform(0.3, 0.9)
             expect(killed.killed, f"the sweep {killed.where} before the kill")
             before = s.snapshot(runs, plans, SMOKE_EXPERIMENT)
             done = sum(1 for p in plans if before[p.run_id]["finished"])
@@ -866,7 +931,7 @@ def row_r3(s: Suite, row: RowResult) -> None:
     kills: list[tuple[bool, str | None, float | None]] = [(v, p, None) for v, p in named]
     s.train_reference(False)
     for _ in range(s.n if not s.quick else 0):
-        kills.append((False, None, rng.uniform(0.3, 0.95) * s._train_ref_s[False]))
+        kills.append((False, None, rng.uniform(0.02, 0.98) * s._train_ref_s[False]))
     for vlp, point, delay in kills:
 
         def trial(t: Trial, vlp=vlp, point=point, delay=delay) -> None:
@@ -875,9 +940,16 @@ def row_r3(s: Suite, row: RowResult) -> None:
             base.mkdir()
             config = s.train_config(vlp=vlp, features=base / "features")
             args = s.train_args(config, base / "run")
-            killed = s.kill_at(args, point=point, delay=delay, log=base / "kill.log")
+            begun = (base / "run" / "config.json").exists
+            for _ in range(4):  # a random moment after the run ended: draw an earlier one
+                killed = s.kill_at(
+                    args, point=point, delay=delay, after=begun, log=base / "kill.log"
+                )
+                if killed.killed or delay is None:
+                    break
+                shutil.rmtree(base / "run")
+                delay *= rng.uniform(0.3, 0.9)
             expect(killed.killed, f"the run {killed.where} before the kill")
-            expect(not (base / "run" / "result.json").exists(), "finished before the kill")
             left = folder_state(base / "run")
             proc = s.run(args)
             expect(proc.rc == 0, f"resume exited {proc.rc}: {proc.tail()}")
@@ -943,13 +1015,13 @@ def row_r4(s: Suite, row: RowResult) -> None:
             f"failure not listed: {listed}",
         )
         mlruns = s.mlflow_runs(runs, "nonfinite-tiny")
-        status = {r.data.tags["config_hash"]: r for r in mlruns}
+        status = {r.tags["config_hash"]: r for r in mlruns}
         expect(len(mlruns) == 3, f"{len(mlruns)} MLflow runs")
         failed = status[bad.run_id]
-        expect(failed.info.status == "FAILED", f"the NaN point is {failed.info.status}")
-        reason = failed.data.tags.get("failure_reason", "")
+        expect(failed.status == "FAILED", f"the NaN point is {failed.status}")
+        reason = failed.tags.get("failure_reason", "")
         expect("training loss nan" in reason, f"reason: {reason!r}")
-        others = [status[p.run_id].info.status for p in plans if p is not bad]
+        others = [status[p.run_id].status for p in plans if p is not bad]
         expect(others == ["FINISHED", "FINISHED"], f"other points: {others}")
         expect(not s.outcome(run_dir(runs, bad.run_id)), "the failed point has a result")
         states = dict(s.trial_states(runs, "nonfinite@mini-tiny"))
@@ -991,8 +1063,8 @@ def row_r5(s: Suite, row: RowResult) -> None:
         expect(proc.rc == 1, f"exit {proc.rc}: {proc.tail()}")
         expect("(bug" not in proc.text, f"reported as a bug: {proc.tail()}")
         mlruns = s.mlflow_runs(runs, "smoke-tiny")
-        reasons = {r.data.tags.get("failure_reason", "") for r in mlruns}
-        expect(mlruns and all(r.info.status == "FAILED" for r in mlruns), "a run did not fail")
+        reasons = {r.tags.get("failure_reason", "") for r in mlruns}
+        expect(mlruns and all(r.status == "FAILED" for r in mlruns), "a run did not fail")
         named = [
             re.search(r"language model '(gpt2[-a-z]*)' offline.*hf download \1", r) for r in reasons
         ]
@@ -1037,8 +1109,8 @@ def row_r5(s: Suite, row: RowResult) -> None:
         proc = s.run(s.sweep_args(smoke, runs))
         expect(proc.rc == 1, f"exit {proc.rc}: {proc.tail()}")
         mlruns = s.mlflow_runs(runs, SMOKE_EXPERIMENT)
-        expect(all(r.info.status == "FAILED" for r in mlruns), "a run finished on a bad image")
-        reason = mlruns[0].data.tags.get("failure_reason", "")
+        expect(all(r.status == "FAILED" for r in mlruns), "a run finished on a bad image")
+        reason = mlruns[0].tags.get("failure_reason", "")
         expect("train/000003.png" in reason and "replace or remove" in reason, f"reason: {reason}")
         t.notes.append(reason.split("/")[-1][:90])
 
@@ -1217,7 +1289,7 @@ def row_r7(s: Suite, row: RowResult) -> None:
         mlruns = s.mlflow_runs(runs, "crowd-tiny")
         for plan in plans:
             n_ran = ran.count(plan.run_id)
-            mine = [r.info.status for r in mlruns if r.data.tags.get("config_hash") == plan.run_id]
+            mine = [r.status for r in mlruns if r.tags.get("config_hash") == plan.run_id]
             t.lost += max(0, n_ran - 1)
             expect(n_ran == 1, f"{plan.point.label()} trained {n_ran} times")
             expect(mine == ["FINISHED"], f"{plan.point.label()}: MLflow runs {mine}")
@@ -1382,7 +1454,7 @@ def row_r8(s: Suite, row: RowResult) -> None:
         proc = s.run(s.sweep_args("smoke", runs))
         expect(proc.rc == 1, f"exit {proc.rc}: {proc.tail()}")
         mlruns = s.mlflow_runs(runs, SMOKE_EXPERIMENT)
-        reasons = [r.data.tags.get("failure_reason", "") for r in mlruns]
+        reasons = [r.tags.get("failure_reason", "") for r in mlruns]
         expect(len(reasons) == 2 and all("not a safe checkpoint" in r for r in reasons), reasons)
         not_executed()
 
