@@ -5,8 +5,12 @@ What matters downstream is the ViT's *patch tokens*, which I-Tuning attends to. 
 trained with plain in-batch negatives learned colour at once but hardly shape: in a random batch,
 colour alone tells most phrases apart. So every phrase here also brings *hard negatives*: the same
 phrase with one colour, shape, size or position word swapped so that it is false for the image
-(``ituning.data.shapes.swap``). Images are rendered on the fly from their own random streams, so
-the encoder never sees an image twice. The encoder may see the out-of-domain shape and the
+(``ituning.data.shapes.swap``). Because the pooled (CLS) output alone left the patch tokens
+poor in shape, a second, region-level term matches every patch token under an object to that
+object's phrase ("a small red circle on the left") against the other objects' phrases and their
+swapped twins. 2-D sin-cos position codes (instead of learned ones) made positions learnable in
+the budget. Images are rendered on the fly from their own random streams, so the encoder never
+sees an image twice. The encoder may see the out-of-domain shape and the
 withheld pairs, as CLIP saw NoCaps' novel objects; only caption training must not.
 
 The text tower uses the word-level Shapes tokenizer (saved in the folder, so
