@@ -73,23 +73,13 @@ def reproduce(session: nox.Session) -> None:
 
 @nox.session
 def ui(session: nox.Session) -> None:
-    """MLflow UI on the project's run store, bound to loopback (``-- --port N`` to change port)."""
+    """MLflow UI on the project's run store, bound to loopback (``-- --port N`` to change port;
+    ``-- --screenshot FILE`` saves a comparison of the ``dropping`` runs, see ``bench/ui.py``)."""
     _ensure_env(session)
-    port = (
-        session.posargs[session.posargs.index("--port") + 1]
-        if "--port" in session.posargs
-        else "5000"
-    )
-    runs = ROOT / "runs"
-    runs.mkdir(exist_ok=True)
-    session.log(f"MLflow UI: http://127.0.0.1:{port} (Ctrl-C to stop)")
     _run(
         session,
-        "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{runs / 'mlflow.db'}",
-        "--artifacts-destination", str(runs / "mlartifacts"),
-        "--host", "127.0.0.1", "--port", port, "--workers", "1",
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        "-m", "bench.ui", "--runs-dir", str(ROOT / "runs"), "--host", "127.0.0.1",
+        *session.posargs,
     )  # fmt: skip
 
 

@@ -44,11 +44,12 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GPT2Config, PretrainedConfig
 
 from bench.perf_naive import NaiveKVITuningModel
-from ituning.backbones import lm_config
+from ituning.backbones import lm_config, with_fused_activation
 from ituning.config import ITuningConfig
 from ituning.errors import ConfigError, cli_main
 from ituning.inject import ITuningModel
-from ituning.trainer import autocast_for, caption_nll
+from ituning.loss import caption_nll
+from ituning.trainer import autocast_for
 from ituning.vision import VisionEncoder, vision_from_config
 
 #: Rows the issue asks for, in report order (informational rows are added next to them).
@@ -315,9 +316,10 @@ def _wall_note(num: Timing, den: Timing, mode: Mode) -> str:
 
 
 def build_lm(cfg: PretrainedConfig, seed: int, device: torch.device) -> nn.Module:
-    """A random-weight causal LM (eval mode: no dropout in any arm)."""
+    """A random-weight causal LM (eval mode: no dropout in any arm), with the fused activation
+    :func:`ituning.backbones.load_lm` gives every loaded LM."""
     torch.manual_seed(seed)
-    lm = AutoModelForCausalLM.from_config(cfg)
+    lm = AutoModelForCausalLM.from_config(with_fused_activation(cfg))
     return lm.to(device).eval()
 
 
@@ -350,7 +352,8 @@ def perturb_modules(model: ITuningModel, std: float = 0.02, seed: int = 1) -> No
 class TrainArm:
     """One training step as :class:`ituning.trainer.StageTrainer` takes it.
 
-    Forward under the mode's autocast, summed caption NLL divided by the target tokens, backward,
+    ``forward`` returns the summed caption NLL (the trainer's loss); under the mode's autocast,
+    divided by the target tokens, backward,
     AdamW (torch defaults, as the trainer) on ``params``, ``zero_grad(set_to_none=True)``.
     """
 
@@ -372,8 +375,8 @@ class TrainArm:
 
     def loss(self) -> Tensor:
         with autocast_for(self.mode.torch_device, self.mode.precision):
-            out = self.forward()
-        return caption_nll(out.logits, self.ids, self.mask) / self.tokens
+            nll = self.forward()
+        return nll / self.tokens
 
     def step(self) -> None:
         self.loss().backward()
@@ -533,7 +536,7 @@ def bench_training(sizes: Sizes, mode: Mode, report: Report) -> None:
         return model
 
     def forward(model: ITuningModel, visual: Callable[[], Tensor]) -> Callable[[], Any]:
-        return lambda: model(input_ids=ids, attention_mask=mask, visual=visual())
+        return lambda: model(input_ids=ids, attention_mask=mask, visual=visual(), return_nll=True)
 
     def arm(model: ITuningModel, params: Sequence[nn.Parameter], visual=lambda: cached):
         return TrainArm(forward(model, visual), params, model, batch, mode)
@@ -554,7 +557,7 @@ def bench_training(sizes: Sizes, mode: Mode, report: Report) -> None:
         "live": arm(ours, ours.trainable_parameters(), visual=lambda: encoder(pixels)),
         "naive": arm(naive, naive.trainable_parameters()),
         "text": TrainArm(
-            lambda: text_lm(input_ids=ids, attention_mask=mask),
+            lambda: caption_nll(text_lm, ids, mask),
             list(text_lm.parameters()),
             text_lm,
             batch,
@@ -861,7 +864,7 @@ METHOD = """\
   r = d_lm/2 = 384 (14.2M trainable parameters) and non-zero random weights. `--quick` swaps in
   tiny configurations; the code paths are the same.
 * **Train step** (P1, P1t, P1n, P2, P3): as `ituning.trainer` takes it: forward (bf16 autocast on
-  CUDA), `caption_nll` over the target tokens, backward, AdamW (torch defaults, lr 1e-4),
+  CUDA), `ituning.loss.caption_nll` over the target tokens (chunked, no full logits), backward, AdamW (torch defaults, lr 1e-4),
   `zero_grad(set_to_none=True)`. **Full fine-tuning** (P1, P1m) is the same captioner - GPT-2
   base with the same modules and image input - with every weight trained: it isolates what
   freezing the LM saves, the comparison the issue's "2/3 of a full step is the floor" argument

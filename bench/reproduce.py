@@ -4,8 +4,10 @@
    plan: how many points, how many already finished;
 2. build what the profile needs and lacks (``mini``: the pre-trained mini backbones and the Shapes
    world, once, cached under ``--runs-dir``; ``paper``: check the data root);
-3. run each sweep with ``bench.sweep`` (tracked in MLflow): finished points are skipped, and a point
-   shared by two sweeps trains once, so a second call trains nothing;
+3. run the sweeps under one coordinator (``bench.sweep.run_sweeps``, tracked in MLflow): every
+   spec's points are queued heaviest first and the workers (``mini``: one single-threaded worker
+   per core) drain the specs in turn; finished points are skipped, and a point shared by two
+   sweeps trains once, so a second call trains nothing;
 4. write the report (``bench.report``) to ``reports/<profile>/README.md`` and its PNGs.
 
 ``--tiny`` runs the same pipeline at test size (``--scale tiny`` of the sweeps: tiny backbones,
@@ -28,7 +30,7 @@ from bench.profiles import PROFILES, Profile, get_profile
 from bench.report import ReportSettings, build_report, shown
 from bench.runs import RunPlan
 from bench.spec import SweepSpec, find_spec, load_spec
-from bench.sweep import SPECS_DIR, SweepReport, experiment_name, run_sweep
+from bench.sweep import SPECS_DIR, SweepReport, default_workers, experiment_name, run_sweeps
 from ituning.errors import ArgumentParser, cli_main
 
 DEFAULT_SWEEPS = ("table1", "table2", "dropping")
@@ -52,7 +54,7 @@ def reproduce(
     specs: Sequence[SweepSpec],
     *,
     out: Path | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     tracking_uri: str | None = None,
     storage_url: str | None = None,
     progress: bool = True,
@@ -62,7 +64,7 @@ def reproduce(
     """Steps 1-4 of the module docstring; returns what ran and where the report is."""
     started = time.perf_counter()
     uri = tracking_uri or tracking.default_tracking_uri(profile.runs_dir)
-    steps = len(specs) + 2
+    steps = 3
 
     def step(i: int, text: str) -> None:
         log(f"[{i}/{steps}] {text} ({time.perf_counter() - started:.0f} s elapsed)")
@@ -87,18 +89,22 @@ def reproduce(
     profile.prepare(list(distinct.values()), progress=progress, checked=True)
     before = _tracked(uri, profile, specs)
     result = ReproduceResult(report=Path())
-    for i, spec in enumerate(specs, start=2):
-        step(i, f"sweep {spec.name}: {len(plans[spec.name])} points")
-        result.sweeps[spec.name] = run_sweep(
-            spec,
-            profile,
-            workers=workers,
-            storage_url=storage_url,
-            tracking_uri=uri,
-            progress=progress,
-            plans=plans[spec.name],
-            log=log,
-        )
+    workers = workers or default_workers(profile, len(distinct) - len(done_before))
+    step(
+        2,
+        f"sweeps {', '.join(plans)}: {len(distinct) - len(done_before)} points to train, "
+        f"{workers} worker{'s' if workers > 1 else ''}",
+    )
+    result.sweeps = run_sweeps(
+        specs,
+        profile,
+        workers=workers,
+        storage_url=storage_url,
+        tracking_uri=uri,
+        progress=progress,
+        plans=plans,
+        log=log,
+    )
     result.logged = _tracked(uri, profile, specs) - before
     result.trained = sorted(
         rid
@@ -154,13 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run folders and stores")
     p.add_argument("--out", type=Path, help="report folder (default reports/<profile>)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes per sweep")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="local worker processes (default: mini one per core, paper 1)",
+    )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///RUNS/mlflow.db)")
     p.add_argument("--storage", help="optuna storage URL (default sqlite:///RUNS/optuna.db)")
     p.add_argument("--no-attention", action="store_true", help="skip Figure 3 in the report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         p.error("--workers must be >= 1")
     specs = [load_spec(find_spec(name, SPECS_DIR)) for name in args.sweeps]
     profile = get_profile(

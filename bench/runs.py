@@ -53,6 +53,15 @@ class RunPlan:
     def run_id(self) -> str:
         return run_id(self.config)
 
+    @property
+    def relative_cost(self) -> float:
+        """A proxy for the point's compute, used only to order the queue heaviest first (so that
+        N workers do not end on one long point while the others idle): every layer runs forward,
+        layers above the dropped ones also backward, each about d_lm^2; VLP adds its stage."""
+        r, cfg = self.resolved, self.config
+        per_epoch = r.d_lm**2 * (r.n_layers + 2 * (r.n_layers - r.drop_first))
+        return per_epoch * (cfg.epochs + (cfg.vlp_epochs if cfg.vlp else 0))
+
     def queue_attrs(self) -> dict[str, Any]:
         """What an optuna trial carries so any worker can run the point."""
         return {

@@ -10,8 +10,9 @@ One invocation is a *coordinator* followed by *workers*:
 4. create the study and the experiment (before any worker: concurrent SQLite creation races),
    re-queue points whose worker died, close their orphaned MLflow runs, and enqueue every point
    that has no FINISHED MLflow run and is neither queued nor running;
-5. start ``--workers N`` worker processes (in-process for N = 1; none for N = 0, "enqueue only")
-   that claim points until the queue is empty; each point runs ``run_experiment`` in its run
+5. start ``--workers N`` worker processes (default: one single-threaded worker per core under
+   ``mini``, one under ``paper``; in-process for N = 1; none for N = 0, "enqueue only") that
+   claim points, heaviest first, until the queue is empty; each point runs ``run_experiment`` in its run
    folder ``<runs>/points/<run id>`` (which resumes from a checkpoint after a kill);
 6. summarise: exit 0 when every point has a FINISHED run (or is still running elsewhere), 1 when
    any point failed (listed), 2 for a user error before anything ran.
@@ -96,8 +97,40 @@ def experiment_name(spec: SweepSpec, profile: Profile) -> str:
 # ---------------------------------------------------------------------- coordinator
 
 
+def default_workers(profile: Profile, todo: int) -> int:
+    """``mini``: one single-threaded worker per core (small matrices gain little from threads, so
+    two one-thread trainings finish sooner than one two-thread training), at most one per point.
+    ``paper``: one worker (one accelerator)."""
+    if profile.name != "mini":
+        return 1
+    return max(1, min(os.cpu_count() or 1, todo))
+
+
 def run_sweep(
     spec: SweepSpec,
+    profile: Profile,
+    *,
+    plans: list[RunPlan] | None = None,
+    **kwargs: Any,
+) -> SweepReport:
+    """Coordinate one invocation (steps 2-6 of the module docstring)."""
+    plans = plans if plans is not None else profile.plan(spec)
+    return run_sweeps([spec], profile, plans={spec.name: plans}, **kwargs)[spec.name]
+
+
+@dataclass
+class _Sweep:
+    """One spec made ready to run: its plans, queue, experiment and worker context."""
+
+    spec: SweepSpec
+    plans: list[RunPlan]
+    queue: q.WorkQueue
+    tracker: tracking.Tracker
+    ctx: WorkerContext
+
+
+def run_sweeps(
+    specs: Sequence[SweepSpec],
     profile: Profile,
     *,
     workers: int = 1,
@@ -107,19 +140,69 @@ def run_sweep(
     progress: bool = True,
     heartbeat_s: int = q.HEARTBEAT_S,
     grace_s: int = q.GRACE_S,
-    plans: list[RunPlan] | None = None,
+    plans: dict[str, list[RunPlan]] | None = None,
     log: Callable[[str], None] = print,
-) -> SweepReport:
-    """Coordinate one invocation (steps 2-6 of the module docstring)."""
-    plans = plans if plans is not None else profile.plan(spec)
+) -> dict[str, SweepReport]:
+    """Several specs under one coordinator: every spec's points are queued first, then each
+    worker drains the specs' queues in order, so a worker that finds one spec's queue empty
+    moves on to the next instead of idling while another worker finishes that spec's last
+    point. Returns a report per spec name."""
+    plans = dict(plans or {})
+    for spec in specs:
+        plans.setdefault(spec.name, profile.plan(spec))
     storage_url = storage_url or q.default_storage_url(profile.runs_dir)
     tracking_uri = tracking_uri or tracking.default_tracking_uri(profile.runs_dir)
 
-    profile.check(plans)  # a bad user file stops the sweep here, before any store is touched
+    distinct = list({p.run_id: p for spec in specs for p in plans[spec.name]}.values())
+    profile.check(distinct)  # a bad user file stops here, before any store is touched
     tracking.check_reachable(tracking_uri)
     storage = q.open_storage(storage_url, heartbeat_s=heartbeat_s, grace_s=grace_s)
-    profile.prepare(plans, progress=progress, checked=True)
+    profile.prepare(distinct, progress=progress, checked=True)
 
+    sweeps = []
+    for spec in specs:
+        sweep = _enqueue(spec, profile, plans[spec.name], storage, tracking_uri, log)
+        ctx = WorkerContext(
+            storage_url=storage_url,
+            study_name=sweep.queue.study_name,
+            tracking_uri=tracking_uri,
+            experiment=sweep.tracker.experiment_name,
+            runs_dir=str(profile.runs_dir),
+            spec_name=spec.name,
+            spec_source=spec.source,
+            profile=profile.name,
+            scale=profile.scale,
+            executor=executor,
+            progress=progress and workers <= 1,
+            heartbeat_s=heartbeat_s,
+            grace_s=grace_s,
+        )
+        sweeps.append(_Sweep(spec, plans[spec.name], sweep.queue, sweep.tracker, ctx))
+    contexts = [s.ctx for s in sweeps]
+    if workers == 1:
+        for ctx in contexts:
+            work(ctx, log=log)
+    elif workers > 1:
+        _run_workers(contexts, workers, sweeps if progress else [], log)
+    return {s.spec.name: summarise(s.plans, s.queue, s.tracker, log) for s in sweeps}
+
+
+@dataclass
+class _Queued:
+    queue: q.WorkQueue
+    tracker: tracking.Tracker
+
+
+def _enqueue(
+    spec: SweepSpec,
+    profile: Profile,
+    plans: list[RunPlan],
+    storage,
+    tracking_uri: str,
+    log: Callable[[str], None],
+) -> _Queued:
+    """Step 4 for one spec: study and experiment, re-queue points of dead workers, close their
+    orphaned runs, enqueue what is left, heaviest first (see :attr:`RunPlan.relative_cost`)."""
     queue = q.WorkQueue(storage, study_name(spec, profile))
     tracker = tracking.Tracker(
         tracking_uri,
@@ -132,6 +215,7 @@ def run_sweep(
     tracker.close_orphans(keep=live, study=queue.study_name)
     finished = tracker.finished()
     todo = [p for p in plans if p.run_id not in finished]
+    todo.sort(key=lambda p: -p.relative_cost)  # stable: equal costs keep the spec's order
     added = queue.enqueue(p.queue_attrs() for p in todo)
     mine = {p.run_id for p in todo}
     waiting = len(
@@ -146,41 +230,26 @@ def run_sweep(
         + (f", {running} running elsewhere" if running else "")
         + (f", {len(requeued)} re-queued after a dead worker" if requeued else "")
     )
-
-    ctx = WorkerContext(
-        storage_url=storage_url,
-        study_name=queue.study_name,
-        tracking_uri=tracking_uri,
-        experiment=tracker.experiment_name,
-        runs_dir=str(profile.runs_dir),
-        spec_name=spec.name,
-        spec_source=spec.source,
-        profile=profile.name,
-        scale=profile.scale,
-        executor=executor,
-        progress=progress and workers <= 1,
-        heartbeat_s=heartbeat_s,
-        grace_s=grace_s,
-    )
-    if workers == 1:
-        work(ctx, log=log)
-    elif workers > 1:
-        _run_workers(ctx, workers, log)
-    return summarise(plans, queue, tracker, log)
+    return _Queued(queue, tracker)
 
 
-def _run_workers(ctx: WorkerContext, n: int, log: Callable[[str], None]) -> None:
+def _run_workers(
+    contexts: list[WorkerContext], n: int, shown: list[_Sweep], log: Callable[[str], None]
+) -> None:
+    """``n`` spawned workers, each draining ``contexts`` in order; with ``shown``, a progress
+    bar of finished points (a worker's own bars would garble each other)."""
     threads = max(1, (os.cpu_count() or 1) // n)
     mp = multiprocessing.get_context("spawn")
     procs = []
     for i in range(n):
-        c = WorkerContext(**{**ctx.__dict__, "threads": threads, "name": f"w{i}"})
-        proc = mp.Process(target=_worker_entry, args=(c,), name=f"sweep-worker-{i}")
+        mine = [
+            WorkerContext(**{**c.__dict__, "threads": threads, "name": f"w{i}"}) for c in contexts
+        ]
+        proc = mp.Process(target=_worker_entry, args=(mine,), name=f"sweep-worker-{i}")
         proc.start()
         procs.append(proc)
     try:
-        for proc in procs:
-            proc.join()
+        _watch(procs, shown)
     except KeyboardInterrupt:
         # The workers got the same SIGINT; give them time to mark their runs KILLED.
         for proc in procs:
@@ -193,13 +262,44 @@ def _run_workers(ctx: WorkerContext, n: int, log: Callable[[str], None]) -> None
         log(f"worker {proc.name} (pid {proc.pid}) exited with code {proc.exitcode}")
 
 
-def _worker_entry(ctx: WorkerContext) -> None:
-    if ctx.threads:
-        os.environ["OMP_NUM_THREADS"] = str(ctx.threads)
+def _watch(procs: list, shown: list[_Sweep], every_s: float = 5.0) -> None:
+    """Wait for the workers, showing points finished (FINISHED MLflow runs) per spec."""
+    if not shown:
+        for proc in procs:
+            proc.join()
+        return
+    from tqdm import tqdm
+
+    def done() -> dict[str, int]:
+        return {
+            s.spec.name: len({p.run_id for p in s.plans} & set(s.tracker.finished())) for s in shown
+        }
+
+    total = sum(len({p.run_id for p in s.plans}) for s in shown)
+    with tqdm(total=total, desc="points finished", unit="pt", dynamic_ncols=True) as bar:
+        while True:
+            alive = any(p.is_alive() for p in procs)
+            with contextlib.suppress(Exception):  # a busy store must not stop the wait
+                counts = done()
+                bar.n = sum(counts.values())
+                bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in counts.items()))
+            if not alive:
+                break
+            for proc in procs:
+                proc.join(timeout=every_s / len(procs))
+    for proc in procs:
+        proc.join()
+
+
+def _worker_entry(contexts: list[WorkerContext]) -> None:
+    threads = contexts[0].threads
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
 
-        torch.set_num_threads(ctx.threads)
-    work(ctx)
+        torch.set_num_threads(threads)
+    for ctx in contexts:
+        work(ctx)
 
 
 def summarise(
@@ -479,7 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--dry-run", action="store_true", help="print the resolved runs and stop")
     p.add_argument(
-        "--workers", type=int, default=1, help="local worker processes; 0 = only enqueue"
+        "--workers",
+        type=int,
+        help="local worker processes; 0 = only enqueue (default: mini one per core, paper 1)",
     )
     p.add_argument("--storage", help="optuna storage URL (default sqlite:///RUNS/optuna.db)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///RUNS/mlflow.db)")
@@ -494,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--executor", default=DEFAULT_EXECUTOR, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         p.error("--workers must be >= 0")
 
     spec = load_spec(_shown(find_spec(args.spec, SPECS_DIR)))
@@ -506,10 +608,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe(spec, profile, plans))
         return 0
     started = time.perf_counter()
+    todo = [p for p in plans if not runs.is_finished(runs.run_dir(profile.runs_dir, p.run_id))]
     report = run_sweep(
         spec,
         profile,
-        workers=args.workers,
+        workers=default_workers(profile, len(todo)) if args.workers is None else args.workers,
         storage_url=args.storage,
         tracking_uri=args.tracking_uri,
         executor=args.executor,

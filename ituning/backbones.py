@@ -38,6 +38,22 @@ SHIPPED_CONFIGS = {
 }
 
 
+#: The same activation function as one fused op. GPT-2's ``gelu_new`` writes the tanh
+#: approximation of GELU as five elementwise ops, and autograd keeps each one's output for the
+#: backward pass through the frozen LM; ``gelu_pytorch_tanh`` (torch's ``gelu(approximate="tanh")``)
+#: is the same formula in one op that keeps only its input: ~0.37 GB less per GPT-2 base training
+#: step of 40 captions x 24 tokens (fp32), outputs equal to float rounding.
+FUSED_ACTIVATIONS = {"gelu_new": "gelu_pytorch_tanh"}
+
+
+def with_fused_activation(config: PretrainedConfig) -> PretrainedConfig:
+    """``config`` with its activation swapped for the fused equivalent, if it has one."""
+    for attr in ("activation_function", "hidden_act"):
+        if getattr(config, attr, None) in FUSED_ACTIVATIONS:
+            setattr(config, attr, FUSED_ACTIVATIONS[getattr(config, attr)])
+    return config
+
+
 def _is_local(name_or_path: str) -> bool:
     """A folder, or something spelled like a path (so a typo is not mistaken for a Hub id)."""
     return (
@@ -90,7 +106,7 @@ def lm_config(name_or_path: str) -> PretrainedConfig:
 def load_lm(
     name_or_path: str, *, dtype: torch.dtype | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Frozen causal LM (eval mode, ``requires_grad=False``) and its tokenizer.
+    """Frozen causal LM (eval mode, ``requires_grad=False``, fused activation) and its tokenizer.
 
     ``dtype`` defaults to fp32 whatever the checkpoint was saved in, so results do not depend on
     how a checkpoint happens to be stored. A tokenizer without a pad token (GPT-2) gets
@@ -101,7 +117,8 @@ def load_lm(
     if local:
         _check_folder(Path(src), "language model")
     try:
-        lm = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32)
+        config = with_fused_activation(AutoConfig.from_pretrained(src))
+        lm = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=dtype or torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(src)
     except OSError as exc:
         if local:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,7 @@ from transformers import PreTrainedModel
 
 from ituning.config import ITuningConfig
 from ituning.errors import CheckpointError
+from ituning.loss import caption_nll
 from ituning.module import ITuningModule
 from ituning.targets import ffn_modules, hidden_size
 
@@ -152,18 +153,22 @@ class ITuningModel(nn.Module):
         attention_mask: Tensor | None = None,
         visual: Tensor | None = None,
         labels: Tensor | None = None,
+        *,
+        return_nll: bool = False,
         **kwargs,
     ):
-        """The LM's forward (its output object; ``.loss`` when ``labels`` are given).
+        """The LM's forward (its output object; ``.loss`` when ``labels`` are given), or with
+        ``return_nll`` the training loss: the NLL summed over every real target token
+        (``attention_mask[:, 1:]``), computed chunk-wise from the last hidden states without the
+        full logits (:func:`ituning.loss.caption_nll`).
 
         With ``visual`` the call runs inside :meth:`visual_context`; without it an enclosing
         context must be active.
         """
-        if visual is None:
-            return self.lm(
-                input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs
-            )
-        with self.visual_context(visual):
+        context = self.visual_context(visual) if visual is not None else nullcontext()
+        with context:
+            if return_nll:
+                return caption_nll(self.lm, input_ids, attention_mask, **kwargs)
             return self.lm(
                 input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs
             )

@@ -17,7 +17,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -58,14 +57,6 @@ def autocast_for(device: torch.device, precision: str):
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
-
-
-def caption_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Summed next-token NLL over real (unpadded) target positions."""
-    targets = input_ids[:, 1:]
-    keep = mask[:, 1:].bool()
-    flat = logits[:, :-1][keep].float()
-    return F.cross_entropy(flat, targets[keep], reduction="sum")
 
 
 class StageTrainer:
@@ -201,8 +192,7 @@ class StageTrainer:
                 visual = self.visual(mb.image_ids).to(device)
                 ids, mask = mb.input_ids.to(device), mb.attention_mask.to(device)
                 with autocast_for(device, self.cfg.precision):
-                    out = net(input_ids=ids, attention_mask=mask, visual=visual)
-                nll = caption_nll(out.logits, ids, mask)
+                    nll = net(input_ids=ids, attention_mask=mask, visual=visual, return_nll=True)
                 (nll * scale).backward()
             loss_sum += float(nll.detach())
         return loss_sum

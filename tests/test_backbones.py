@@ -21,8 +21,17 @@ def test_load_lm_from_a_save_pretrained_folder(tiny, tiny_lm_dir):
     assert next(lm.parameters()).dtype == torch.float32
     assert tokenizer.pad_token is not None
     ids = torch.tensor([tokenizer("w1 w2 w3")["input_ids"]])
+    saved = tiny.gpt2()
+    for key, value in saved.state_dict().items():
+        assert torch.equal(lm.state_dict()[key], value), key
+    # the same GELU formula as one fused op (ituning.backbones.FUSED_ACTIVATIONS): equal logits
+    # up to float rounding
+    assert (saved.config.activation_function, lm.config.activation_function) == (
+        "gelu_new",
+        "gelu_pytorch_tanh",
+    )
     with torch.no_grad():
-        torch.testing.assert_close(lm(ids).logits, tiny.gpt2()(ids).logits, rtol=0, atol=0)
+        torch.testing.assert_close(lm(ids).logits, saved(ids).logits, rtol=0, atol=1e-6)
     lm16, _ = load_lm(str(tiny_lm_dir), dtype=torch.bfloat16)
     assert next(lm16.parameters()).dtype == torch.bfloat16
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from _tiny_reproduction import tiny_reproduction
 
+from bench import tracking
 from bench.reproduce import main
 from bench.results import load_runs
 
@@ -37,8 +38,12 @@ def test_first_call_builds_assets_runs_sweeps_and_reports(tiny) -> None:
     assert result.report == tiny.out / "README.md" and result.report.is_file()
     assert (tiny.runs_dir / "backbones").is_dir() and (tiny.runs_dir / "data").is_dir()
     steps = [m.group(1) for m in map(STEP.match, tiny.log) if m]
-    assert steps == ["1/4", "2/4", "3/4", "4/4"]
-    assert any("reused the finished run folder" in line for line in tiny.log)
+    assert steps == ["1/3", "2/3", "3/3"]
+    # dropping's two points shared with table1 were logged from table1's run folders, not retrained
+    client = tracking.client(tiny.uri)
+    exp = client.get_experiment_by_name("dropping-tiny")
+    reused = [r.data.tags["reused_result"] for r in client.search_runs([exp.experiment_id])]
+    assert sorted(reused) == ["True", "True"]
 
 
 @pytest.mark.slow

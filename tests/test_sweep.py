@@ -263,3 +263,29 @@ def test_sigkill_mid_run_then_restart_finishes_each_point_once(runs_dir, tmp_pat
     queue = q.WorkQueue(storage, study_name(parse_spec(spec.read_text()), profile))
     assert not queue.trials((q.TrialState.RUNNING, q.TrialState.WAITING))
     assert "re-queued after a dead worker" in capsys.readouterr().out
+
+
+def test_points_are_queued_heaviest_first_across_specs(runs_dir):
+    """With N workers the longest points start first (no worker ends alone on a long point), and
+    a worker drains the specs' queues in the order given."""
+    from bench.sweep import run_sweeps
+
+    first = parse_spec("name: order-a\naxes: {lm: [base, medium, large]}\n", source="order-a.yaml")
+    second = parse_spec(
+        "name: order-b\naxes: {drop: [0.5, 0]}\nbase: {lm: large}\n", source="order-b.yaml"
+    )
+    profile = get_profile("mini", runs_dir=runs_dir, scale="tiny")
+    reports = run_sweeps([first, second], profile, workers=0, progress=False, log=lambda s: None)
+    assert [r.points for r in reports.values()] == [3, 2]
+    storage = q.open_storage(f"sqlite:///{runs_dir / 'optuna.db'}")
+    queued = {
+        spec.name: [
+            t.user_attrs["point"]
+            for t in sorted(
+                q.WorkQueue(storage, study_name(spec, profile)).trials(), key=lambda t: t.number
+            )
+        ]
+        for spec in (first, second)
+    }
+    assert [p["lm"] for p in queued["order-a"]] == ["large", "medium", "base"]
+    assert [p["drop"] for p in queued["order-b"]] == [0, 0.5]  # fewer dropped layers: more backward

@@ -226,7 +226,10 @@ def test_the_micro_batch_split_does_not_change_a_step(make_train_config, tmp_pat
     for key in w_a:
         if key.endswith("k_down.bias"):
             continue  # see below
-        torch.testing.assert_close(w_a[key], w_b[key], atol=1e-6, rtol=1e-5)
+        # Adam divides by the gradient's running RMS, which turns float rounding in near-zero
+        # gradients (summation order differs between the splits) into ~1e-6 weight noise; a wrong
+        # normalisation would move weights by ~lr = 1e-2.
+        torch.testing.assert_close(w_a[key], w_b[key], atol=2e-5, rtol=1e-4)
 
 
 def test_the_key_bias_gets_no_real_gradient(make_train_config, tmp_path):

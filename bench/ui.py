@@ -1,0 +1,178 @@
+"""The MLflow UI on the project's run store: ``python -m bench.ui [--port N]`` (``nox -s ui``).
+
+Bound to loopback unless ``--host`` says otherwise: the UI can delete runs and read artefacts,
+so it is not offered to the network by default. One worker and no job runner (DESIGN.md: the
+defaults cost ~3 GB of memory; these ~0.5 GB).
+
+The server's output goes to ``RUNS/mlflow-server.log``. ``--screenshot FILE --experiment NAME`` starts the server, opens MLflow's run comparison of the
+experiment's FINISHED runs in headless Chromium, saves the page as a PNG and stops the server
+(how the README's picture of the ``dropping`` runs is made; Debian: ``apt install chromium``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from bench import tracking
+from ituning.errors import ArgumentParser, ConfigError, cli_main
+
+READY_TIMEOUT_S = 60
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def server_command(
+    runs_dir: Path, host: str = "127.0.0.1", port: int = 5000
+) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow server`` command line and its extra environment."""
+    runs_dir = Path(runs_dir).resolve()
+    argv = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", tracking.default_tracking_uri(runs_dir),
+        "--artifacts-destination", str(runs_dir / "mlartifacts"),
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    return argv, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+@contextlib.contextmanager
+def serve(runs_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> Iterator[str]:
+    """A running server until the block exits (stopped by its process group); yields its URL."""
+    Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    argv, env = server_command(runs_dir, host, port)
+    log = Path(runs_dir) / "mlflow-server.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(
+            argv,
+            env={**os.environ, **env},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: the server's workers stop with it
+        )
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    try:
+        _wait_ready(proc, url, log)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = log.read_text(errors="replace").strip().splitlines()
+            raise ConfigError(
+                f"mlflow server on {url} exited with code {proc.returncode}: "
+                f"{err[-1] if err else 'no message'} (is the port taken? try --port; log: {log})"
+            )
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/health", timeout=2) as reply,
+        ):
+            if reply.status == 200:
+                return
+        time.sleep(0.5)
+    raise ConfigError(f"mlflow server on {url} did not answer within {READY_TIMEOUT_S} s")
+
+
+def compare_url(url: str, runs_dir: Path, experiment: str) -> str:
+    """MLflow's comparison page for every FINISHED run of ``experiment`` (oldest first)."""
+    client = tracking.client(tracking.default_tracking_uri(Path(runs_dir).resolve()))
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ConfigError(
+            f"--experiment {experiment}: no such experiment in {runs_dir}; run "
+            f"`python -m bench.sweep {experiment}` first"
+        )
+    runs = client.search_runs(
+        [exp.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time"]
+    )
+    if not runs:
+        raise ConfigError(f"--experiment {experiment}: no FINISHED run to compare yet")
+    query = urllib.parse.urlencode(
+        {
+            "runs": json.dumps([r.info.run_id for r in runs]),
+            "experiments": json.dumps([exp.experiment_id]),
+        }
+    )
+    return f"{url}/#/compare-runs?{query}"
+
+
+def screenshot(page: str, out: Path, *, width: int = 1600, height: int = 1400) -> Path:
+    """Headless Chromium's PNG of ``page`` after its scripts ran (virtual time budget)."""
+    browser = next((b for b in BROWSERS if shutil.which(b)), None)
+    if browser is None:
+        raise ConfigError(
+            "--screenshot needs Chromium on PATH (Debian/Ubuntu: apt install chromium)"
+        )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    cmd = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+        "--disable-background-networking", "--no-first-run", "--disable-extensions",
+        f"--window-size={width},{height}", "--virtual-time-budget=20000",
+        f"--screenshot={tmp}", page,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0 or not tmp.is_file():
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ConfigError(f"{browser} could not take the screenshot: {last}")
+    os.replace(tmp, out)
+    return out
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    p = ArgumentParser(prog="python -m bench.ui", description=__doc__.splitlines()[0])
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="the run store's folder")
+    p.add_argument("--host", default="127.0.0.1", help="default loopback only")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--screenshot", type=Path, metavar="FILE", help="save a comparison PNG, exit")
+    p.add_argument("--experiment", default="dropping", help="whose runs --screenshot compares")
+    args = p.parse_args(argv)
+    if not 0 < args.port < 65536:
+        p.error(f"--port {args.port}: must be 1-65535")
+    if args.screenshot:
+        page = compare_url("", args.runs_dir, args.experiment)  # fails before the server starts
+        with _terminate_unwinds(), serve(args.runs_dir, args.host, args.port) as url:
+            path = screenshot(url + page, args.screenshot)
+        print(f"wrote {path}")
+        return 0
+    with _terminate_unwinds(), serve(args.runs_dir, args.host, args.port) as url:
+        print(f"MLflow UI: {url} (Ctrl-C to stop)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+    return 0
+
+
+@contextlib.contextmanager
+def _terminate_unwinds() -> Iterator[None]:
+    """SIGTERM (kill, nox, a test harness) unwinds like Ctrl-C, so the server is stopped too."""
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""``python -m bench.ui``: a real MLflow server on loopback, the comparison page, and its errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bench import tracking, ui
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _finished_runs(runs_dir: Path, experiment: str, n: int) -> list[str]:
+    client = tracking.client(tracking.default_tracking_uri(runs_dir.resolve()))
+    exp_id = client.create_experiment(experiment)
+    ids = []
+    for i in range(n):
+        run = client.create_run(exp_id, run_name=f"point {i}")
+        client.log_metric(run.info.run_id, "test/cider", 10.0 * i)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        ids.append(run.info.run_id)
+    client.set_terminated(client.create_run(exp_id).info.run_id, "FAILED")  # not compared
+    return ids
+
+
+@pytest.mark.slow
+def test_server_answers_on_loopback_lists_the_runs_and_stops(tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    ids = _finished_runs(runs_dir, "dropping", 3)
+    port = _free_port()
+    with ui.serve(runs_dir, port=port) as url:
+        assert url == f"http://127.0.0.1:{port}"
+        page = ui.compare_url(url, runs_dir, "dropping")
+        query = urllib.parse.parse_qs(page.split("?", 1)[1])
+        assert json.loads(query["runs"][0]) == ids  # FINISHED only, oldest first
+        body = json.dumps({"experiment_ids": json.loads(query["experiments"][0])}).encode()
+        request = urllib.request.Request(
+            f"{url}/api/2.0/mlflow/runs/search",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            served = {r["info"]["run_id"] for r in json.load(reply)["runs"]}
+        assert set(ids) <= served  # the server reads the same store
+    with socket.socket() as sock:  # stopped: the port is free again
+        sock.bind(("127.0.0.1", port))
+
+
+def test_unknown_experiment_is_one_line_before_any_server(tmp_path: Path, capsys) -> None:
+    _finished_runs(tmp_path / "runs", "table1", 1)
+    args = ["--runs-dir", str(tmp_path / "runs"), "--screenshot", str(tmp_path / "x.png")]
+    assert ui.main([*args, "--experiment", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--experiment nope" in err[0] and "bench.sweep nope" in err[0]
+    assert not (tmp_path / "runs" / "mlflow-server.log").exists()
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_server_command_binds_loopback_by_default(tmp_path: Path) -> None:
+    argv, env = ui.server_command(tmp_path)
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--workers") + 1] == "1"
+    assert env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
