@@ -161,12 +161,12 @@ def run_sweeps(
 
     sweeps = []
     for spec in specs:
-        sweep = _enqueue(spec, profile, plans[spec.name], storage, tracking_uri, log)
+        queue, tracker = _enqueue(spec, profile, plans[spec.name], storage, tracking_uri, log)
         ctx = WorkerContext(
             storage_url=storage_url,
-            study_name=sweep.queue.study_name,
+            study_name=queue.study_name,
             tracking_uri=tracking_uri,
-            experiment=sweep.tracker.experiment_name,
+            experiment=tracker.experiment_name,
             runs_dir=str(profile.runs_dir),
             spec_name=spec.name,
             spec_source=spec.source,
@@ -177,7 +177,7 @@ def run_sweeps(
             heartbeat_s=heartbeat_s,
             grace_s=grace_s,
         )
-        sweeps.append(_Sweep(spec, plans[spec.name], sweep.queue, sweep.tracker, ctx))
+        sweeps.append(_Sweep(spec, plans[spec.name], queue, tracker, ctx))
     contexts = [s.ctx for s in sweeps]
     if workers == 1:
         for ctx in contexts:
@@ -187,12 +187,6 @@ def run_sweeps(
     return {s.spec.name: summarise(s.plans, s.queue, s.tracker, log) for s in sweeps}
 
 
-@dataclass
-class _Queued:
-    queue: q.WorkQueue
-    tracker: tracking.Tracker
-
-
 def _enqueue(
     spec: SweepSpec,
     profile: Profile,
@@ -200,7 +194,7 @@ def _enqueue(
     storage,
     tracking_uri: str,
     log: Callable[[str], None],
-) -> _Queued:
+) -> tuple[q.WorkQueue, tracking.Tracker]:
     """Step 4 for one spec: study and experiment, re-queue points of dead workers, close their
     orphaned runs, enqueue what is left, heaviest first (see :attr:`RunPlan.relative_cost`)."""
     queue = q.WorkQueue(storage, study_name(spec, profile))
@@ -230,7 +224,7 @@ def _enqueue(
         + (f", {running} running elsewhere" if running else "")
         + (f", {len(requeued)} re-queued after a dead worker" if requeued else "")
     )
-    return _Queued(queue, tracker)
+    return queue, tracker
 
 
 def _run_workers(
@@ -292,6 +286,7 @@ def _watch(procs: list, shown: list[_Sweep], every_s: float = 5.0) -> None:
 
 
 def _worker_entry(contexts: list[WorkerContext]) -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # lines as they happen
     threads = contexts[0].threads
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
