@@ -207,3 +207,30 @@ def test_codec_decode_cuts_at_the_first_eos(tiny_tokenizer):
     seqs = torch.tensor([[bos, 5, 6, eos, 7, 8], [bos, 9, 10, 11, 12, 13], [bos, eos, 5, 5, 5, 5]])
     assert codec.decode(seqs) == ["w1 w2", "w5 w6 w7 w8 w9", ""]
     assert codec.prompt(3).tolist() == [[bos]] * 3
+
+
+def test_micro_batches_of_a_step_are_split_by_caption_length(codec):
+    """Same images per step as the epoch order says, grouped so that short captions pad short."""
+    records = [
+        CaptionRecord(
+            image_id=f"img{i}",
+            file=f"{i}.png",
+            split="train",
+            captions=(" ".join(["w5"] * (1 + (i * 7) % 12)),),
+        )
+        for i in range(24)
+    ]
+    batcher = _batcher(
+        records, codec, captions_per_image=1, images_per_step=12, micro_batch_images=3
+    )
+    for step in range(batcher.steps_per_epoch):
+        (mbs,) = batcher.step_micro_batches(0, step)
+        order = batcher.epoch_order(0)[step * 12 : (step + 1) * 12]
+        assert sorted(i for mb in mbs for i in mb.image_ids) == sorted(
+            records[i].image_id for i in order
+        )
+        widths = [mb.input_ids.shape[1] for mb in mbs]
+        assert widths == sorted(widths) and widths[0] < widths[-1]
+        padded = sum(mb.input_ids.numel() for mb in mbs)
+        real = sum(int(mb.attention_mask.sum()) for mb in mbs)
+        assert real / padded > 0.8  # the same 12 images in random groups of 3: ~0.7
