@@ -35,7 +35,7 @@ def attention_maps(
     model: ITuningModel, codec: CaptionCodec, visual: torch.Tensor, caption: str, include_cls: bool
 ) -> tuple[list[str], np.ndarray]:
     """Words of ``caption`` (as tokens, eos last) and their (T, g, g) maps over the patch grid."""
-    ids, mask = codec.encode([caption])
+    ids, mask = (t.to(visual.device) for t in codec.encode([caption]))
     with model.capture_attention() as captured:
         model(input_ids=ids, attention_mask=mask, visual=visual)
     probs = next(iter(captured.values()))[0][0]  # (T, N) of the single row
@@ -46,7 +46,7 @@ def attention_maps(
         raise ValueError(f"{probs.shape[-1]} visual tokens do not form a square patch grid")
     tokens = [codec.tokenizer.decode([t]).strip() or "<eos>" for t in ids[0, 1:].tolist()]
     tokens[-1] = "<eos>"
-    maps = probs[:-1].float().reshape(-1, grid, grid).numpy()  # position t predicts token t+1
+    maps = probs[:-1].float().reshape(-1, grid, grid).cpu().numpy()  # position t predicts t+1
     return tokens, maps
 
 

@@ -177,7 +177,7 @@ def test_smoke_with_two_workers_then_nothing_new(runs_dir, capsys):
     client = MlflowClient(f"sqlite:///{runs_dir / 'mlflow.db'}")
     assert client.get_metric_history(run.info.run_id, "train/loss")  # streamed curve
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.json", "checkpoint", "predictions", "result.json"} <= artifacts
+    assert {"config.json", "checkpoint", "predictions", "result.json", "attention.png"} <= artifacts
     storage = q.open_storage(f"sqlite:///{runs_dir / 'optuna.db'}")
     trials = q.WorkQueue(storage, "smoke@mini-tiny").trials()
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE"]

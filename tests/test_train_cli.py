@@ -138,3 +138,15 @@ def test_decoding_flags_out_of_range_are_usage_errors(command, flag, tmp_path, c
         command.main(argv)
     assert exit_info.value.code == 2
     assert f"{flag[0]} must be >= 1" in capsys.readouterr().err
+
+
+def test_a_finished_run_keeps_its_attention_figure(tiny_finished_run):
+    """Figure 3 of the run's first test image, listed as an artefact (MLflow logs it)."""
+    from PIL import Image
+
+    result = json.loads((tiny_finished_run / "result.json").read_text())
+    figure = Path(result["artifacts"]["attention"])
+    if not figure.is_absolute():
+        figure = tiny_finished_run / figure.name
+    with Image.open(figure) as image:
+        assert image.format == "PNG" and min(image.size) > 100
