@@ -192,6 +192,12 @@ class Group:
             r.setting,
         )
 
+    @property
+    def newest_ms(self) -> int:
+        """When its latest run started: of two settings of one point (say, runs of an older
+        budget still in the store), the tables show the one run last."""
+        return max(r.start_ms for r in self.runs)
+
     def is_default(self) -> bool:
         """The paper's module (r = d_lm/2) at lambda = 1, the setting every table row uses."""
         return self.first.paper_bottleneck and self.first.lam == 1.0
@@ -234,7 +240,7 @@ class RunSet:
 
         Candidates use the paper's module (r = d_lm/2, lambda = 1) unless a ``prefer`` spec asked
         for them (a table spec may set another base); among several, the ones from a preferred spec
-        come first, then more seeds, then a fixed order.
+        come first, then more seeds, then the most recently run, then a fixed order.
         """
         found = []
         for g in self.groups():
@@ -246,8 +252,8 @@ class RunSet:
             rank = next((i for i, s in enumerate(prefer) if s in g.specs), len(prefer))
             if rank == len(prefer) and not g.is_default():
                 continue
-            found.append((rank, -len(g.runs), g.sort_key(), g))
-        return min(found, key=lambda t: t[:3])[3] if found else None
+            found.append((rank, -len(g.runs), -g.newest_ms, g.sort_key(), g))
+        return min(found, key=lambda t: t[:4])[4] if found else None
 
     def pick_failed(self, *, lm: str, vlp: bool, drop_fraction: float = 0.0) -> Run | None:
         """A failed run of that point, for the reason shown in a missing cell."""
@@ -274,6 +280,7 @@ class RunSet:
                 g.first.n_layers,
                 g.first.vlp,
                 len(g.runs),
+                g.newest_ms,
                 tuple(-ord(c) for c in g.first.setting),
             ),
         )

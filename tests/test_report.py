@@ -338,3 +338,20 @@ def test_report_cli_rebuilds_identical_files(tiny, tmp_path: Path, capsys) -> No
     text = paper.read_text()
     assert "0 finished runs" in text and "matches the published 116.7" in text
     assert "not run: no finished run" in text
+
+
+def test_a_point_run_again_with_another_budget_shows_the_newest_runs(tmp_path: Path) -> None:
+    """Runs of an older budget stay in the store as another setting of the same point; the tables
+    show the setting run last."""
+    from dataclasses import replace
+
+    old = make_run(metrics={"test/cider": 90.0})
+    old = replace(old, params={**old.params, "eval.max_new_tokens": "16"}, start_ms=1_000)
+    new = make_run(metrics={"test/cider": 120.0})
+    new = replace(new, params={**new.params, "eval.max_new_tokens": "24"}, start_ms=2_000)
+    for order in ((old, new), (new, old)):
+        runs = runset(*order)
+        assert len(runs.groups()) == 2
+        assert runs.pick(lm="base", vlp=False).first.metrics["test/cider"] == 120.0
+        row = next(x for x in _table1(_ctx(runs, tmp_path)) if "reproduced: mini-base" in x)
+        assert "| 120.0 |" in row
