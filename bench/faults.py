@@ -518,8 +518,11 @@ class Suite:
 
     @staticmethod
     def sweep_args(spec: Path | str, runs: Path, *extra: str) -> list[str]:
+        """One worker unless ``extra`` says otherwise: pause points count per process, so
+        "the 3rd evaluated split" means one sequence of events (R7 runs several workers)."""
+        workers = [] if "--workers" in extra else ["--workers", "1"]
         return ["-m", "bench.sweep", str(spec), "--scale", "tiny", "--runs-dir", str(runs),
-                "--quiet", *extra]  # fmt: skip
+                "--quiet", *workers, *extra]  # fmt: skip
 
     def spec_file(self, name: str, text: str) -> Path:
         path = self.scratch("spec") / f"{name}.yaml"

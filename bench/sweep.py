@@ -106,6 +106,16 @@ def default_workers(profile: Profile, todo: int) -> int:
     return max(1, min(os.cpu_count() or 1, todo))
 
 
+def worker_threads(profile: Profile, workers: int) -> int:
+    """Torch threads per worker. ``mini``: one, whatever the number of workers, because float
+    sums split over threads round differently: a point's numbers must not depend on how many
+    workers a sweep had (a rerun that finds one point left runs one worker, and must equal the
+    uninterrupted sweep). ``paper``: the cores shared out (the work is on the accelerator)."""
+    if profile.name == "mini":
+        return 1
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 def run_sweep(
     spec: SweepSpec,
     profile: Profile,
@@ -173,6 +183,7 @@ def run_sweeps(
             profile=profile.name,
             scale=profile.scale,
             executor=executor,
+            threads=worker_threads(profile, workers),
             progress=progress and workers <= 1,
             heartbeat_s=heartbeat_s,
             grace_s=grace_s,
@@ -180,8 +191,9 @@ def run_sweeps(
         sweeps.append(_Sweep(spec, plans[spec.name], queue, tracker, ctx))
     contexts = [s.ctx for s in sweeps]
     if workers == 1:
-        for ctx in contexts:
-            work(ctx, log=log)
+        with _torch_threads(contexts[0].threads):
+            for ctx in contexts:
+                work(ctx, log=log)
     elif workers > 1:
         _run_workers(contexts, workers, sweeps if progress else [], log)
     return {s.spec.name: summarise(s.plans, s.queue, s.tracker, log) for s in sweeps}
@@ -232,13 +244,10 @@ def _run_workers(
 ) -> None:
     """``n`` spawned workers, each draining ``contexts`` in order; with ``shown``, a progress
     bar of finished points (a worker's own bars would garble each other)."""
-    threads = max(1, (os.cpu_count() or 1) // n)
     mp = multiprocessing.get_context("spawn")
     procs = []
     for i in range(n):
-        mine = [
-            WorkerContext(**{**c.__dict__, "threads": threads, "name": f"w{i}"}) for c in contexts
-        ]
+        mine = [WorkerContext(**{**c.__dict__, "name": f"w{i}"}) for c in contexts]
         proc = mp.Process(target=_worker_entry, args=(mine,), name=f"sweep-worker-{i}")
         proc.start()
         procs.append(proc)
@@ -283,6 +292,20 @@ def _watch(procs: list, shown: list[_Sweep], every_s: float = 5.0) -> None:
                 proc.join(timeout=every_s / len(procs))
     for proc in procs:
         proc.join()
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """``n`` torch threads inside the block (unchanged for ``None``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _worker_entry(contexts: list[WorkerContext]) -> None:

@@ -289,3 +289,14 @@ def test_points_are_queued_heaviest_first_across_specs(runs_dir):
     }
     assert [p["lm"] for p in queued["order-a"]] == ["large", "medium", "base"]
     assert [p["drop"] for p in queued["order-b"]] == [0, 0.5]  # fewer dropped layers: more backward
+
+
+def test_mini_workers_run_one_thread_whatever_their_number(tmp_path):
+    """A point's numbers must not depend on the worker count (float sums split over threads
+    round differently): a rerun that finds one point left must equal the uninterrupted sweep."""
+    from bench.sweep import worker_threads
+
+    mini = get_profile("mini", runs_dir=tmp_path, scale="tiny")
+    assert {worker_threads(mini, n) for n in (1, 2, 8)} == {1}
+    paper = get_profile("paper", runs_dir=tmp_path, data_root=tmp_path)
+    assert worker_threads(paper, 1) == (os.cpu_count() or 1)
