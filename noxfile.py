@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +29,32 @@ def _requirements_digest() -> str:
     return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
 
 
+def _ensure_java(session: nox.Session) -> None:
+    """pycocoevalcap's PTB tokenizer and METEOR are Java programs: install a JRE where the
+    machine can (Debian/Ubuntu as root), else stop with what to install."""
+    if shutil.which("java"):
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        session.log("installing Java (openjdk-17-jre-headless) for the caption metrics")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "openjdk-17-jre-headless"],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        return
+    session.error(
+        "Java is missing: the caption metrics (pycocoevalcap) need a Java 17 runtime; install "
+        "one (Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless; macOS: brew install "
+        "openjdk@17) and run again"
+    )
+
+
 def _ensure_env(session: nox.Session) -> None:
-    """Create ``.venv`` once and (re)install the project only when its dependencies changed."""
+    """Java, then ``.venv``: created once, (re)installed only when the dependencies changed."""
+    _ensure_java(session)
     digest = _requirements_digest()
     if STAMP.exists() and STAMP.read_text().strip() == digest and PY.exists():
         return

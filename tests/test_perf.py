@@ -97,7 +97,7 @@ def _arms(tiny, make_visual, mode):
     full.lm.requires_grad_(True)
 
     def fwd(m):
-        return lambda: m(input_ids=ids, attention_mask=batch[1], visual=visual)
+        return lambda: m(input_ids=ids, attention_mask=batch[1], visual=visual, return_nll=True)
 
     return (
         perf.TrainArm(fwd(ours), ours.trainable_parameters(), ours, batch, mode),
@@ -127,8 +127,10 @@ def test_bf16_autocast_path_of_the_gpu_table_runs_on_cpu(tiny, make_visual):
     mode = perf.Mode("cpu", "bf16", "wall", "profiled-peak", True, 1)
     ours, _ = _arms(tiny, make_visual, mode)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = ours.forward().logits
-    assert logits.dtype == torch.bfloat16
+        logits = ours.model(input_ids=ours.ids, attention_mask=ours.mask, visual=make_visual(2))
+        nll = ours.forward()
+    assert logits.logits.dtype == torch.bfloat16  # the step's matmuls run in bf16 ...
+    assert nll.dtype == torch.float32 and torch.isfinite(nll)  # ... its loss is summed in fp32
     before = [p.detach().clone() for p in ours.params]
     ours.step()
     assert any(not torch.equal(a, p) for a, p in zip(before, ours.params, strict=True))
