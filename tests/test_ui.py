@@ -51,8 +51,12 @@ def test_server_answers_on_loopback_lists_the_runs_and_stops(tmp_path: Path) -> 
         with urllib.request.urlopen(request, timeout=10) as reply:
             served = {r["info"]["run_id"] for r in json.load(reply)["runs"]}
         assert set(ids) <= served  # the server reads the same store
-    with socket.socket() as sock:  # stopped: the port is free again
+    with socket.socket() as sock:  # stopped: nothing listens there any more
+        # (the server's closed connections may linger in TIME_WAIT: SO_REUSEADDR allows that,
+        # but Linux still refuses the bind while a socket listens on the port)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
+        sock.listen()
 
 
 def test_unknown_experiment_is_one_line_before_any_server(tmp_path: Path, capsys) -> None:
