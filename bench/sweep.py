@@ -12,8 +12,8 @@ One invocation is a *coordinator* followed by *workers*:
    that has no FINISHED MLflow run and is neither queued nor running;
 5. start ``--workers N`` worker processes (default: one single-threaded worker per core under
    ``mini``, one under ``paper``; in-process for N = 1; none for N = 0, "enqueue only") that
-   claim points, heaviest first, until the queue is empty; each point runs ``run_experiment`` in its run
-   folder ``<runs>/points/<run id>`` (which resumes from a checkpoint after a kill);
+   claim points, heaviest first, until the queue is empty; each point runs ``run_experiment`` in
+   its run folder ``<runs>/points/<run id>`` (which resumes from a checkpoint after a kill);
 6. summarise: exit 0 when every point has a FINISHED run (or is still running elsewhere), 1 when
    any point failed (listed), 2 for a user error before anything ran.
 
