@@ -1552,12 +1552,9 @@ def row_r8(s: Suite, row: RowResult) -> None:
             expect(addresses == [f"127.0.0.1:{port}"], f"listening on {addresses}")
             t.notes.append(f"`nox -s ui` command listens on {addresses[0].split(':')[0]} only")
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            from bench.ui import stop_group
+
+            stop_group(proc, timeout_s=20)
 
     _trial(row, "train config and --set with !!python tags", config_tag)
     _trial(row, "training state that runs code when unpickled (train CLI)", evil_state)

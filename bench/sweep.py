@@ -313,11 +313,9 @@ def _worker_entry(contexts: list[WorkerContext]) -> None:
     threads = contexts[0].threads
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        import torch
-
-        torch.set_num_threads(threads)
-    for ctx in contexts:
-        work(ctx)
+    with _torch_threads(threads):
+        for ctx in contexts:
+            work(ctx)
 
 
 def summarise(

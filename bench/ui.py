@@ -64,13 +64,19 @@ def serve(runs_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> Iterator
         _wait_ready(proc, url, log)
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen, timeout_s: float = 15) -> None:
+    """Stop a process started with ``start_new_session=True`` and its children: SIGTERM to its
+    group, SIGKILL after ``timeout_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
@@ -92,8 +98,9 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
     raise ConfigError(f"mlflow server on {url} did not answer within {READY_TIMEOUT_S} s")
 
 
-def compare_url(url: str, runs_dir: Path, experiment: str) -> str:
-    """MLflow's comparison page for every FINISHED run of ``experiment`` (oldest first)."""
+def compare_path(runs_dir: Path, experiment: str) -> str:
+    """Path (after the server's URL) of MLflow's comparison page for every FINISHED run of
+    ``experiment``, oldest first."""
     client = tracking.client(tracking.default_tracking_uri(Path(runs_dir).resolve()))
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -112,7 +119,7 @@ def compare_url(url: str, runs_dir: Path, experiment: str) -> str:
             "experiments": json.dumps([exp.experiment_id]),
         }
     )
-    return f"{url}/#/compare-runs?{query}"
+    return f"/#/compare-runs?{query}"
 
 
 def screenshot(page: str, out: Path, *, width: int = 1600, height: int = 1400) -> Path:
@@ -151,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.port < 65536:
         p.error(f"--port {args.port}: must be 1-65535")
     if args.screenshot:
-        page = compare_url("", args.runs_dir, args.experiment)  # fails before the server starts
+        page = compare_path(args.runs_dir, args.experiment)  # fails before the server starts
         with _terminate_unwinds(), serve(args.runs_dir, args.host, args.port) as url:
             path = screenshot(url + page, args.screenshot)
         print(f"wrote {path}")

@@ -39,7 +39,7 @@ def test_server_answers_on_loopback_lists_the_runs_and_stops(tmp_path: Path) -> 
     port = _free_port()
     with ui.serve(runs_dir, port=port) as url:
         assert url == f"http://127.0.0.1:{port}"
-        page = ui.compare_url(url, runs_dir, "dropping")
+        page = url + ui.compare_path(runs_dir, "dropping")
         query = urllib.parse.parse_qs(page.split("?", 1)[1])
         assert json.loads(query["runs"][0]) == ids  # FINISHED only, oldest first
         body = json.dumps({"experiment_ids": json.loads(query["experiments"][0])}).encode()
