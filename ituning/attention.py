@@ -28,6 +28,7 @@ from ituning.decode import DecodeSettings, generate_captions  # noqa: E402
 from ituning.errors import ArgumentParser, cli_main  # noqa: E402
 from ituning.inject import ITuningModel  # noqa: E402
 from ituning.text import CaptionCodec  # noqa: E402
+from ituning.vision import VisionEncoder  # noqa: E402
 
 
 @torch.inference_mode()
@@ -79,11 +80,24 @@ def draw(image: Image.Image, tokens: list[str], maps: np.ndarray, out: Path) -> 
 def attention_figure(
     image_path: Path, checkpoint: Path, out: Path, settings: DecodeSettings
 ) -> str:
+    """Figure 3 of one image for a saved checkpoint; returns the caption drawn."""
     model, tokenizer, encoder = build_from_checkpoint(checkpoint)
-    codec = CaptionCodec(tokenizer)
+    return figure_for_image(model, CaptionCodec(tokenizer), encoder, image_path, out, settings)
+
+
+def figure_for_image(
+    model: ITuningModel,
+    codec: CaptionCodec,
+    encoder: VisionEncoder,
+    image_path: Path,
+    out: Path,
+    settings: DecodeSettings,
+) -> str:
+    """Caption ``image_path`` (live encoder) and draw its attention maps to ``out``."""
     image = load_image(image_path)
+    device = next(encoder.parameters()).device
     with torch.inference_mode():
-        visual = encoder(encoder.preprocess(image).unsqueeze(0))
+        visual = encoder(encoder.preprocess(image).unsqueeze(0).to(device))
     caption = generate_captions(model, codec, visual, settings)[0]
     tokens, maps = attention_maps(model, codec, visual, caption, model.config.include_cls)
     draw(image, tokens, maps, out)

@@ -331,23 +331,6 @@ def _vision_identity(cfg: TrainConfig, encoder: VisionEncoder) -> dict:
     }
 
 
-def _attention_png(model, codec, encoder, dataset, out: Path, settings) -> Path:
-    """Figure 3 for the first image of the first evaluated split: the run's attention artefact."""
-    import torch
-
-    from ituning.attention import attention_maps, draw
-    from ituning.data.images import load_image
-    from ituning.decode import generate_captions
-
-    image = load_image(dataset.image_path(dataset[0]))
-    device = next(encoder.parameters()).device
-    with torch.inference_mode():
-        visual = encoder(encoder.preprocess(image).unsqueeze(0).to(device))
-    caption = generate_captions(model, codec, visual, settings)[0]
-    tokens, maps = attention_maps(model, codec, visual, caption, model.config.include_cls)
-    return draw(image, tokens, maps, out)
-
-
 def _evaluate(
     cfg, model, codec, encoder, visual, data: LoadedData, out_dir: Path, progress: bool, scorer
 ):
@@ -381,10 +364,12 @@ def _evaluate(
             if cfg.eval.grounding and name != "nocaps":
                 grounding(name, dataset, preds, _shapes_lexicons(dataset), out)
         first = next(iter(data.evals.values()), None)
-        if first is not None and len(first):
-            artifacts["attention"] = _attention_png(
-                model, codec, encoder, first, out_dir / "attention.png", settings
-            )
+        if first is not None and len(first):  # Figure 3 of the first evaluated image
+            from ituning.attention import figure_for_image
+
+            figure = out_dir / "attention.png"
+            figure_for_image(model, codec, encoder, first.image_path(first[0]), figure, settings)
+            artifacts["attention"] = figure
         if cfg.eval.blank_control:
             blank = mean_colour_image(data.train, size=encoder.image_size)
             with torch.inference_mode():
