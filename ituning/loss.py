@@ -52,26 +52,36 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_b = torch.zeros_like(bias) if need_b else None
-        acc = torch.promote_types(hidden.dtype, torch.float32)  # bf16 logits: fp32 softmax
+        # Under autocast, cast the head (and the hidden states) once, then run the chunks with
+        # autocast off: autocast does not cache casts of frozen weights, so each chunk's two
+        # matmuls would otherwise copy the (vocab x d) head anew.
+        device = hidden.device.type
+        autocast = torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device) if autocast else hidden.dtype
+        acc = torch.promote_types(dtype, torch.float32)  # bf16 logits: fp32 softmax
         loss = torch.zeros((), dtype=acc, device=hidden.device)
-        for start in range(0, hidden.shape[0], chunk):
-            h = hidden[start : start + chunk]
-            t = targets[start : start + chunk]
-            logits = F.linear(h, weight, bias).to(acc)
-            lse = torch.logsumexp(logits, dim=-1)
-            loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            if not (need_h or need_w or need_b):
-                continue
-            # d(loss)/d(logits) = softmax - one_hot(target), formed in place of the logits
-            g = logits.sub_(lse[:, None]).exp_()
-            g[torch.arange(t.shape[0], device=t.device), t] -= 1.0
-            g = g.to(h.dtype)
-            if need_h:
-                grad_h[start : start + chunk] = g @ weight.to(h.dtype)
-            if need_w:
-                grad_w += (g.t() @ h).to(grad_w.dtype)
-            if need_b:
-                grad_b += g.sum(0).to(grad_b.dtype)
+        with torch.autocast(device, enabled=False):
+            w = weight.to(dtype)
+            b = None if bias is None else bias.to(dtype)
+            hidden_c = hidden.to(dtype)
+            for start in range(0, hidden.shape[0], chunk):
+                h = hidden_c[start : start + chunk]
+                t = targets[start : start + chunk]
+                logits = F.linear(h, w, b).to(acc)
+                lse = torch.logsumexp(logits, dim=-1)
+                loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                if not (need_h or need_w or need_b):
+                    continue
+                # d(loss)/d(logits) = softmax - one_hot(target), formed in place of the logits
+                g = logits.sub_(lse[:, None]).exp_()
+                g[torch.arange(t.shape[0], device=t.device), t] -= 1.0
+                if need_b:
+                    grad_b += g.sum(0).to(grad_b.dtype)
+                g = g.to(dtype)
+                if need_h:
+                    grad_h[start : start + chunk] = g @ w
+                if need_w:
+                    grad_w += (g.t() @ h).to(grad_w.dtype)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         return loss
 

@@ -45,6 +45,35 @@ def test_linear_cross_entropy_matches_logits_path(monkeypatch, chunk_elements, w
         torch.testing.assert_close(g, r)
 
 
+def test_under_bf16_autocast_the_head_is_cast_once_and_matches_the_logits_path(
+    monkeypatch,
+) -> None:
+    """Autocast does not cache casts of a frozen weight: the loss casts the head itself, once
+    for all chunks, and still equals autocast's own logits path to bf16 rounding."""
+    from torch.profiler import ProfilerActivity, profile
+
+    monkeypatch.setattr(loss_mod, "CHUNK_ELEMENTS", 4 * 64)  # 4 tokens a chunk: 6 chunks
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(23, 16, generator=gen, requires_grad=True)
+    w = torch.randn(64, 16, generator=gen) * 0.3  # frozen head, as in I-Tuning
+    t = torch.randint(0, 64, (23,), generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            ours = linear_cross_entropy(h, w, t)
+        ref = F.cross_entropy(F.linear(h, w).float(), t, reduction="sum")
+    head_casts = [
+        e for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes[:1] == [[64, 16]]
+    ]
+    assert len(head_casts) == 1
+    assert ours.dtype == torch.float32
+    ours.backward()
+    got = h.grad.clone()
+    h.grad = None
+    ref.backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(got, h.grad, rtol=2e-2, atol=2e-2)
+
+
 def test_frozen_head_gets_no_gradient_and_costs_none() -> None:
     h = torch.randn(4, 8, requires_grad=True)
     w = torch.randn(10, 8)  # frozen (requires_grad False): nothing is accumulated for it
