@@ -65,6 +65,11 @@ def test_modes_select_the_device_code_paths():
         True,
     )
     assert perf.select_mode("cpu", threads=2, mfu=True).threads == 2
+    full = perf.Sizes()
+    assert full.for_mode(cpu) == full
+    on_gpu = full.for_mode(cuda)  # millisecond steps: more warm-up and repetitions
+    assert (on_gpu.warmup, on_gpu.reps, on_gpu.decode_reps) == (3, 20, 10)
+    assert on_gpu.images == full.images and on_gpu.lm == full.lm
     with pytest.raises(ConfigError):
         perf.select_mode("tpu")
     if not torch.cuda.is_available():
@@ -173,3 +178,35 @@ def test_report_explains_each_missed_target():
     assert "**P1m:**" in missed and "activations" in missed
     assert "**P1:**" not in missed  # met: nothing to explain
     assert "| P1 | step | a | b | 0.60× | ≤ 0.70× | yes |" in text
+
+
+def test_a_cuda_miss_is_explained_by_how_busy_the_gpu_was():
+    report = perf.Report(mode=perf.select_mode("cuda"), sizes=perf.Sizes(), quick=False)
+    report.flops = {"itune": 69, "full": 100}
+    report.busy = {"itune": perf.Busy(0.002, 1500, 0.063), "decode": perf.Busy(0.03, 900, 0.1)}
+    report.rows = [
+        perf._ratio_row("P1", "step", "a", "b", perf.Ratio.single(0.81), perf.Target("<=", 0.7)),
+        perf._ratio_row("P4a", "beam", "a", "b", perf.Ratio.single(1.1), perf.Target(">=", 3.0)),
+    ]
+    p1, p4 = perf.explain_misses(report)
+    assert p1.startswith("- **P1:** 0.81× against ≤ 0.70×: the frozen LM's forward pass")
+    assert "The GPU is busy 3 % of the step (2.0 ms of kernels in 63.0 ms, 1,500 launches)" in p1
+    assert "the host's Python" in p1 and "a larger `--images`" in p1
+    assert "busy 30 %" in p4 and "a larger `--decode-images`" in p4
+    report.busy["itune"] = perf.Busy(0.05, 1500, 0.063, (("aten::mm", 0.02, 300),))
+    p1 = perf.explain_misses(report)[0]  # kernels fill the step: the kernels are the story
+    assert (
+        "busy 79 %" in p1 and "`aten::mm` takes 40 % of the kernel time" in p1 and "host" not in p1
+    )
+    tables = perf.render_markdown(report, None, "x").split("## Where the GPU time goes")[1]
+    assert "**itune**: 50.0 ms of kernels in a 63.0 ms step" in tables
+    assert "| `aten::mm` | 300 | 20.00 | 40 % |" in tables and "**decode**" not in tables
+    report.busy = {}  # the CPU table: the counted-FLOP story
+    assert "noise-free reference" in perf.explain_misses(report)[0]
+
+
+@pytest.mark.parametrize("flag", ["--images", "--decode-images"])
+def test_batch_flags_reject_non_positive_sizes(flag, capsys):
+    assert perf.main([flag, "0", "--quick"]) != 0
+    err = capsys.readouterr().err
+    assert f"{flag} must be at least 1, got 0" in err and err.count("\n") == 1
