@@ -861,18 +861,11 @@ def bench_decoding(sizes: Sizes, mode: Mode, report: Report) -> None:
         )
     )
     if mode.device == "cuda":
+        keys = {"ours": "decode", "naive": "decode-naive"}
         busy_rows(
             {
-                "decode": (
-                    "beam search (ours)",
-                    timed(arms["ours"]),
-                    statistics.median(t["ours"].wall),
-                ),
-                "decode-naive": (
-                    "beam search (naive)",
-                    timed(arms["naive"]),
-                    statistics.median(t["naive"].wall),
-                ),
+                key: (f"beam search ({name})", timed(arms[name]), statistics.median(t[name].wall))
+                for name, key in keys.items()
             },
             report,
         )
