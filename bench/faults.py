@@ -483,7 +483,7 @@ class Suite:
     def template(self) -> Path:
         """Tiny mini assets (quick backbones, Shapes world), built once for the suite."""
         if self._template is None:
-            from bench.profiles import get_profile
+            from bench.sweep.profiles import get_profile
 
             path = self.work / "template"
             self.log("  building the tiny mini backbones and Shapes world (once)")
@@ -534,8 +534,8 @@ class Suite:
 
     @staticmethod
     def plans(runs: Path, spec: Path) -> list:
-        from bench.profiles import get_profile
-        from bench.spec import load_spec
+        from bench.sweep.profiles import get_profile
+        from bench.sweep.spec import load_spec
 
         return get_profile("mini", runs_dir=runs, scale="tiny").plan(load_spec(spec))
 
@@ -553,7 +553,7 @@ class Suite:
         }
 
     def results(self, runs: Path, spec: Path) -> dict[str, dict | None]:
-        from bench.runs import run_dir
+        from bench.sweep.folders import run_dir
 
         return {
             p.point.label(): self.outcome(run_dir(runs, p.run_id)) for p in self.plans(runs, spec)
@@ -632,7 +632,7 @@ class Suite:
         return [(json.loads(v) if v else "", state) for state, v in rows]
 
     def snapshot(self, runs: Path, plans: list, experiment: str) -> dict:
-        from bench.runs import run_dir
+        from bench.sweep.folders import run_dir
 
         mlruns = self.mlflow_runs(runs, experiment)
         out: dict[str, Any] = {"running": sum(r.status == "RUNNING" for r in mlruns)}
@@ -684,8 +684,8 @@ class Suite:
 
     def train_config(self, *, vlp: bool, features: Path) -> Path:
         """The tiny profile's base point as a TrainConfig file, with its own feature cache."""
-        from bench.profiles import get_profile
-        from bench.spec import Point
+        from bench.sweep.profiles import get_profile
+        from bench.sweep.spec import Point
 
         plan = get_profile("mini", runs_dir=self.template(), scale="tiny").resolve(
             Point(vlp=vlp), {}
@@ -881,7 +881,7 @@ def row_r2(s: Suite, row: RowResult) -> None:
     for what, point, delay in kills:
 
         def trial(t: Trial, point=point, delay=delay) -> None:
-            from bench.runs import run_dir
+            from bench.sweep.folders import run_dir
 
             for _ in range(4):  # a random moment after the sweep ended: draw an earlier one
                 runs = s.runs_dir("r2")
@@ -1003,7 +1003,7 @@ def nonfinite_for_one_seed(
 
 def row_r4(s: Suite, row: RowResult) -> None:
     def trial(t: Trial) -> None:
-        from bench.runs import run_dir
+        from bench.sweep.folders import run_dir
 
         runs = s.runs_dir("r4")
         spec = s.spec_file("nonfinite", "name: nonfinite\naxes: {seed: [0, 1, 2]}\n")
@@ -1348,7 +1348,7 @@ def hook(event, args):
         if path == watched or path.startswith(watched + os.sep):
             os.write(2, f"AUDIT {event} {path}\\n".encode())
 sys.addaudithook(hook)
-from bench.sweep import main
+from bench.sweep.coordinator import main
 raise SystemExit(main(sys.argv[2:]))
 """
 
@@ -1448,7 +1448,7 @@ def row_r8(s: Suite, row: RowResult) -> None:
         not_executed()
 
     def evil_state_in_sweep(t: Trial) -> None:
-        from bench.runs import run_dir
+        from bench.sweep.folders import run_dir
 
         runs = s.runs_dir("r8")
         plans = s.plans(runs, SPECS_DIR / "smoke.yaml")

@@ -24,13 +24,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import queue, tracking
-from bench import runs as run_folders
-from bench.profiles import PROFILES, Profile, get_profile
-from bench.report import ReportSettings, build_report, shown
-from bench.runs import RunPlan
-from bench.spec import SweepSpec, find_spec, load_spec
-from bench.sweep import SPECS_DIR, SweepReport, default_workers, experiment_name, run_sweeps
+from bench import SPECS_DIR
+from bench.report.build import ReportSettings, build_report, shown
+from bench.sweep import folders as run_folders
+from bench.sweep import queue, tracking
+from bench.sweep.coordinator import SweepReport, default_workers, experiment_name, run_sweeps
+from bench.sweep.folders import RunPlan
+from bench.sweep.profiles import PROFILES, Profile, get_profile
+from bench.sweep.spec import SweepSpec, find_spec, load_spec
 from ituning.errors import ArgumentParser, cli_main
 
 DEFAULT_SWEEPS = ("table1", "table2", "dropping")

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bench import tracking
+from bench.sweep import tracking
 from ituning.errors import ArgumentParser, ConfigError, cli_main
 
 READY_TIMEOUT_S = 60

@@ -24,21 +24,13 @@ from ituning.backbones import lm_identity, load_lm
 from ituning.config import ITuningConfig
 from ituning.errors import CheckpointError, ConfigError
 from ituning.faultpoints import fault_point
+from ituning.files import atomic_path, atomic_write_json
 from ituning.inject import ITuningModel
 from ituning.vision import VisionEncoder, load_vision
 
 WEIGHTS = "modules.safetensors"
 META = "ituning.json"
 FORMAT = "ituning-modules/1"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(
@@ -56,9 +48,8 @@ def save_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.module_state_dict().items()}
-    tmp = out / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT})
-    os.replace(tmp, out / WEIGHTS)
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
     fault_point("checkpoint.save")
     meta = {
         "format": FORMAT,
@@ -71,7 +62,7 @@ def save_checkpoint(
         "kept_layers": model.kept_layers,
         "trainable_parameters": sum(p.numel() for p in model.trainable_parameters()),
     }
-    _atomic_write_bytes(out / META, (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write_json(out / META, meta, indent=2)
 
 
 def load_checkpoint(ckpt_dir: str | os.PathLike) -> tuple[ITuningConfig, dict, dict[str, Tensor]]:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ituning.errors import ConfigError
+from ituning.errors import ConfigError, validation_line
 
 
 class ITuningConfig(BaseModel):
@@ -29,7 +29,7 @@ class ITuningConfig(BaseModel):
     * ``attn_scaling``: logits ``Q K^T`` scaled by ``1/sqrt(r)`` (``"sqrt"``) or not (``"none"``).
       Eq. (4) prints no scaling. The default is ``"sqrt"``: standard attention practice, it keeps
       the softmax out of saturation at the paper's r = 384..640 at initialisation (unscaled logits
-      grow like sqrt(r)). The mini profile's prototype scored better without scaling (DESIGN.md),
+      grow like sqrt(r)). A throwaway prototype at the mini scale scored better without scaling,
       so "none" is a first-class option and an ablation axis, not a hidden switch.
     """
 
@@ -46,7 +46,7 @@ class ITuningConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(_one_line(exc)) from None
+            raise ConfigError(validation_line(exc, prefix="ITuningConfig")) from None
 
     @model_validator(mode="after")
     def _scale_at_least_one(self) -> ITuningConfig:
@@ -69,11 +69,3 @@ class ITuningConfig(BaseModel):
                 f"use a value below {n_layers}"
             )
         return list(range(self.drop_first, n_layers))
-
-
-def _one_line(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(["ITuningConfig", *(str(p) for p in err["loc"])])
-        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)

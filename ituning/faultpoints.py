@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+
+from ituning.files import atomic_write
 
 PAUSE_ENV = "ITUNING_PAUSE_AT"
 MARKER_ENV = "ITUNING_PAUSE_MARKER"
@@ -41,9 +42,7 @@ def fault_point(name: str) -> None:
         return
     marker = os.environ.get(MARKER_ENV)
     if marker:
-        tmp = Path(f"{marker}.{os.getpid()}.tmp")
-        tmp.write_text(f"{name}@{_passes[name]} {os.getpid()}\n")
-        os.replace(tmp, marker)
+        atomic_write(marker, f"{name}@{_passes[name]} {os.getpid()}\n")
     deadline = time.monotonic() + MAX_PAUSE_S
     while time.monotonic() < deadline:
         time.sleep(0.5)

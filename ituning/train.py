@@ -15,7 +15,6 @@ Calling it again on a finished folder returns the stored result; on a killed one
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from ituning.errors import ArgumentParser, ConfigError, cli_main
+from ituning.files import atomic_write_json
 from ituning.train_config import TrainConfig, load_train_config
 
 # torch, transformers and open_clip take seconds to import: they are imported where they are used,
@@ -77,9 +77,7 @@ class RunResult:
 
 
 def _write_json_atomic(path: Path, payload) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, payload, indent=2, sort_keys=True)
 
 
 def finished_result(out_dir: Path) -> RunResult | None:

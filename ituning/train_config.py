@@ -8,8 +8,6 @@ not depend on where a checkout lives.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ituning.config import ITuningConfig
-from ituning.errors import ConfigError
+from ituning.errors import ConfigError, validation_line
+from ituning.files import canonical_json, sha256_text
 
 
 class _Strict(BaseModel):
@@ -109,11 +108,11 @@ class TrainConfig(_Strict):
         return max(1, self.batch_captions // self.captions_per_image)
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.model_dump(mode="json"))
 
     def digest(self, length: int = 12) -> str:
         """Stable id of this exact configuration (same config -> same run)."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:length]
+        return sha256_text(self.canonical_json(), length)
 
 
 def load_train_config(path: Path, overrides: dict | None = None) -> TrainConfig:
@@ -139,9 +138,7 @@ def validate_train_config(raw: dict, *, source: str = "config") -> TrainConfig:
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"{source}: {where}: {err['msg']}") from None
+        raise ConfigError(validation_line(exc, source)) from None
 
 
 def _set_dotted(tree: dict, dotted: str, value) -> None:

@@ -6,7 +6,6 @@ state intact, and read with ``weights_only=True`` so a tampered file cannot exec
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import torch
 
 from ituning.errors import CheckpointError
 from ituning.faultpoints import fault_point
+from ituning.files import atomic_path
 
 STATE_FILE = "train_state.pt"
 
@@ -49,12 +49,9 @@ class TrainState:
 def save_state(state: TrainState, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / STATE_FILE
-    tmp = directory / f".{STATE_FILE}.{os.getpid()}.tmp"
-    torch.save(state.to_dict(), tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    fault_point("state.save")
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        torch.save(state.to_dict(), tmp)
+        fault_point("state.save")
     return final
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ituning.errors import BackboneError
+from ituning.files import atomic_path, atomic_write_json
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -272,10 +272,7 @@ def save_clip_folder(
     pre = dict(preprocess_cfg or open_clip.get_model_preprocess_cfg(model))
     pre = {k: list(v) if isinstance(v, tuple) else v for k, v in pre.items()}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = out / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, out / WEIGHTS_FILE)
-    tmp = out / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": pre}, indent=2))
-    os.replace(tmp, out / CONFIG_FILE)
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp))
+    atomic_write_json(out / CONFIG_FILE, {"model_cfg": model_cfg, "preprocess_cfg": pre}, indent=2)
     return out

@@ -58,9 +58,9 @@ _CACHE: dict[str, TinyReproduction] = {}
 def tiny_reproduction(factory: pytest.TempPathFactory) -> TinyReproduction:
     if "run" in _CACHE:
         return _CACHE["run"]
-    from bench.profiles import get_profile
     from bench.reproduce import reproduce
-    from bench.spec import load_spec
+    from bench.sweep.profiles import get_profile
+    from bench.sweep.spec import load_spec
 
     root = factory.mktemp("tiny_reproduction")
     paths = []

@@ -205,7 +205,7 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_shapes_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from bench.mini_lm import hf_tokenizer
+    from bench.mini.lm import hf_tokenizer
 
     tok = hf_tokenizer()
     torch.manual_seed(0)

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import faults, sweep, tracking
-from bench import queue as q
+from bench import faults
+from bench.sweep import coordinator as sweep
+from bench.sweep import queue as q
+from bench.sweep import tracking
 from ituning import train as train_cli
 from ituning.errors import BackboneError, CheckpointError
 from ituning.faultpoints import MARKER_ENV, PAUSE_ENV, fault_point
@@ -171,8 +173,8 @@ def test_a_bad_dataset_file_stops_the_sweep_before_any_store(
 
 
 def test_a_valid_paper_root_passes_the_check(paper_root, tmp_path):
-    from bench.profiles import get_profile
-    from bench.spec import parse_spec
+    from bench.sweep.profiles import get_profile
+    from bench.sweep.spec import parse_spec
 
     profile = get_profile("paper", runs_dir=tmp_path / "runs", data_root=paper_root, scale="tiny")
     plans = profile.plan(parse_spec("name: v\naxes: {vlp: [false, true]}\n"))
@@ -285,8 +287,8 @@ def test_a_damaged_result_json_is_evaluated_again_without_training(straight, tmp
 
 
 def test_damaged_mini_backbones_are_one_line_naming_the_file_and_the_fix(tmp_path):
-    from bench.mini_backbones import folder_hashes
-    from bench.profiles import _verify_backbones
+    from bench.mini.backbones import folder_hashes
+    from bench.sweep.profiles import _verify_backbones
 
     root = tmp_path / "quick-abc"
     (root / "mini-base").mkdir(parents=True)
@@ -393,7 +395,8 @@ def test_a_locked_storage_fails_in_seconds_naming_it(tmp_path, monkeypatch, caps
 _CREATE_STORES = """
 import sys, time
 from pathlib import Path
-from bench import queue as q, tracking
+from bench.sweep import queue as q
+from bench.sweep import tracking
 runs, go = Path(sys.argv[1]), Path(sys.argv[2])
 print("ready", flush=True)
 while not go.exists():
@@ -432,10 +435,10 @@ _SWEEP_DRIVER = """
 import sys
 from dataclasses import replace
 from pathlib import Path
-from bench.profiles import get_profile
-from bench.runs import Resolved, RunPlan
-from bench.spec import Point, parse_spec
-from bench.sweep import run_sweep
+from bench.sweep.profiles import get_profile
+from bench.sweep.folders import Resolved, RunPlan
+from bench.sweep.spec import Point, parse_spec
+from bench.sweep.coordinator import run_sweep
 from ituning.train_config import TrainConfig
 
 config = TrainConfig.model_validate_json(Path(sys.argv[1]).read_text())
@@ -464,9 +467,9 @@ def test_sigkill_while_logging_to_mlflow_reuses_the_finished_folder(straight, tm
 
     from dataclasses import replace
 
-    from bench.profiles import get_profile
-    from bench.runs import Resolved, RunPlan
-    from bench.spec import Point, parse_spec
+    from bench.sweep.folders import Resolved, RunPlan
+    from bench.sweep.profiles import get_profile
+    from bench.sweep.spec import Point, parse_spec
 
     profile = replace(get_profile("mini", runs_dir=runs, scale="tiny"), _prepare=None)
     plan = RunPlan(Point(), cfg, Resolved("lm", 2, 32, 32, 0, 16, 0))

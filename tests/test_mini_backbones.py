@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bench.mini_backbones import (
+from bench.mini.backbones import (
     MANIFEST,
     MiniBackbonesConfig,
     backbone_dir,
@@ -19,9 +19,9 @@ from bench.mini_backbones import (
     folder_hashes,
     main,
 )
-from bench.mini_clip import TextEncoder, to_pixels, train_clip
-from bench.mini_gates import discrimination, gate_scenes, token_probe, vision_gates
-from bench.mini_lm import LMSpec, LMTrainConfig, corpus_for, train_lm
+from bench.mini.clip import TextEncoder, to_pixels, train_clip
+from bench.mini.gates import discrimination, gate_scenes, token_probe, vision_gates
+from bench.mini.lm import LMSpec, LMTrainConfig, corpus_for, train_lm
 from ituning.data.shapes import WorldConfig, item_rng, lm_sentences, render, sample_scene
 
 QUICK = MiniBackbonesConfig.quick()
@@ -214,7 +214,7 @@ def test_backbones_plug_into_ituning(built) -> None:
 def test_trimmed_text_encoding_equals_open_clip() -> None:
     import open_clip as oc
 
-    from bench.mini_clip import encode_text, model_cfg
+    from bench.mini.clip import encode_text, model_cfg
 
     torch.manual_seed(0)
     model = oc.CLIP(**model_cfg(QUICK.clip)).eval()
@@ -226,7 +226,7 @@ def test_trimmed_text_encoding_equals_open_clip() -> None:
 
 
 def test_bad_swap_kind_is_rejected() -> None:
-    from bench.mini_clip import ClipTrainConfig
+    from bench.mini.clip import ClipTrainConfig
 
     with pytest.raises(ValueError, match="unknown swap kinds"):
         ClipTrainConfig(hard_negatives=("colr",))

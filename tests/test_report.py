@@ -17,11 +17,11 @@ import pytest
 from _tiny_reproduction import tiny_reproduction
 from PIL import Image
 
-from bench import claims as C
-from bench.paper import load_paper_tables, parse_params
-from bench.report import Context, ReportSettings, _table1, _table2, build_report, main
-from bench.results import Run, RunSet, Stat, load_runs
-from bench.tracking import TrackingError
+from bench.report import claims as C
+from bench.report.build import Context, ReportSettings, _table1, _table2, build_report, main
+from bench.report.paper import load_paper_tables, parse_params
+from bench.report.results import Run, RunSet, Stat, load_runs
+from bench.sweep.tracking import TrackingError
 
 PAPER = load_paper_tables()
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from _tiny_reproduction import tiny_reproduction
 
-from bench import tracking
+from bench.report.results import load_runs
 from bench.reproduce import main
-from bench.results import load_runs
+from bench.sweep import tracking
 
 STEP = re.compile(r"^\[(\d+/\d+)\] ")
 

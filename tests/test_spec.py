@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.profiles import get_profile
-from bench.spec import Bottleneck, Drop, load_spec, parse_spec
-from bench.sweep import SPECS_DIR, main
+from bench import SPECS_DIR
+from bench.sweep.coordinator import main
+from bench.sweep.profiles import get_profile
+from bench.sweep.spec import Bottleneck, Drop, load_spec, parse_spec
 from ituning.errors import ConfigError, DataError
 
 OK = "name: t\naxes: {lm: [base]}\n"

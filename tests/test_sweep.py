@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from bench import queue as q
-from bench.profiles import LMChoice, get_profile
-from bench.spec import parse_spec
-from bench.sweep import main, run_sweep, study_name
+from bench.sweep import queue as q
+from bench.sweep.coordinator import main, run_sweep, study_name
+from bench.sweep.profiles import LMChoice, get_profile
+from bench.sweep.spec import parse_spec
 from ituning.errors import BackboneError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,7 +268,7 @@ def test_sigkill_mid_run_then_restart_finishes_each_point_once(runs_dir, tmp_pat
 def test_points_are_queued_heaviest_first_across_specs(runs_dir):
     """With N workers the longest points start first (no worker ends alone on a long point), and
     a worker drains the specs' queues in the order given."""
-    from bench.sweep import run_sweeps
+    from bench.sweep.coordinator import run_sweeps
 
     first = parse_spec("name: order-a\naxes: {lm: [base, medium, large]}\n", source="order-a.yaml")
     second = parse_spec(
@@ -294,7 +294,7 @@ def test_points_are_queued_heaviest_first_across_specs(runs_dir):
 def test_mini_workers_run_one_thread_whatever_their_number(tmp_path):
     """A point's numbers must not depend on the worker count (float sums split over threads
     round differently): a rerun that finds one point left must equal the uninterrupted sweep."""
-    from bench.sweep import worker_threads
+    from bench.sweep.coordinator import worker_threads
 
     mini = get_profile("mini", runs_dir=tmp_path, scale="tiny")
     assert {worker_threads(mini, n) for n in (1, 2, 8)} == {1}

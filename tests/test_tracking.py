@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from bench import tracking
-from bench.queue import QueueError, mask_url, open_storage
-from bench.tracking import Tracker, TrackingError, check_reachable
+from bench.sweep import tracking
+from bench.sweep.queue import QueueError, mask_url, open_storage
+from bench.sweep.tracking import Tracker, TrackingError, check_reachable
 from ituning.train import RunResult
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import tracking, ui
+from bench import ui
+from bench.sweep import tracking
 
 
 def _free_port() -> int:

@@ -54,6 +54,7 @@ from ituning.data.images import load_image
 from ituning.data.records import CaptionDataset, CaptionRecord
 from ituning.errors import BackboneError, DataError
 from ituning.faultpoints import fault_point
+from ituning.files import atomic_open, atomic_write, sha256_file
 
 FORMAT_VERSION = 1
 _STORAGE = {  # torch dtype -> (name in the index, numpy dtype it is stored as)
@@ -127,14 +128,6 @@ def _fingerprint(path: Path) -> list[int] | None:
     except OSError:
         return None
     return [st.st_size, st.st_mtime_ns]
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _HashingWriter:
@@ -240,9 +233,7 @@ class FeatureCache:
                     "use another cache root"
                 )
         else:
-            tmp = ident.with_name(f".identity.{secrets.token_hex(4)}.tmp")
-            tmp.write_text(self.identity, encoding="utf-8")
-            os.replace(tmp, ident)
+            atomic_write(ident, self.identity)
         self._shards: dict[str, _Shard] = {}
         self._entries: dict[str, tuple[_Shard, int]] = {}
         self.refresh()
@@ -306,7 +297,7 @@ class FeatureCache:
             return True
         why = None
         try:
-            if _file_sha256(shard.npy) != shard.sha256:
+            if sha256_file(shard.npy) != shard.sha256:
                 why = "checksum mismatch: truncated or corrupt"
             else:
                 arr = np.load(shard.npy, mmap_mode="r", allow_pickle=False)
@@ -500,13 +491,9 @@ class FeatureCache:
         seq = max((int(x) for x in prefixes if x.isdigit()), default=-1)
         name = f"{seq + 1:08d}-{secrets.token_hex(4)}"
         npy, index = self.dir / f"{name}.npy", self.dir / f"{name}.json"
-        tmp = self.dir / f".{name}.npy.tmp"
-        with open(tmp, "wb") as f:
+        with atomic_open(npy, "wb") as f:
             w = _HashingWriter(f)
             np.lib.format.write_array(w, np.ascontiguousarray(arr), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, npy)
         fault_point("features.shard")
         meta = {
             "format": FORMAT_VERSION,
@@ -517,9 +504,7 @@ class FeatureCache:
             "keys": keys,
             "fingerprints": prints,
         }
-        tmp = self.dir / f".{name}.json.tmp"
-        tmp.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp, index)
+        atomic_write(index, json.dumps(meta))
         shard = _Shard(name, npy, index, list(keys), tuple(arr.shape), meta["sha256"], list(prints))
         shard.verified = True
         shard.array = np.load(npy, mmap_mode="r", allow_pickle=False)

@@ -9,7 +9,7 @@ loaders read it unchanged.
 Scenes hold 1-3 objects (shape, colour, size) on a 3x3 grid with jitter, over plain, gradient or
 mildly noisy light backgrounds. Objects are large relative to the 64x64 image and backgrounds are
 mild because a prototype with small objects on noisy backgrounds trained a vision encoder that
-told colours apart but hardly shapes (see DESIGN.md).
+told colours apart but hardly shapes.
 
 Domain rules (``WorldConfig``): the out-of-domain shape (``star``) never appears in caption
 training, validation or test images, nor in the VLP set; the withheld shape x colour pairs (the
@@ -38,7 +38,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,7 +61,8 @@ from ituning.data.shapes_vocab import (
     SIZE_WORDS,
     SIZES,
 )
-from ituning.errors import ConfigError, cli_main
+from ituning.errors import ConfigError, cli_main, validation_line
+from ituning.files import atomic_write_json
 
 SceneKind = Literal["seen", "near", "ood", "any"]
 
@@ -801,9 +801,7 @@ def _save_png(img: Image.Image, path: Path) -> None:
 
 
 def _write_json(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":")) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, separators=(",", ":"))
 
 
 def write_world(
@@ -971,8 +969,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = SplitSizes(**{k: getattr(args, k) for k in SplitSizes.model_fields})
         world = WorldConfig(image_size=args.image_size)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"shapes: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise ConfigError(validation_line(exc, "shapes")) from None
     summary = write_world(args.out, args.seed, world, sizes, progress=not args.quiet)
     print(f"wrote the Shapes world to {args.out} in {summary['seconds']} s")
     return 0

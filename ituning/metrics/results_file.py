@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from ituning.errors import DataError
+from ituning.files import atomic_write_json
 
 
 def write_coco_results(predictions: Mapping[str, str], path: str | os.PathLike[str]) -> None:
@@ -28,18 +28,7 @@ def write_coco_results(predictions: Mapping[str, str], path: str | os.PathLike[s
         )
     order = sorted(ids, key=int) if numeric else sorted(ids)
     rows = [{"image_id": int(i) if numeric else i, "caption": captions[i]} for i in order]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(rows, f, ensure_ascii=False, indent=0)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, rows, ensure_ascii=False, indent=0)
 
 
 def read_coco_results(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import tracking
-from bench.tracking import TrackingError
+from bench.sweep import tracking
+from bench.sweep.tracking import TrackingError
 
 LM_ORDER = {"base": 0, "medium": 1, "large": 2}
 #: Datasets whose test split fills a paper column ("shapes" stands in for MSCOCO under mini).

@@ -37,16 +37,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import queue as q
-from bench import runs, tracking
-from bench.profiles import PROFILES, SCALES, Profile, get_profile
-from bench.runs import RunPlan
-from bench.spec import SweepSpec, find_spec, load_spec
+from bench import SPECS_DIR
+from bench.sweep import folders as runs
+from bench.sweep import queue as q
+from bench.sweep import tracking
+from bench.sweep.folders import RunPlan
+from bench.sweep.profiles import PROFILES, SCALES, Profile, get_profile
+from bench.sweep.spec import SweepSpec, find_spec, load_spec
 from ituning.errors import ArgumentParser, ITuningError, cli_main
 from ituning.faultpoints import fault_point
 
 DEFAULT_EXECUTOR = "ituning.train:run_experiment"
-SPECS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 Executor = Callable[..., Any]
 
 
@@ -642,7 +643,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {len(report.failed)} of {report.points} points failed", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

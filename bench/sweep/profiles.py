@@ -35,8 +35,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bench.runs import Resolved, RunPlan
-from bench.spec import Point, SweepSpec
+from bench.sweep.folders import Resolved, RunPlan
+from bench.sweep.spec import Point, SweepSpec
 from ituning.errors import BackboneError, ConfigError, DataError
 from ituning.train_config import TrainConfig
 
@@ -378,7 +378,7 @@ def _check_dataset_files(config: TrainConfig) -> None:
 
 
 def _mini_backbones_config(scale: str):
-    from bench.mini_backbones import MiniBackbonesConfig
+    from bench.mini.backbones import MiniBackbonesConfig
 
     return MiniBackbonesConfig() if scale == "full" else MiniBackbonesConfig.quick()
 
@@ -395,7 +395,7 @@ def _mini(runs_dir: Path, scale: str) -> Profile:
     """Folders are known before anything is built (their names hash the build configuration), so a
     dry run resolves the same run ids as the real run, and the architecture numbers come from the
     configuration, not from weights."""
-    from bench.mini_backbones import CLIP_DIR, backbone_dir
+    from bench.mini.backbones import CLIP_DIR, backbone_dir
 
     config = _mini_backbones_config(scale)
     root = backbone_dir(runs_dir / "backbones", config, MINI_SEED)
@@ -428,7 +428,7 @@ def _mini(runs_dir: Path, scale: str) -> Profile:
 def _build_mini(profile: Profile, plans: list[RunPlan], progress: bool) -> None:
     """Write the Shapes world and pre-train the backbones unless already there (both locked, so
     concurrent workers build once)."""
-    from bench.mini_backbones import build_backbones
+    from bench.mini.backbones import build_backbones
     from ituning.data.shapes import WorldConfig, write_world
 
     world = Path(profile.data["image_root"])
@@ -451,7 +451,7 @@ def _build_mini(profile: Profile, plans: list[RunPlan], progress: bool) -> None:
 def _verify_backbones(root: Path, manifest: dict) -> None:
     """Every file the build recorded is still there, unchanged: a deleted or damaged weight file
     would otherwise fail every run with a loader error, or train on other weights than recorded."""
-    from bench.mini_backbones import MANIFEST, folder_hashes
+    from bench.mini.backbones import MANIFEST, folder_hashes
 
     found = folder_hashes(root)
     for rel, sha in sorted(manifest.get("files", {}).items()):

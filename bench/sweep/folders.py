@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.spec import Point
+from bench.sweep.spec import Point
 from ituning.train_config import TrainConfig
 
 POINTS_DIR = "points"

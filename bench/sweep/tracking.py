@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench import REPO_ROOT
 from ituning.errors import ITuningError
 from ituning.faultpoints import fault_point
 
@@ -65,7 +66,7 @@ def _quiet() -> None:
 
 def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
     """Fail fast (TrackingError naming the URI) if the store or server cannot be used."""
-    from bench.queue import mask_url
+    from bench.sweep.queue import mask_url
 
     shown = mask_url(uri)
     if uri.startswith(("http://", "https://")):
@@ -114,7 +115,7 @@ def client(uri: str):
     """One client per URI and process; a SQLite store is created (migrated) under a lock."""
     from mlflow import MlflowClient
 
-    from bench.queue import creation_lock
+    from bench.sweep.queue import creation_lock
 
     _quiet()  # after the import: mlflow sets its own log levels when imported
     with creation_lock(uri):  # a SQLite store's tables are created or migrated on first use
@@ -317,7 +318,7 @@ def _tag_value(value: Any) -> str:
 @functools.lru_cache(maxsize=1)
 def environment_tags() -> dict[str, str]:
     """Git commit, package versions and hardware of this process's machine."""
-    root = Path(__file__).resolve().parent.parent
+    root = REPO_ROOT
     tags: dict[str, str] = {}
     commit = _git(root, "rev-parse", "HEAD")
     if commit:

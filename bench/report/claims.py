@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench.paper import PaperTables
-from bench.results import COLUMN_DATASETS, Group, RunSet, Stat
+from bench.report.paper import PaperTables
+from bench.report.results import COLUMN_DATASETS, Group, RunSet, Stat
 
 HOLDS = "holds"
 FAILS = "does not hold"

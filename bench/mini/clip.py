@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from bench.mini_lm import EOS, PAD, build_tokenizer, hf_tokenizer
+from bench.mini.lm import EOS, PAD, build_tokenizer, hf_tokenizer
 from ituning.data.shapes import (
     Scene,
     WorldConfig,

@@ -1,6 +1,6 @@
 """Pre-train the ``mini`` profile's frozen backbones once, deterministically, and cache them.
 
-``python -m bench.mini_backbones --out DIR [--seed 0] [--quick]`` writes::
+``python -m bench.mini --out DIR [--seed 0] [--quick]`` writes::
 
     DIR/<name>-<hash>/mini-base/     GPT2LMHeadModel + word-level tokenizer (save_pretrained)
     DIR/<name>-<hash>/mini-medium/
@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bench.mini_clip import ClipSpec, ClipTrainConfig, TextEncoder, save_clip, to_pixels, train_clip
-from bench.mini_gates import (
+from bench.mini.clip import ClipSpec, ClipTrainConfig, TextEncoder, save_clip, to_pixels, train_clip
+from bench.mini.gates import (
     VISION_TARGETS,
     clip_scorer,
     gate_scenes,
@@ -47,7 +47,7 @@ from bench.mini_gates import (
     token_probe,
     vision_gates,
 )
-from bench.mini_lm import LMSpec, LMTrainConfig, corpus_for, heldout_captions, save_lm, train_lm
+from bench.mini.lm import LMSpec, LMTrainConfig, corpus_for, heldout_captions, save_lm, train_lm
 from ituning.data.shapes import WorldConfig
 from ituning.errors import ConfigError, cli_main
 
@@ -334,7 +334,7 @@ def format_report(manifest: dict) -> str:
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m bench.mini_backbones",
+        prog="python -m bench.mini",
         description="Pre-train (once) the mini profile's frozen LMs and CLIP-style vision encoder.",
     )
     p.add_argument("--out", required=True, type=Path, help="cache folder for backbone sets")
@@ -361,7 +361,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.strict and not built.manifest["gates"]["passed"]:
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

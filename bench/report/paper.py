@@ -18,7 +18,7 @@ import yaml
 from ituning.errors import ConfigError
 
 SOURCE = "Luo et al., I-Tuning, ICASSP 2023 (arXiv 2202.06574 v3)"
-DATA_FILE = "data/paper_tables.yaml"
+DATA_FILE = "paper_tables.yaml"
 #: The paper's GPT-2 names -> the harness's LM sizes (``bench.spec.LM_SIZES``).
 LM_SIZE = {"gpt2": "base", "gpt2-medium": "medium", "gpt2-large": "large"}
 LM_LAYERS = {"gpt2": 12, "gpt2-medium": 24, "gpt2-large": 36}
@@ -98,8 +98,8 @@ def parse_params(text: str) -> float:
 def load_paper_tables(path: Path | str | None = None) -> PaperTables:
     """Read and check the package's transcription (or another file of the same layout)."""
     if path is None:
-        resource = importlib.resources.files("bench").joinpath(DATA_FILE)
-        text, where = resource.read_text(), f"bench/{DATA_FILE}"
+        resource = importlib.resources.files("bench.report").joinpath(DATA_FILE)
+        text, where = resource.read_text(), f"bench/report/{DATA_FILE}"
     else:
         text, where = Path(path).read_text(), str(path)
     raw = yaml.safe_load(text)

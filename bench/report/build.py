@@ -27,15 +27,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import plots, tracking
-from bench.claims import HOLDS, MISSING, ClaimReport, check_claims
-from bench.paper import SOURCE, PaperRow, PaperTable, PaperTables, load_paper_tables
-from bench.profiles import PROFILES, SCALES
-from bench.results import COLUMN_DATASETS, Group, RunSet, Stat, fetch_artifact, load_runs
+from bench import REPO_ROOT
+from bench.report import plots
+from bench.report.claims import HOLDS, MISSING, ClaimReport, check_claims
+from bench.report.paper import SOURCE, PaperRow, PaperTable, PaperTables, load_paper_tables
+from bench.report.results import COLUMN_DATASETS, Group, RunSet, Stat, fetch_artifact, load_runs
+from bench.sweep import tracking
+from bench.sweep.profiles import PROFILES, SCALES
 from ituning.errors import ArgumentParser, ITuningError, cli_main
 
 REPORT_FILE = "README.md"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Files this generator writes into the output folder (older copies are removed first).
 GENERATED_GLOBS = (REPORT_FILE, "figure*.png", "ablation_*.png", "table3_*.png")
 TABLE3_IMAGES = 4
@@ -158,7 +159,7 @@ def _shown_uri(uri: str) -> str:
 def _clean(text: str) -> str:
     """One line, machine paths made relative, safe inside a Markdown table."""
     text = " ".join(str(text).split())
-    for root in (Path.cwd().resolve(), PROJECT_ROOT):
+    for root in (Path.cwd().resolve(), REPO_ROOT):
         text = text.replace(str(root) + os.sep, "")
     home = str(Path.home())
     if home not in ("", "/"):
@@ -903,7 +904,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     build_report(settings)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

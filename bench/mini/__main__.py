@@ -1,0 +1,3 @@
+from bench.mini.backbones import main
+
+raise SystemExit(main())

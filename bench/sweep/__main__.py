@@ -1,0 +1,3 @@
+from bench.sweep.coordinator import main
+
+raise SystemExit(main())
