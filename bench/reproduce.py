@@ -4,10 +4,10 @@
    plan: how many points, how many already finished;
 2. build what the profile needs and lacks (``mini``: the pre-trained mini backbones and the Shapes
    world, once, cached under ``--runs-dir``; ``paper``: check the data root);
-3. run the sweeps under one coordinator (``bench.sweep.run_sweeps``, tracked in MLflow): every
-   spec's points are queued heaviest first and the workers (``mini``: one single-threaded worker
-   per core) drain the specs in turn; finished points are skipped, and a point shared by two
-   sweeps trains once, so a second call trains nothing;
+3. run the sweeps under one coordinator (``bench.sweep.coordinator.run_sweeps``, tracked in
+   MLflow): the specs' distinct points are queued heaviest first and the workers (``mini``: one
+   single-threaded worker per core) drain them; points with a FINISHED MLflow run are skipped, and
+   a point shared by two sweeps is one run, so a second call trains nothing;
 4. write the report (``bench.report``) to ``reports/<profile>/README.md`` and its PNGs.
 
 ``--tiny`` runs the same pipeline at test size (``--scale tiny`` of the sweeps: tiny backbones,
@@ -26,10 +26,9 @@ from pathlib import Path
 
 from bench import SPECS_DIR
 from bench.report.build import ReportSettings, build_report, shown
-from bench.sweep import folders as run_folders
 from bench.sweep import queue, tracking
-from bench.sweep.coordinator import SweepReport, default_workers, experiment_name, run_sweeps
-from bench.sweep.folders import RunPlan
+from bench.sweep.coordinator import SweepReport, default_workers, run_sweeps
+from bench.sweep.plan import RunPlan
 from bench.sweep.profiles import PROFILES, Profile, get_profile
 from bench.sweep.spec import SweepSpec, find_spec, load_spec
 from ituning.errors import ArgumentParser, cli_main
@@ -41,8 +40,7 @@ DEFAULT_SWEEPS = ("table1", "table2", "dropping")
 class ReproduceResult:
     report: Path
     sweeps: dict[str, SweepReport] = field(default_factory=dict)
-    trained: list[str] = field(default_factory=list)  # run ids whose training this call finished
-    logged: int = 0  # MLflow runs this call added (a point reused by a second spec counts)
+    trained: list[str] = field(default_factory=list)  # run ids that this call finished
     wall_s: float = 0.0
 
     @property
@@ -72,29 +70,24 @@ def reproduce(
 
     plans: dict[str, list[RunPlan]] = {spec.name: profile.plan(spec) for spec in specs}
     distinct = {p.run_id: p for ps in plans.values() for p in ps}
-    done_before = {
-        rid
-        for rid in distinct
-        if run_folders.is_finished(run_folders.run_dir(profile.runs_dir, rid))
-    }
-    scale = "" if profile.scale == "full" else f", {profile.scale} scale"
-    log(
-        f"reproduce (profile {profile.name}{scale}): sweeps {', '.join(plans)}; "
-        f"{len(distinct)} distinct points, {len(done_before)} already trained"
-    )
     # Everything that can fail fast does so before the mini backbones are trained.
     profile.check(list(distinct.values()))
     tracking.check_reachable(uri)
     queue.open_storage(storage_url or queue.default_storage_url(profile.runs_dir))
+    done_before = distinct.keys() & tracking.finished_if_stored(uri, profile.label).keys()
+    todo = len(distinct) - len(done_before)
+    scale = "" if profile.scale == "full" else f", {profile.scale} scale"
+    log(
+        f"reproduce (profile {profile.name}{scale}): sweeps {', '.join(plans)}; "
+        f"{len(distinct)} distinct points, {len(done_before)} already finished"
+    )
     step(1, f"backbones and data for profile {profile.name}")
-    profile.prepare(list(distinct.values()), progress=progress, checked=True)
-    before = _tracked(uri, profile, specs)
+    profile.prepare(list(distinct.values()), progress=progress)
     result = ReproduceResult(report=Path())
-    workers = workers or default_workers(profile, len(distinct) - len(done_before))
+    workers = workers or default_workers(profile, todo)
     step(
         2,
-        f"sweeps {', '.join(plans)}: {len(distinct) - len(done_before)} points to train, "
-        f"{workers} worker{'s' if workers > 1 else ''}",
+        f"sweeps {', '.join(plans)}: {todo} points to train, {workers} worker{'s' * (workers > 1)}",
     )
     result.sweeps = run_sweeps(
         specs,
@@ -106,13 +99,8 @@ def reproduce(
         plans=plans,
         log=log,
     )
-    result.logged = _tracked(uri, profile, specs) - before
-    result.trained = sorted(
-        rid
-        for rid in distinct
-        if rid not in done_before
-        and run_folders.is_finished(run_folders.run_dir(profile.runs_dir, rid))
-    )
+    finished = tracking.Tracker(uri, profile.label).finished()
+    result.trained = sorted((distinct.keys() & finished.keys()) - done_before)
     step(steps, "report")
     settings = ReportSettings(
         profile=profile.name,
@@ -125,21 +113,10 @@ def reproduce(
     result.report = build_report(settings, log=log)
     result.wall_s = time.perf_counter() - started
     log(
-        f"reproduce: trained {len(result.trained)} new points, {result.logged} new MLflow runs, "
-        f"{len(result.failed)} failed; {result.wall_s:.0f} s; report: {shown(result.report)}"
+        f"reproduce: trained {len(result.trained)} new points, {len(result.failed)} failed; "
+        f"{result.wall_s:.0f} s; report: {shown(result.report)}"
     )
     return result
-
-
-def _tracked(uri: str, profile: Profile, specs: Sequence[SweepSpec]) -> int:
-    """FINISHED MLflow runs of these specs' experiments (0 for experiments not created yet)."""
-    client = tracking.client(uri)
-    total = 0
-    for spec in specs:
-        exp = client.get_experiment_by_name(experiment_name(spec, profile))
-        if exp is not None:
-            total += len(tracking.Tracker(uri, exp.name).runs(status="FINISHED"))
-    return total
 
 
 @cli_main
@@ -147,7 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m bench.reproduce", description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="mini", choices=PROFILES, help="default: mini")
     p.add_argument(
-        "--data-root", type=Path, help="the paper profile's datasets (layout: bench/profiles.py)"
+        "--data-root",
+        type=Path,
+        help="the paper profile's datasets (layout: bench/sweep/paper_profile.py)",
     )
     p.add_argument(
         "--tiny", action="store_true", help="test size: tiny backbones, data and budget (seconds)"

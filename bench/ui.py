@@ -1,12 +1,13 @@
 """The MLflow UI on the project's run store: ``python -m bench.ui [--port N]`` (``nox -s ui``).
 
 Bound to loopback unless ``--host`` says otherwise: the UI can delete runs and read artefacts,
-so it is not offered to the network by default. One worker and no job runner (DESIGN.md: the
-defaults cost ~3 GB of memory; these ~0.5 GB).
+so it is not offered to the network by default. One worker and no job runner (measured: the
+defaults cost ~3 GB of memory, these ~0.5 GB).
 
-The server's output goes to ``RUNS/mlflow-server.log``. ``--screenshot FILE --experiment NAME`` starts the server, opens MLflow's run comparison of the
-experiment's FINISHED runs in headless Chromium, saves the page as a PNG and stops the server
-(how the README's picture of the ``dropping`` runs is made; Debian: ``apt install chromium``).
+The server's output goes to ``RUNS/mlflow-server.log``. ``--screenshot FILE --spec NAME`` starts
+the server, opens MLflow's run comparison of the spec's FINISHED runs in headless Chromium, saves
+the page as a PNG and stops the server (how the README's picture of the ``dropping`` runs is made;
+Debian: ``apt install chromium``).
 """
 
 from __future__ import annotations
@@ -98,21 +99,23 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
     raise ConfigError(f"mlflow server on {url} did not answer within {READY_TIMEOUT_S} s")
 
 
-def compare_path(runs_dir: Path, experiment: str) -> str:
+def compare_path(runs_dir: Path, spec: str, experiment: str = "mini") -> str:
     """Path (after the server's URL) of MLflow's comparison page for every FINISHED run of
-    ``experiment``, oldest first."""
+    ``spec`` in the profile's ``experiment``, oldest first."""
     client = tracking.client(tracking.default_tracking_uri(Path(runs_dir).resolve()))
     exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise ConfigError(
-            f"--experiment {experiment}: no such experiment in {runs_dir}; run "
-            f"`python -m bench.sweep {experiment}` first"
+    runs = []
+    if exp is not None:
+        runs = client.search_runs(
+            [exp.experiment_id],
+            f"attributes.status = 'FINISHED' and {tracking.spec_filter(spec)}",
+            order_by=["attributes.start_time"],
         )
-    runs = client.search_runs(
-        [exp.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time"]
-    )
     if not runs:
-        raise ConfigError(f"--experiment {experiment}: no FINISHED run to compare yet")
+        raise ConfigError(
+            f"--spec {spec}: no FINISHED run of it in experiment {experiment} of {runs_dir}; run "
+            f"`python -m bench.sweep {spec}` first"
+        )
     query = urllib.parse.urlencode(
         {
             "runs": json.dumps([r.info.run_id for r in runs]),
@@ -153,12 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="default loopback only")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--screenshot", type=Path, metavar="FILE", help="save a comparison PNG, exit")
-    p.add_argument("--experiment", default="dropping", help="whose runs --screenshot compares")
+    p.add_argument("--spec", default="dropping", help="whose runs --screenshot compares")
+    p.add_argument("--profile", default="mini", help="the experiment (profile) of those runs")
     args = p.parse_args(argv)
     if not 0 < args.port < 65536:
         p.error(f"--port {args.port}: must be 1-65535")
     if args.screenshot:
-        page = compare_path(args.runs_dir, args.experiment)  # fails before the server starts
+        page = compare_path(
+            args.runs_dir, args.spec, args.profile
+        )  # fails before the server starts
         with _terminate_unwinds(), serve(args.runs_dir, args.host, args.port) as url:
             path = screenshot(url + page, args.screenshot)
         print(f"wrote {path}")

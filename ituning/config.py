@@ -46,7 +46,8 @@ class ITuningConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(validation_line(exc, prefix="ITuningConfig")) from None
+            field = "ITuningConfig" if exc.errors()[0]["loc"] else ""  # a field, or the rules
+            raise ConfigError(validation_line(exc, prefix=field)) from None
 
     @model_validator(mode="after")
     def _scale_at_least_one(self) -> ITuningConfig:

@@ -64,8 +64,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def validation_line(exc: Exception, source: str = "", *, prefix: str = "") -> str:
     """A pydantic ``ValidationError`` as one line: ``source: prefix.field: message`` of its first
-    error (the one a user fixes first; the next run reports the next)."""
+    error (the one a user fixes first; the next run reports the next). A model-wide error has no
+    field: ``source: message``."""
     err = exc.errors()[0]  # type: ignore[attr-defined]
     loc = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
     msg = err["msg"].removeprefix("Value error, ")
-    return ": ".join(part for part in (source, loc or "(top level)", msg) if part)
+    return ": ".join(part for part in (source, loc, msg) if part)

@@ -3,7 +3,8 @@
 ``bench.reproduce.reproduce`` at ``--tiny`` size on two small specs named like the paper's (so the
 report files them under Table 1 / Table 2 and the dropping ablation): three distinct points, base
 and large LM without VLP, and the large LM with the lower half of its layers dropped. The
-``dropping`` spec shares two of them with ``table1``: they train once and are tracked twice.
+``dropping`` spec shares two of them with ``table1``: they train once and are tracked once, as
+runs that both specs find.
 Both specs switch on the blank-image control and grounding (off in the tiny budget) so that every
 claim of the mini profile is computed from real numbers. The result is cached per pytest session,
 whichever test file asks first.

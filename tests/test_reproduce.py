@@ -32,18 +32,19 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_first_call_builds_assets_runs_sweeps_and_reports(tiny) -> None:
     result = tiny.result
     assert not result.failed
-    assert len(result.trained) == 3  # table1's three points; dropping reuses two of them
-    assert result.logged == 5  # MLflow runs: 3 in table1, 2 in dropping
+    assert len(result.trained) == 3  # table1's three points; dropping shares two of them
     assert set(result.sweeps) == {"table1", "dropping"}
     assert result.report == tiny.out / "README.md" and result.report.is_file()
     assert (tiny.runs_dir / "backbones").is_dir() and (tiny.runs_dir / "data").is_dir()
     steps = [m.group(1) for m in map(STEP.match, tiny.log) if m]
     assert steps == ["1/3", "2/3", "3/3"]
-    # dropping's two points shared with table1 were logged from table1's run folders, not retrained
+    # one MLflow run per trained point; dropping's two points are table1's runs, tagged by both
     client = tracking.client(tiny.uri)
-    exp = client.get_experiment_by_name("dropping-tiny")
-    reused = [r.data.tags["reused_result"] for r in client.search_runs([exp.experiment_id])]
-    assert sorted(reused) == ["True", "True"]
+    exp = client.get_experiment_by_name("mini-tiny")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    shared = client.search_runs([exp.experiment_id], tracking.spec_filter("dropping"))
+    assert len(shared) == 2 and all(r.data.tags["spec.table1"] == "true" for r in shared)
 
 
 @pytest.mark.slow
@@ -53,8 +54,9 @@ def test_second_call_runs_nothing_and_rebuilds_the_same_report(tiny, capsys) -> 
     args = ["--tiny", "--quiet", "--runs-dir", str(tiny.runs_dir), "--out", str(tiny.out)]
     assert main([*args, "--sweeps", *map(str, tiny.spec_paths)]) == 0
     out = capsys.readouterr().out
-    assert "trained 0 new points, 0 new MLflow runs, 0 failed" in out
-    assert "2 points, 2 already finished, 0 queued now" in out
+    assert "trained 0 new points, 0 failed" in out
+    assert "sweep dropping (profile mini-tiny): 2 points, 2 already finished" in out
+    assert "queued 0 of 3 distinct points" in out
     after = _files(tiny.out)
     assert after.keys() == before.keys()
     changed = [name for name in before if before[name] != after[name]]

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from bench import SPECS_DIR
-from bench.sweep.coordinator import main
+from bench.sweep.cli import main
 from bench.sweep.profiles import get_profile
-from bench.sweep.spec import Bottleneck, Drop, load_spec, parse_spec
+from bench.sweep.axes import Bottleneck, Drop
+from bench.sweep.spec import load_spec, parse_spec
 from ituning.errors import ConfigError, DataError
 
 OK = "name: t\naxes: {lm: [base]}\n"
@@ -64,11 +65,6 @@ BAD_SPECS = [
         "lambda type",
         "name: t\naxes: {lambda: [big]}\n",
         "x.yaml: axes.lambda[0]: expected a positive number, got 'big'",
-    ),
-    (
-        "lambda < 1",
-        "name: t\naxes: {lambda: [0.5]}\n",
-        "x.yaml: axes.lambda[0]: lambda = 0.5 < 1; the paper requires lambda >= 1 (add 'overrides: {itune.allow_scale_below_one: true}'",
     ),
     (
         "drop as count",
@@ -195,7 +191,7 @@ extra: [{lm: large, vlp: true, drop: 0.5}, {lm: medium}]   # the second repeats 
 """
     )
     points = spec.points()
-    assert [(p.lm, p.vlp, p.drop) for p in points] == [
+    assert [(p["lm"], p["vlp"], p["drop"]) for p in points] == [
         ("base", False, Drop(fraction=0.0)),
         ("medium", False, Drop(fraction=0.0)),
         ("medium", True, Drop(fraction=0.0)),
@@ -203,7 +199,7 @@ extra: [{lm: large, vlp: true, drop: 0.5}, {lm: medium}]   # the second repeats 
         ("large", True, Drop(fraction=0.0)),
         ("large", True, Drop(fraction=0.5)),
     ]
-    assert {p.seed for p in points} == {3}
+    assert {p["seed"] for p in points} == {3}
 
 
 def test_fractions_and_absolute_counts_resolve_per_depth():
@@ -229,13 +225,13 @@ def paper():
 def test_paper_profile_reproduces_the_papers_parameter_counts(paper):
     plans = paper.plan(load_spec(SPECS_DIR / "table1.yaml"))
     got = {
-        (p.point.lm, p.point.vlp, p.resolved.drop_first): p.resolved.trainable_params for p in plans
+        (p.point["lm"], p.point["vlp"], p.resolved("drop")): p.arch.trainable_params for p in plans
     }
     assert round(got[("base", False, 0)] / 1e6, 2) == 14.18
     assert round(got[("medium", True, 0)] / 1e6, 2) == 44.10
     assert round(got[("large", True, 0)] / 1e6, 2) == 94.49
     assert round(got[("large", True, 18)] / 1e6, 2) == 47.24
-    cfg = next(p.config for p in plans if p.resolved.drop_first == 18)
+    cfg = next(p.config for p in plans if p.resolved("drop") == 18)
     assert (cfg.backbones.lm, cfg.itune.drop_first, cfg.itune.bottleneck) == ("gpt2-large", 18, 640)
     assert (cfg.batch_captions, cfg.epochs, cfg.vlp_epochs, cfg.eval.beam) == (4096, 30, 10, 5)
     assert cfg.data.captions == Path("data/coco/dataset_coco.json")
@@ -263,7 +259,8 @@ def test_dropping_every_layer_is_refused_for_that_depth(paper):
         paper.plan(spec)
     assert str(info.value) == (
         "x.yaml: point [base λ=1 r=d/2 drop=12L s0]: drop: {'layers': 12} means 12 of the 12 "
-        "layers of gpt2 (profile paper), i.e. every module; the most is 11 (a fraction below 0.958)"
+        "layers of gpt2 (profile paper): drop_first=12 removes every module of a 12-layer LM; "
+        "use a value below 12 (as a fraction of depth: below 0.958)"
     )
     spec = parse_spec("name: t\naxes: {drop: [0.99]}\n", source="x.yaml")
     with pytest.raises(ConfigError, match=r"drop: 0.99 means 12 of the 12 layers"):
@@ -282,13 +279,13 @@ def test_paper_profile_names_the_missing_data(tmp_path):
     profile = get_profile("paper", data_root=tmp_path / "absent")
     plans = profile.plan(load_spec(SPECS_DIR / "table2.yaml"))
     with pytest.raises(DataError, match=r"--data-root .*absent: no such folder"):
-        profile.prepare(plans)
+        profile.check(plans)
     (tmp_path / "coco").mkdir()
     with pytest.raises(DataError) as info:
-        get_profile("paper", data_root=tmp_path).prepare(plans)
+        get_profile("paper", data_root=tmp_path).check(plans)
     assert str(info.value) == (
         f"{tmp_path}/coco/dataset_coco.json: missing; put Karpathy's COCO split file there "
-        "(data root layout: bench/profiles.py)"
+        "(data root layout: bench/sweep/paper_profile.py)"
     )
 
 
@@ -323,3 +320,17 @@ def test_cli_invalid_spec_is_one_error_line(capsys, tmp_path):
         f"error: {bad}: axes.drop[0]: expected a fraction of depth in [0, 1), got 18; "
         "write {layers: 18} for an absolute count"
     ]
+
+
+def test_lambda_below_one_is_refused_by_the_librarys_rule_unless_overridden(paper):
+    spec = parse_spec("name: t\naxes: {lambda: [0.5]}\n", source="x.yaml")
+    with pytest.raises(ConfigError) as info:
+        paper.plan(spec)
+    assert str(info.value) == (
+        "x.yaml: point [base λ=0.5 r=d/2 drop=0 s0]: itune: scale (lambda) = 0.5 < 1; the paper "
+        "requires lambda >= 1 (set allow_scale_below_one=true to run it anyway)"
+    )
+    allowed = parse_spec(
+        "name: t\naxes: {lambda: [0.5]}\noverrides: {itune.allow_scale_below_one: true}\n"
+    )
+    assert paper.plan(allowed)[0].config.itune.scale == 0.5

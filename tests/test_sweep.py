@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from bench import SPECS_DIR
 from bench.sweep import queue as q
-from bench.sweep.coordinator import main, run_sweep, study_name
+from bench.sweep.cli import main
+from bench.sweep.coordinator import run_sweep
 from bench.sweep.profiles import LMChoice, get_profile
-from bench.sweep.spec import parse_spec
+from bench.sweep.spec import load_spec, parse_spec
 from ituning.errors import BackboneError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +74,7 @@ def test_a_dead_local_worker_is_requeued_at_once(tmp_path):
     queue = q.WorkQueue(q.open_storage(url), "s")
     queue.enqueue([_attrs(0), _attrs(1)])
     code = (
-        "import sys, time; from bench import queue as q\n"
+        "import sys, time; from bench.sweep import queue as q\n"
         f"w = q.WorkQueue(q.open_storage({url!r}), 's'); c = w.claim()\n"
         "print(c.digest, flush=True); time.sleep(600)\n"
     )
@@ -129,10 +131,21 @@ def test_a_heartbeat_keeps_a_long_point_alive(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory) -> Path:
-    """Shared by the end-to-end tests: tiny assets and stores are built once."""
+def tiny_assets(tmp_path_factory) -> Path:
+    """The tiny backbones and Shapes world, built once for the end-to-end tests."""
     path = tmp_path_factory.mktemp("sweep") / "runs"
     get_profile("mini", runs_dir=path, scale="tiny").prepare(progress=False)
+    return path
+
+
+@pytest.fixture
+def runs_dir(tiny_assets, tmp_path) -> Path:
+    """A runs folder of its own (stores, run folders) over the shared tiny assets: one MLflow
+    experiment holds every run of a profile, so tests must not share stores."""
+    path = tmp_path / "runs"
+    path.mkdir()
+    for shared in ("backbones", "data"):
+        (path / shared).symlink_to(tiny_assets / shared, target_is_directory=True)
     return path
 
 
@@ -142,7 +155,7 @@ def _spec(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def _runs(runs_dir: Path, experiment: str) -> list:
+def _runs(runs_dir: Path, experiment: str = "mini-tiny") -> list:
     client = MlflowClient(f"sqlite:///{runs_dir / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
     return client.search_runs([exp.experiment_id]) if exp else []
@@ -161,33 +174,51 @@ def _finished_once_each(runs: list, n: int) -> None:
 def test_smoke_with_two_workers_then_nothing_new(runs_dir, capsys):
     args = ["smoke", "--scale", "tiny", "--runs-dir", str(runs_dir), "--quiet"]
     rc = main([*args, "--workers", "2"])
-    runs = _runs(runs_dir, "smoke-tiny")
+    runs = _runs(runs_dir)
     assert rc == 0, [(r.info.status, r.data.tags.get("failure_reason")) for r in runs]
     _finished_once_each(runs, 2)
-    run = next(r for r in runs if r.data.params["point.lm"] == "large")
-    assert run.data.params["itune.drop_first"] == "2"  # drop 0.5 of the 3-layer quick LM
-    assert run.data.params["resolved.n_layers"] == "3"
-    assert run.data.tags["profile"] == "mini" and run.data.tags["spec"] == "smoke"
+    run = next(r for r in runs if r.data.params["lm"] == "large")
+    params = run.data.params
+    # each axis once, under its own name, with its resolved value
+    assert params["drop"] == "2"  # drop 0.5 of the 3-layer quick LM
+    assert (params["lambda"], params["vlp"], params["seed"]) == ("1.0", "False", "0")
+    assert params["lm.layers"] == "3" and params["profile"] == "mini"
+    assert not [k for k in params if k.startswith(("point.", "resolved.", "itune.scale"))]
+    assert "itune.drop_first" not in params and "itune.bottleneck" not in params
+    assert run.data.tags["spec.smoke"] == "true"
     assert {"test/cider", "nocaps/out-of-domain/cider", "trainable_params", "wall_time_s"} <= set(
         run.data.metrics
     )
-    assert run.data.metrics["trainable_params"] == float(
-        run.data.params["resolved.trainable_params"]
+    profile = get_profile("mini", runs_dir=runs_dir, scale="tiny")
+    plan = next(
+        p for p in profile.plan(load_spec(SPECS_DIR / "smoke.yaml")) if p.point["lm"] == "large"
     )
+    assert run.data.metrics["trainable_params"] == plan.arch.trainable_params
     client = MlflowClient(f"sqlite:///{runs_dir / 'mlflow.db'}")
     assert client.get_metric_history(run.info.run_id, "train/loss")  # streamed curve
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "checkpoint", "predictions", "result.json", "attention.png"} <= artifacts
     storage = q.open_storage(f"sqlite:///{runs_dir / 'optuna.db'}")
-    trials = q.WorkQueue(storage, "smoke@mini-tiny").trials()
+    trials = q.WorkQueue(storage, "mini-tiny").trials()
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE"]
     capsys.readouterr()
 
     assert main(args) == 0  # second invocation: nothing to do
     out = capsys.readouterr().out
-    assert "2 points, 2 already finished, 0 queued now" in out
-    assert len(_runs(runs_dir, "smoke-tiny")) == 2
-    assert len(q.WorkQueue(storage, "smoke@mini-tiny").trials()) == 2
+    assert "sweep smoke (profile mini-tiny): 2 points, 2 already finished" in out
+    assert "queued 0 of 2 distinct points" in out
+    assert len(_runs(runs_dir)) == 2
+    assert len(q.WorkQueue(storage, "mini-tiny").trials()) == 2
+
+    # another spec asking for one of these points finds the same run: nothing new is trained
+    base_only = runs_dir.parent / "base-only.yaml"
+    base_only.write_text("name: base-only\naxes: {lm: [base]}\n")
+    assert main([str(base_only), *args[1:]]) == 0
+    assert "1 points, 1 already finished" in capsys.readouterr().out
+    runs = _runs(runs_dir)
+    assert len(runs) == 2
+    base = next(r for r in runs if r.data.params["lm"] == "base")
+    assert base.data.tags["spec.smoke"] == base.data.tags["spec.base-only"] == "true"
 
 
 @pytest.mark.slow
@@ -203,7 +234,7 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(runs_dir, tmp_path):
     assert not report.ok and len(report.done) == 1
     (reason,) = report.failed.values()
     assert "no-lm" in reason
-    runs = _runs(runs_dir, "failing-tiny")
+    runs = _runs(runs_dir)
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
     failed = next(r for r in runs if r.info.status == "FAILED")
     assert "no-lm" in failed.data.tags["failure_reason"]
@@ -242,11 +273,11 @@ def test_sigkill_mid_run_then_restart_finishes_each_point_once(runs_dir, tmp_pat
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the sweep's own process group, started above
         proc.wait()
-    before = _runs(runs_dir, "killed-tiny")
+    before = _runs(runs_dir)
     assert [r.info.status for r in before].count("RUNNING") == 1  # the orphan
 
     assert main(args) == 0
-    after = _runs(runs_dir, "killed-tiny")
+    after = _runs(runs_dir)
     _finished_once_each(after, 1)
     killed = [r for r in after if r.info.status == "KILLED"]
     assert [r.info.run_id for r in killed] == [
@@ -260,14 +291,14 @@ def test_sigkill_mid_run_then_restart_finishes_each_point_once(runs_dir, tmp_pat
     )
     assert rerun.data.tags["resumed"] == "True" or rerun.data.tags["reused_result"] == "True"
     storage = q.open_storage(f"sqlite:///{runs_dir / 'optuna.db'}")
-    queue = q.WorkQueue(storage, study_name(parse_spec(spec.read_text()), profile))
+    queue = q.WorkQueue(storage, profile.label)
     assert not queue.trials((q.TrialState.RUNNING, q.TrialState.WAITING))
     assert "re-queued after a dead worker" in capsys.readouterr().out
 
 
-def test_points_are_queued_heaviest_first_across_specs(runs_dir):
-    """With N workers the longest points start first (no worker ends alone on a long point), and
-    a worker drains the specs' queues in the order given."""
+def test_points_are_queued_once_heaviest_first_across_specs(runs_dir):
+    """With N workers the longest points start first (no worker ends alone on a long point); a
+    point two specs share is queued once, knowing both specs."""
     from bench.sweep.coordinator import run_sweeps
 
     first = parse_spec("name: order-a\naxes: {lm: [base, medium, large]}\n", source="order-a.yaml")
@@ -277,18 +308,19 @@ def test_points_are_queued_heaviest_first_across_specs(runs_dir):
     profile = get_profile("mini", runs_dir=runs_dir, scale="tiny")
     reports = run_sweeps([first, second], profile, workers=0, progress=False, log=lambda s: None)
     assert [r.points for r in reports.values()] == [3, 2]
+    assert all(len(r.pending) == r.points for r in reports.values())  # queued, none run
     storage = q.open_storage(f"sqlite:///{runs_dir / 'optuna.db'}")
-    queued = {
-        spec.name: [
-            t.user_attrs["point"]
-            for t in sorted(
-                q.WorkQueue(storage, study_name(spec, profile)).trials(), key=lambda t: t.number
-            )
-        ]
-        for spec in (first, second)
-    }
-    assert [p["lm"] for p in queued["order-a"]] == ["large", "medium", "base"]
-    assert [p["drop"] for p in queued["order-b"]] == [0, 0.5]  # fewer dropped layers: more backward
+    trials = sorted(q.WorkQueue(storage, profile.label).trials(), key=lambda t: t.number)
+    plans = {p.run_id: p for spec in (first, second) for p in profile.plan(spec)}
+    assert len(trials) == len(plans) == 4  # large without dropping is in both specs
+    costs = [plans[t.user_attrs["digest"]].relative_cost for t in trials]
+    assert costs == sorted(costs, reverse=True)
+    shared = next(
+        t
+        for t in trials
+        if t.user_attrs["axes"] == {**t.user_attrs["axes"], "lm": "large", "drop": 0}
+    )
+    assert shared.user_attrs["specs"] == ["order-a", "order-b"]
 
 
 def test_mini_workers_run_one_thread_whatever_their_number(tmp_path):

@@ -55,7 +55,8 @@ def _result(tmp_path: Path) -> RunResult:
 
 
 def test_run_carries_params_curves_scores_artifacts_and_tags(tmp_path, store):
-    tracker = Tracker(store, "exp", runs_dir=tmp_path / "runs", description="a test sweep")
+    tracker = Tracker(store, "exp", runs_dir=tmp_path / "runs")
+    tracker.describe_spec("table1", "Table 1 rows")
     exp = tracker.client.get_experiment(tracker.experiment_id)
     assert exp.artifact_location == (tmp_path / "runs" / "mlartifacts").resolve().as_uri()
     run = tracker.start(
@@ -95,6 +96,28 @@ def test_run_carries_params_curves_scores_artifacts_and_tags(tmp_path, store):
     assert [a.path for a in inner] == ["checkpoint/modules.safetensors"]
     assert tracker.finished() == {"abc": run.run_id}
     assert Tracker(store, "exp").experiment_id == tracker.experiment_id  # reopened, not duplicated
+    assert exp.tags.get("mlflow.note.content", "").startswith("I-Tuning runs of profile exp")
+
+
+def test_a_point_shared_by_specs_is_one_run_each_spec_can_find(tmp_path, store):
+    tracker = Tracker(store, "exp", runs_dir=tmp_path / "runs")
+    tracker.describe_spec("table1", "Table 1 rows")
+    run = tracker.start(run_name="p", params={}, tags={"config_hash": "abc"})
+    other = tracker.start(run_name="q", params={}, tags={"config_hash": "def"})
+    tracker.tag_specs(run.run_id, ["table1"])
+    tracker.tag_specs(run.run_id, ["table1", "table2"])  # idempotent; a second spec joins
+    tracker.tag_specs(other.run_id, ["dropping"])
+    client = MlflowClient(store)
+    exp = client.get_experiment(tracker.experiment_id)
+    assert exp.tags[tracking.spec_tag("table1")] == "Table 1 rows"
+    for spec, expected in (("table1", [run.run_id]), ("table2", [run.run_id]), ("lambda", [])):
+        found = client.search_runs([tracker.experiment_id], tracking.spec_filter(spec))
+        assert [r.info.run_id for r in found] == expected
+    tags = client.get_run(run.run_id).data.tags
+    assert {k: v for k, v in tags.items() if k.startswith("spec.")} == {
+        "spec.table1": "true",
+        "spec.table2": "true",
+    }
 
 
 def test_finished_and_orphans_by_config_hash(tmp_path, store):

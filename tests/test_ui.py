@@ -20,17 +20,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _finished_runs(runs_dir: Path, experiment: str, n: int) -> list[str]:
-    client = tracking.client(tracking.default_tracking_uri(runs_dir.resolve()))
-    exp_id = client.create_experiment(experiment)
+def _finished_runs(runs_dir: Path, spec: str, n: int) -> list[str]:
+    """``n`` FINISHED runs of ``spec`` in the mini profile's experiment, beside a FAILED one and a
+    FINISHED run of another spec (neither compared)."""
+    tracker = tracking.Tracker(tracking.default_tracking_uri(runs_dir.resolve()), "mini")
     ids = []
-    for i in range(n):
-        run = client.create_run(exp_id, run_name=f"point {i}")
-        client.log_metric(run.info.run_id, "test/cider", 10.0 * i)
-        client.set_terminated(run.info.run_id, "FINISHED")
-        ids.append(run.info.run_id)
-    client.set_terminated(client.create_run(exp_id).info.run_id, "FAILED")  # not compared
-    return ids
+    for i in range(n + 2):
+        run = tracker.start(run_name=f"point {i}", params={}, tags={"config_hash": f"h{i}"})
+        run.metric("test/cider", 10.0 * i)
+        run.flush()
+        tracker.tag_specs(run.run_id, [spec if i != n + 1 else "other"])
+        run.end("FINISHED" if i != n else "FAILED")
+        ids.append(run.run_id)
+    return ids[:n]
 
 
 @pytest.mark.slow
@@ -60,12 +62,12 @@ def test_server_answers_on_loopback_lists_the_runs_and_stops(tmp_path: Path) -> 
         sock.listen()
 
 
-def test_unknown_experiment_is_one_line_before_any_server(tmp_path: Path, capsys) -> None:
+def test_a_spec_without_runs_is_one_line_before_any_server(tmp_path: Path, capsys) -> None:
     _finished_runs(tmp_path / "runs", "table1", 1)
     args = ["--runs-dir", str(tmp_path / "runs"), "--screenshot", str(tmp_path / "x.png")]
-    assert ui.main([*args, "--experiment", "nope"]) == 2
+    assert ui.main([*args, "--spec", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--experiment nope" in err[0] and "bench.sweep nope" in err[0]
+    assert len(err) == 1 and "--spec nope" in err[0] and "bench.sweep nope" in err[0]
     assert not (tmp_path / "runs" / "mlflow-server.log").exists()
     assert not (tmp_path / "x.png").exists()
 

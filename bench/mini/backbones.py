@@ -13,18 +13,17 @@ configuration builds a new folder and an unchanged one is reused. ``manifest.jso
 last and atomically: a folder without it is an interrupted build and is rebuilt. A file lock
 keeps two processes (sweep workers) from building the same folder at once.
 
-Why these backbones exist, and what they mirror, is in DESIGN.md ("Two profiles, one code path").
+Why they exist: no registry ships GPT-2 or CLIP weights and a frozen *random* LM cannot caption, so
+the offline profile pre-trains its own tiny frozen backbones, mirroring the paper's setup in
+miniature (an LM pre-trained on text alone, a vision encoder pre-trained contrastively).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
-import hashlib
 import json
 import multiprocessing
-import os
 import platform
 import shutil
 import sys
@@ -49,7 +48,8 @@ from bench.mini.gates import (
 )
 from bench.mini.lm import LMSpec, LMTrainConfig, corpus_for, heldout_captions, save_lm, train_lm
 from ituning.data.shapes import WorldConfig
-from ituning.errors import ConfigError, cli_main
+from ituning.errors import ConfigError, cli_main, validation_line
+from ituning.files import atomic_write_json, canonical_json, file_lock, sha256_file, sha256_text
 
 #: Bump when the training code changes what a configuration produces (it enters the hash).
 FORMAT_VERSION = 1
@@ -106,8 +106,7 @@ class MiniBackbonesConfig(BaseModel):
 
     def digest(self, seed: int) -> str:
         payload = {"format": FORMAT_VERSION, "seed": seed, "config": self.model_dump(mode="json")}
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return sha256_text(canonical_json(payload))
 
 
 @dataclass(frozen=True)
@@ -139,32 +138,13 @@ def read_manifest(root: Path) -> dict | None:
         return None
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def folder_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` except the manifest (relative POSIX paths, sorted)."""
     return {
-        p.relative_to(root).as_posix(): _sha256_file(p)
+        p.relative_to(root).as_posix(): sha256_file(p)
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")
     }
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _log(msg: str, progress: bool) -> None:
@@ -189,7 +169,7 @@ def build_backbones(
     """
     config = config or MiniBackbonesConfig()
     root = backbone_dir(Path(out), config, seed)
-    with _lock(root.with_name(root.name + ".lock")):
+    with file_lock(root.with_name(root.name + ".lock")):
         manifest = read_manifest(root)
         if manifest is not None:
             return MiniBackbones(root, manifest, cached=True)
@@ -197,9 +177,7 @@ def build_backbones(
             shutil.rmtree(root)
         root.mkdir(parents=True)
         manifest = _build(root, config, seed, progress, parallel)
-        tmp = root / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, root / MANIFEST)
+        atomic_write_json(root / MANIFEST, manifest, indent=2, sort_keys=True)
         return MiniBackbones(root, manifest, cached=False)
 
 
@@ -349,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = MiniBackbonesConfig.quick() if args.quick else MiniBackbonesConfig()
     except ValidationError as exc:  # pragma: no cover - defaults are valid
-        raise ConfigError(f"mini backbones config: {exc.errors()[0]['msg']}") from None
+        raise ConfigError(validation_line(exc, "mini backbones config")) from None
     built = build_backbones(
         args.out, config, args.seed, progress=not args.quiet, parallel=not args.serial
     )

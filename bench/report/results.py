@@ -1,33 +1,38 @@
-"""The reproduced results, read back from MLflow: what the report and the claims are computed from.
+"""The reproduced results, read back from MLflow as a table: what the report and the claims use.
 
 Reading MLflow (not the run folders) means a report can be built on any machine that can reach the
-tracking store, e.g. from a shared server after a multi-machine sweep. One :class:`Run` per run id
-(``config_hash``): a point shared by several specs (table1's no-VLP points are table2's) is one
-result listed under every spec that asked for it. Runs that differ only in their seed form a
-:class:`Group`, whose metrics are summarised as mean ± standard deviation over seeds.
-
-Which runs belong to a profile: the ``profile`` and ``scale`` params that ``bench.sweep`` logs.
+tracking store, e.g. from a shared server after a multi-machine sweep. The runs of a profile are
+one MLflow experiment (``mini``, ``mini-tiny``, ``paper``); ``mlflow.search_runs`` returns them as
+a DataFrame, one row per run, with ``params.<axis>`` columns for the sweep axes
+(``bench.sweep.axes``), ``metrics.*`` for the scores and ``tags.spec.<name>`` for the specs that
+asked for each point. One FINISHED run per run id (``config_hash``) is a :class:`Run`; runs whose
+settings differ only in their seed form a :class:`Group`, summarised over seeds with pandas (mean,
+sample standard deviation, count) by :meth:`RunSet.summary`, which is also what the report writes
+as CSV.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
+import functools
 import math
 import shutil
-import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.sweep import tracking
-from bench.sweep.tracking import TrackingError
+import pandas as pd
 
-LM_ORDER = {"base": 0, "medium": 1, "large": 2}
+from bench.sweep import axes, tracking
+from bench.sweep.tracking import TrackingError
+from ituning.files import canonical_json, sha256_text
+
+LM_ORDER = {size: i for i, size in enumerate(axes.LM_SIZES)}
 #: Datasets whose test split fills a paper column ("shapes" stands in for MSCOCO under mini).
 COLUMN_DATASETS = {"coco": ("coco", "shapes"), "flickr": ("flickr30k",)}
-#: Params that do not change what is trained: a run's seed and the spec that asked for it.
-_NOT_SETTING = frozenset({"seed", "point.seed", "spec"})
+#: Params that do not change what is trained: the seed.
+_NOT_SETTING = frozenset({"seed"})
+_SPEC_PREFIX = tracking.spec_tag("")
 
 
 @dataclass(frozen=True)
@@ -44,12 +49,13 @@ class Stat:
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> Stat | None:
-        vals = [float(v) for v in values if v is not None and math.isfinite(v)]
-        if not vals:
+    def of(cls, values: Iterable[float | None]) -> Stat | None:
+        series = pd.Series([v for v in values if v is not None], dtype="float64")
+        series = series[series.map(math.isfinite)]
+        if series.empty:
             return None
-        std = statistics.stdev(vals) if len(vals) > 1 else None
-        return cls(statistics.fmean(vals), std, len(vals))
+        std = float(series.std(ddof=1)) if len(series) > 1 else None
+        return cls(float(series.mean()), std, int(series.count()))
 
 
 @dataclass(frozen=True)
@@ -65,47 +71,53 @@ class Run:
     tags: dict[str, str]
     start_ms: int
 
-    # --- the point, resolved (params logged by bench.sweep)
+    def axis(self, name: str):
+        """The value of sweep axis ``name`` (its MLflow param, with its natural type)."""
+        return axes.AXES[name].read(self.params.get(name))
+
     @property
     def lm_size(self) -> str:
-        return self.params.get("point.lm", self.tags.get("lm_size", "?"))
+        return self.axis("lm") or "?"
 
     @property
     def lm_name(self) -> str:
-        return Path(self.params.get("resolved.lm_name", self.params.get("backbones.lm", "?"))).name
+        return Path(self.params.get("backbones.lm", "?")).name
 
     @property
     def n_layers(self) -> int:
-        return int(self.params.get("resolved.n_layers", 0))
+        return int(self.params.get("lm.layers", 0))
 
     @property
     def d_lm(self) -> int:
-        return int(self.params.get("resolved.d_lm", 0))
+        return int(self.params.get("lm.width", 0))
 
     @property
     def drop(self) -> int:
-        return int(self.params.get("resolved.drop_first", self.params.get("itune.drop_first", 0)))
+        return self.axis("drop") or 0
 
     @property
     def bottleneck(self) -> int:
-        return int(self.params.get("resolved.bottleneck", self.params.get("itune.bottleneck", 0)))
+        return self.axis("bottleneck") or 0
 
     @property
     def paper_bottleneck(self) -> bool:
-        """r = d_lm / 2, the width that reproduces the paper's parameter counts."""
-        return self.d_lm > 0 and self.bottleneck == max(1, self.d_lm // 2)
+        """The library's default width (d_lm / 2), which reproduces the paper's counts."""
+        from ituning.config import ITuningConfig
+
+        return self.d_lm > 0 and self.bottleneck == ITuningConfig().resolved_bottleneck(self.d_lm)
 
     @property
     def lam(self) -> float:
-        return float(self.params.get("point.lambda", self.params.get("itune.scale", 1.0)))
+        value = self.axis("lambda")
+        return 1.0 if value is None else value
 
     @property
     def vlp(self) -> bool:
-        return self.params.get("vlp", self.params.get("point.vlp", "False")) == "True"
+        return bool(self.axis("vlp"))
 
     @property
     def seed(self) -> int:
-        return int(self.params.get("seed", 0))
+        return self.axis("seed") or 0
 
     @property
     def dataset(self) -> str:
@@ -115,10 +127,7 @@ class Run:
 
     @property
     def trainable_params(self) -> float | None:
-        value = self.metrics.get("trainable_params")
-        if value is None and "resolved.trainable_params" in self.params:
-            value = float(self.params["resolved.trainable_params"])
-        return value
+        return self.metrics.get("trainable_params")
 
     @property
     def wall_time_s(self) -> float | None:
@@ -135,9 +144,9 @@ class Run:
 
     @property
     def setting(self) -> str:
-        """Digest of everything but the seed: runs with equal settings are seeds of one group."""
+        """Digest of every param but the seed: runs with equal settings are seeds of one group."""
         items = sorted((k, v) for k, v in self.params.items() if k not in _NOT_SETTING)
-        return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:12]
+        return sha256_text(canonical_json(items), 12)
 
     def unavailable(self, metric: str) -> str | None:
         """Why ``metric`` (e.g. ``test/spice``) is missing, from the ``unavailable.*`` tags."""
@@ -213,17 +222,58 @@ class RunSet:
     runs: list[Run] = field(default_factory=list)  # FINISHED, one per config hash
     failed: list[Run] = field(default_factory=list)  # FAILED / KILLED, never finished since
 
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """One row per finished run: run id, setting, specs, every axis and every metric."""
+        rows = [
+            {
+                "run_id": r.config_hash,
+                "setting": r.setting,
+                "specs": " ".join(r.specs),
+                **{name: r.axis(name) for name in axes.AXES},
+                "lm_name": r.lm_name,
+                "lm_layers": r.n_layers,
+                "dataset": r.dataset,
+                **r.metrics,
+            }
+            for r in self.runs
+        ]
+        return pd.DataFrame.from_records(rows)
+
+    def summary(self, metrics: Iterable[str], spec: str | None = None) -> pd.DataFrame:
+        """One row per setting (a group of seeds): its axes (but the seed), the seeds, and mean,
+        std and n of each metric. The numbers behind every reproduced table and its CSV."""
+        frame = self.frame
+        if frame.empty:
+            return frame
+        if spec is not None:
+            frame = frame[frame["specs"].str.split().map(lambda s: spec in s)]
+        metrics = [m for m in metrics if m in frame.columns]
+        keys = ["setting", *(a for a in axes.AXES if a != "seed"), "lm_name", "lm_layers"]
+        grouped = frame.groupby(keys, sort=False, dropna=False)
+        stats = grouped[metrics].agg(["mean", "std", "count"]) if metrics else None
+        seeds = grouped["seed"].agg(lambda s: " ".join(str(v) for v in sorted(s)))
+        out = seeds.rename("seeds").to_frame()
+        if stats is not None:
+            stats.columns = [
+                f"{m} {'n' if k == 'count' else k}" for m, k in stats.columns.to_flat_index()
+            ]
+            out = out.join(stats)
+        return out.reset_index().drop(columns="setting")
+
     def specs(self) -> list[str]:
         return sorted({s for r in self.runs for s in r.specs})
 
     def groups(self, spec: str | None = None) -> list[Group]:
-        by_setting: dict[str, list[Run]] = {}
-        for run in self.runs:
-            if spec is None or spec in run.specs:
-                by_setting.setdefault(run.setting, []).append(run)
+        frame = self.frame
+        if frame.empty:
+            return []
+        by_id = {r.config_hash: r for r in self.runs}
+        if spec is not None:
+            frame = frame[frame["specs"].str.split().map(lambda s: spec in s)]
         groups = [
-            Group(tuple(sorted(rs, key=lambda r: (r.seed, r.config_hash))))
-            for rs in by_setting.values()
+            Group(tuple(sorted((by_id[i] for i in ids), key=lambda r: (r.seed, r.config_hash))))
+            for _, ids in frame.groupby("setting", sort=False)["run_id"]
         ]
         return sorted(groups, key=Group.sort_key)
 
@@ -247,7 +297,7 @@ class RunSet:
             r = g.first
             if r.lm_size != lm or r.vlp != vlp or r.dataset not in datasets:
                 continue
-            if r.drop != math.floor(drop_fraction * r.n_layers + 0.5):
+            if r.drop != axes.Drop(fraction=drop_fraction).resolve(r.n_layers):
                 continue
             rank = next((i for i, s in enumerate(prefer) if s in g.specs), len(prefer))
             if rank == len(prefer) and not g.is_default():
@@ -259,7 +309,7 @@ class RunSet:
         """A failed run of that point, for the reason shown in a missing cell."""
         for r in sorted(self.failed, key=lambda r: r.config_hash):
             same = r.lm_size == lm and r.vlp == vlp and r.paper_bottleneck and r.lam == 1.0
-            if same and r.drop == math.floor(drop_fraction * r.n_layers + 0.5):
+            if same and r.drop == axes.Drop(fraction=drop_fraction).resolve(r.n_layers):
                 return r
         return None
 
@@ -289,12 +339,6 @@ class RunSet:
         return [r for r in self.failed if spec is None or spec in r.specs]
 
 
-def experiment_spec(experiment: str, scale: str) -> str:
-    """Experiment name -> spec name (``bench.sweep.experiment_name`` adds ``-<scale>``)."""
-    suffix = "" if scale == "full" else f"-{scale}"
-    return experiment.removesuffix(suffix) if suffix else experiment
-
-
 def load_runs(uri: str, *, profile: str, scale: str = "full") -> RunSet:
     """All runs of ``profile``/``scale``; TrackingError if the store does not exist or fails."""
     if uri.startswith("sqlite:///"):
@@ -304,85 +348,88 @@ def load_runs(uri: str, *, profile: str, scale: str = "full") -> RunSet:
                 f"MLflow store {db} does not exist; run the sweeps first "
                 "(python -m bench.reproduce) or pass --tracking-uri / --runs-dir"
             )
+    experiment = profile if scale == "full" else f"{profile}-{scale}"
     try:
-        client = tracking.client(uri)
-        experiments = _all_experiments(client)
-        raw = _all_runs(client, [e.experiment_id for e in experiments], profile, scale)
+        frame = search_runs(uri, experiment)
     except TrackingError:
         raise
     except Exception as exc:
         raise TrackingError(
             f"MLflow tracking store {uri} cannot be read: {str(exc).splitlines()[0]}"
         ) from None
-    names = {e.experiment_id: e.name for e in experiments}
-    finished: dict[str, list] = {}
-    other: dict[str, list] = {}
-    for run in raw:
-        digest = run.data.tags.get("config_hash")
-        if not digest:
-            continue
-        bucket = finished if run.info.status == "FINISHED" else other
-        bucket.setdefault(digest, []).append(run)
     out = RunSet(uri=uri, profile=profile, scale=scale)
-    for digest, runs in sorted(finished.items()):
-        out.runs.append(_merge(digest, runs, names, scale))
-    for digest, runs in sorted(other.items()):
-        if digest in finished:
-            continue
-        runs = [r for r in runs if r.info.status in ("FAILED", "KILLED")]
-        if runs:
-            out.failed.append(_merge(digest, runs, names, scale))
+    if frame.empty:
+        return out
+    frame = frame[frame["tags.config_hash"].notna()].sort_values(["start_time", "run_id"])
+    finished = frame[frame["status"] == "FINISHED"]
+    # One run per point; were there two FINISHED ones (a store from before runs were shared), the
+    # first to finish counts.
+    finished = finished.drop_duplicates("tags.config_hash", keep="first")
+    done = set(finished["tags.config_hash"])
+    failed = frame[frame["status"].isin(["FAILED", "KILLED"])]
+    failed = failed[~failed["tags.config_hash"].isin(done)]
+    failed = failed.drop_duplicates("tags.config_hash", keep="last")
+    out.runs = sorted(map(_run, finished.to_dict("records")), key=lambda r: r.config_hash)
+    out.failed = sorted(map(_run, failed.to_dict("records")), key=lambda r: r.config_hash)
     return out
 
 
-def _merge(digest: str, runs: list, names: dict[str, str], scale: str) -> Run:
-    """Several MLflow runs of one run id (one per spec): one Run listing every spec.
+def search_runs(uri: str, experiment: str) -> pd.DataFrame:
+    """``mlflow.search_runs`` of one experiment in the store at ``uri`` (empty if it is absent)."""
+    import mlflow
 
-    The representative is the run that trained (not one that reused a finished folder), then the
-    earliest; its numbers are the run folder's ``result.json`` either way.
-    """
-    runs = sorted(
-        runs,
-        key=lambda r: (r.data.tags.get("reused_result") == "True", r.info.start_time or 0),
-    )
-    best = runs[0]
-    specs = {
-        r.data.tags.get("spec") or experiment_spec(names.get(r.info.experiment_id, "?"), scale)
-        for r in runs
-    }
+    tracking.client(uri)  # creates or migrates a SQLite store under its lock, quiets the logs
+    with _tracking_uri(uri):
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is None:
+            return pd.DataFrame()
+        return mlflow.search_runs([found.experiment_id], output_format="pandas")
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+def _run(row: dict) -> Run:
+    """A DataFrame row of ``mlflow.search_runs`` as a :class:`Run`."""
+
+    def section(prefix: str) -> dict:
+        return {
+            k.removeprefix(prefix): v
+            for k, v in row.items()
+            if k.startswith(prefix) and v is not None and not _is_nan(v)
+        }
+
+    tags = section("tags.")
+    start = row.get("start_time")
     return Run(
-        mlflow_id=best.info.run_id,
-        config_hash=digest,
-        status=best.info.status,
-        specs=tuple(sorted(specs)),
-        params=dict(best.data.params),
-        metrics=dict(best.data.metrics),
-        tags=dict(best.data.tags),
-        start_ms=int(best.info.start_time or 0),
+        mlflow_id=row["run_id"],
+        config_hash=tags["config_hash"],
+        status=row["status"],
+        specs=tuple(
+            sorted(
+                k.removeprefix(_SPEC_PREFIX)
+                for k, v in tags.items()
+                if k.startswith(_SPEC_PREFIX) and v == "true"
+            )
+        ),
+        params=section("params."),
+        metrics={k: float(v) for k, v in section("metrics.").items()},
+        tags=tags,
+        start_ms=int(start.timestamp() * 1000) if start is not None and not _is_nan(start) else 0,
     )
 
 
-def _all_experiments(client) -> list:
-    out, token = [], None
-    while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return sorted(out, key=lambda e: e.name)
-
-
-def _all_runs(client, experiment_ids: list[str], profile: str, scale: str) -> list:
-    if not experiment_ids:
-        return []
-    query = f"params.profile = '{profile}' and params.scale = '{scale}'"
-    out, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, query, max_results=1000, page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value) or value is pd.NaT
 
 
 def fetch_artifact(uri: str, run: Run, folder_name: str, artifact_path: str, dst: Path) -> Path:

@@ -1,3 +1,3 @@
-from bench.sweep.coordinator import main
+from bench.sweep.cli import main
 
 raise SystemExit(main())

@@ -3,11 +3,15 @@
 Why optuna: it already gives an RDB-backed study that many processes on many machines can share
 (SQLite locally, PostgreSQL/MySQL across machines), an atomic WAITING -> RUNNING claim, and
 heartbeats. We use none of its samplers: each point is enqueued once with ``enqueue_trial`` and a
-worker claims it (``GridSampler`` would re-run still-running points, see DESIGN.md).
+worker claims it (optuna's ``GridSampler`` re-runs a still-running grid point once every point has
+started, so it can duplicate work).
 
-Each trial carries its point in ``user_attrs``: ``digest`` (the run id), ``config`` (the resolved
-TrainConfig as canonical JSON), ``label``, ``point`` and ``resolved``. A worker runs exactly that
-configuration, so machines need the same relative data paths but not the same spec file.
+One study per profile (``mini``, ``mini-tiny``, ``paper``), like the MLflow experiment: a point that
+several specs contain is queued once. Each trial carries its point in ``user_attrs``: ``digest``
+(the run id), ``config`` (the resolved TrainConfig as canonical JSON), ``label``, ``axes`` and
+``arch`` (what MLflow logs), and ``specs`` (which specs asked for it). A worker runs exactly that
+configuration, so machines need the same relative data paths but not the same spec file. A trial
+records who works on a point; it is not the record that the point is done (its MLflow run is).
 
 A worker that dies leaves its trial RUNNING. :meth:`WorkQueue.reap` turns such trials into FAIL and
 enqueues the point again, exactly once (the FAIL transition is a row-locked update: one process
@@ -23,8 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import json
 import os
 import socket
 import sqlite3
@@ -43,6 +45,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from ituning.errors import ITuningError
+from ituning.files import file_lock
 
 HEARTBEAT_S = 10
 GRACE_S = 60
@@ -94,13 +97,8 @@ def creation_lock(url: str) -> Iterator[None]:
         yield
         return
     path = Path(url.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(path.with_name(path.name + ".lock")):
+        yield
 
 
 def open_storage(
@@ -224,27 +222,40 @@ class WorkQueue:
                 out.setdefault(digest, []).append(t)
         return out
 
-    def live_digests(self) -> set[str]:
-        """Points that are queued or held by a (presumed live) worker."""
-        return {
-            t.user_attrs["digest"]
+    # ------------------------------------------------------------------ producer side
+
+    def enqueue(self, items: Iterable[dict[str, Any]]) -> int:
+        """Enqueue each item (user_attrs with a ``digest``) unless queued or running already; a
+        live trial of the same point learns the item's ``specs`` instead. Returns how many were
+        enqueued."""
+        live = {
+            t.user_attrs["digest"]: t
             for t in self.trials((TrialState.WAITING, TrialState.RUNNING))
             if "digest" in t.user_attrs
         }
-
-    # ------------------------------------------------------------------ producer side
-
-    def enqueue(self, items: Iterable[dict[str, Any]], *, skip: set[str] = frozenset()) -> int:
-        """Enqueue each item (user_attrs with a ``digest``) unless done, queued or running."""
-        present = self.live_digests() | set(skip)
+        present: set[str] = set()
         n = 0
         for attrs in items:
+            trial = live.get(attrs["digest"])
+            if trial is not None:
+                self._merge_specs(trial, attrs.get("specs", []))
+                continue
             if attrs["digest"] in present:
                 continue
             _retry(lambda a=attrs: self.study.enqueue_trial({}, user_attrs=a))
             present.add(attrs["digest"])
             n += 1
         return n
+
+    def _merge_specs(self, trial: FrozenTrial, specs: list[str]) -> None:
+        merged = sorted({*trial.user_attrs.get("specs", []), *specs})
+        if merged != trial.user_attrs.get("specs"):
+            with contextlib.suppress(UpdateFinishedTrialError):  # it finished meanwhile
+                _retry(lambda: self.storage.set_trial_user_attr(trial._trial_id, "specs", merged))
+
+    def specs_of(self, claim: Claim) -> list[str]:
+        """The specs that asked for a claimed point, as the queue knows them now."""
+        return list(self.storage.get_trial(claim.trial_id).user_attrs.get("specs", []))
 
     def reap(self) -> list[str]:
         """Fail and re-enqueue RUNNING trials whose worker is gone; returns their digests."""
@@ -283,9 +294,13 @@ class WorkQueue:
 
     # ------------------------------------------------------------------ consumer side
 
-    def claim(self) -> Claim | None:
-        """Atomically take one WAITING point, or ``None`` when the queue is empty."""
+    def claim(self, wanted: Iterable[str] | None = None) -> Claim | None:
+        """Atomically take one WAITING point (of the ``wanted`` run ids, when given), or ``None``
+        when none is left. Trials are taken in queue order (heaviest first)."""
+        wanted = set(wanted) if wanted is not None else None
         for t in self.trials((TrialState.WAITING,)):
+            if wanted is not None and t.user_attrs.get("digest") not in wanted:
+                continue
             try:
                 won = _retry(
                     lambda t=t: self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)
@@ -461,7 +476,3 @@ def _finite(value: float | None) -> bool:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

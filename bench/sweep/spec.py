@@ -24,119 +24,59 @@ Format (every key but ``name`` and ``axes`` is optional)::
     overrides:                        # TrainConfig settings for every point (dotted or nested)
       eval.nocaps: true
 
-Why fractions: the paper drops 18 of GPT2-Large's 36 layers, i.e. the lower half. ``drop: 0.5``
-means the same thing on a 36-layer LM and on a 6-layer mini LM; the profile resolves it to a layer
-count (``round(0.5 * depth)``) that ``--dry-run`` and the tracked params show. A bare number is
-always a fraction of depth in ``[0, 1)``; an absolute count is written ``{layers: N}`` so that a
-typo such as ``drop: 18`` is refused instead of silently meaning something else. Bottleneck works
-the same way: a bare number is a fraction of the LM width (``floor(f * d_lm)``, at least 1),
-``{width: N}`` an absolute width, ``null`` the paper's ``d_lm // 2``.
-
-Axis-owned settings (``itune.scale``, ``itune.bottleneck``, ``itune.drop_first``, ``vlp``,
-``seed``) and profile-owned ones (``backbones.*``, ``data.*``) cannot be overridden: each has
-exactly one place where it is set. Overrides are checked against :class:`TrainConfig` when the
-spec is loaded, before anything runs.
+The axes (their notation, defaults and rules of resolution) are declared once, in
+``bench.sweep.axes``. Settings that an axis decides (``itune.scale``, ``itune.bottleneck``,
+``itune.drop_first``, ``vlp``, ``seed``, ...) and profile-owned ones (``backbones.*``, ``data.*``)
+cannot be overridden: each has exactly one place where it is set. Overrides are checked against
+:class:`TrainConfig` when the spec is loaded, before anything runs; the method's own rules (e.g.
+λ >= 1) are checked by the library's config when the profile resolves each point.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ituning.errors import ConfigError
+from bench.sweep import axes
+from ituning.errors import ConfigError, validation_line
 
-LM_SIZES = ("base", "medium", "large")
-AXES = ("lm", "lambda", "bottleneck", "drop", "vlp", "seed")
 TOP_KEYS = ("name", "description", "base", "axes", "exclude", "extra", "overrides")
-# TrainConfig fields that an axis or the profile sets; overrides may not touch them.
-_AXIS_OWNED = {
-    "itune.scale": "the 'lambda' axis",
-    "itune.bottleneck": "the 'bottleneck' axis",
-    "itune.drop_first": "the 'drop' axis",
-    "vlp": "the 'vlp' axis",
-    "seed": "the 'seed' axis",
-}
 _PROFILE_OWNED = ("backbones", "data")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
-class Drop:
-    """Dropped lower layers: a fraction of depth, or an absolute ``layers`` count."""
-
-    fraction: float | None = None
-    layers: int | None = None
-
-    def resolve(self, depth: int) -> int:
-        if self.layers is not None:
-            return self.layers
-        return math.floor(self.fraction * depth + 0.5)
-
-    def to_yaml(self) -> float | dict[str, int]:
-        return {"layers": self.layers} if self.layers is not None else self.fraction
-
-    def __str__(self) -> str:
-        return f"{self.layers}L" if self.layers is not None else f"{self.fraction:g}"
-
-
-@dataclass(frozen=True)
-class Bottleneck:
-    """Bottleneck width r: ``None`` (paper, d_lm // 2), a fraction of d_lm, or a ``width``."""
-
-    fraction: float | None = None
-    width: int | None = None
-
-    def resolve(self, d_lm: int) -> int:
-        if self.width is not None:
-            return self.width
-        if self.fraction is None:
-            return max(1, d_lm // 2)
-        return max(1, math.floor(self.fraction * d_lm))
-
-    def to_yaml(self) -> float | dict[str, int] | None:
-        if self.width is not None:
-            return {"width": self.width}
-        return self.fraction
-
-    def __str__(self) -> str:
-        if self.width is not None:
-            return str(self.width)
-        return "d/2" if self.fraction is None else f"{self.fraction:g}d"
-
-
-@dataclass(frozen=True)
 class Point:
-    """One grid point in the spec's own (profile-independent) terms."""
+    """One grid point in the spec's own (profile-independent) terms: a value for every axis."""
 
-    lm: str = "base"
-    lam: float = 1.0
-    bottleneck: Bottleneck = field(default_factory=Bottleneck)
-    drop: Drop = field(default_factory=lambda: Drop(fraction=0.0))
-    vlp: bool = False
-    seed: int = 0
+    values: tuple[tuple[str, Any], ...] = field(
+        default_factory=lambda: tuple((a.name, a.default) for a in axes.AXES.values())
+    )
+
+    def __getitem__(self, axis: str) -> Any:
+        return dict(self.values)[axis]
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return iter(self.values)
+
+    def replace(self, changes: Mapping[str, Any]) -> Point:
+        merged = {**dict(self.values), **changes}
+        return Point(tuple((name, merged[name]) for name in axes.AXES))
 
     def to_yaml(self) -> dict[str, Any]:
         """The point as a spec would write it (used for tags and the queue)."""
-        return {
-            "lm": self.lm,
-            "lambda": self.lam,
-            "bottleneck": self.bottleneck.to_yaml(),
-            "drop": self.drop.to_yaml(),
-            "vlp": self.vlp,
-            "seed": self.seed,
-        }
+        return {name: axes.AXES[name].to_yaml(value) for name, value in self.values}
 
     def label(self) -> str:
         """A short human name: ``large λ=1 r=d/2 drop=0.5 vlp s0``."""
-        vlp = " vlp" if self.vlp else ""
-        return f"{self.lm} λ={self.lam:g} r={self.bottleneck} drop={self.drop}{vlp} s{self.seed}"
+        parts = (axes.AXES[name].label(value) for name, value in self.values)
+        return " ".join(p for p in parts if p)
 
 
 @dataclass(frozen=True)
@@ -152,13 +92,13 @@ class SweepSpec:
 
     def points(self) -> list[Point]:
         """Product of the axes minus exclusions, then the extra points; duplicates removed."""
-        names = [a for a in AXES if a in self.axes]
+        names = [a for a in axes.AXES if a in self.axes]
         out: list[Point] = []
         for combo in itertools.product(*(self.axes[a] for a in names)):
-            values = dict(zip(names, combo, strict=True))
-            if any(_matches(values, self.base, ex) for ex in self.exclude):
+            point = self.base.replace(dict(zip(names, combo, strict=True)))
+            if any(all(point[k] == v for k, v in ex.items()) for ex in self.exclude):
                 continue
-            out.append(_with(self.base, values))
+            out.append(point)
         out.extend(self.extra)
         return list(dict.fromkeys(out))
 
@@ -207,24 +147,25 @@ def validate_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
     base_raw = raw.get("base", {}) or {}
     if not isinstance(base_raw, dict):
         raise fail("base", f"expected a mapping of axis values, got {_typename(base_raw)}")
-    _no_unknown(base_raw, AXES, "base", fail)
-    base = _with(Point(), {k: _axis_value(k, v, f"base.{k}", fail) for k, v in base_raw.items()})
+    base = Point().replace(_partial(base_raw, "base", fail))
 
     axes_raw = raw.get("axes")
     if not isinstance(axes_raw, dict) or not axes_raw:
-        raise fail("axes", f"expected a mapping of one or more of {', '.join(AXES)} to lists")
-    _no_unknown(axes_raw, AXES, "axes", fail)
-    axes: dict[str, tuple[Any, ...]] = {}
+        raise fail("axes", f"expected a mapping of one or more of {', '.join(axes.AXES)} to lists")
+    _no_unknown(axes_raw, axes.AXES, "axes", fail)
+    grid: dict[str, tuple[Any, ...]] = {}
     for key, values in axes_raw.items():
         if not isinstance(values, list):
             values = [values]
         if not values:
             raise fail(f"axes.{key}", "empty axis; give at least one value")
         parsed = [_axis_value(key, v, f"axes.{key}[{i}]", fail) for i, v in enumerate(values)]
+        seen: set[Any] = set()
         for i, v in enumerate(parsed):
-            if v in parsed[:i]:
+            if v in seen:
                 raise fail(f"axes.{key}[{i}]", f"duplicate value {values[i]!r}")
-        axes[key] = tuple(parsed)
+            seen.add(v)
+        grid[key] = tuple(parsed)
 
     exclude = tuple(
         _partial(item, f"exclude[{i}]", fail) for i, item in enumerate(_list(raw, "exclude", fail))
@@ -233,22 +174,17 @@ def validate_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
         if not ex:
             raise fail(f"exclude[{i}]", "an empty exclusion would remove every point")
     extra = tuple(
-        _with(base, _partial(item, f"extra[{i}]", fail))
+        base.replace(_partial(item, f"extra[{i}]", fail))
         for i, item in enumerate(_list(raw, "extra", fail))
     )
     overrides = _overrides(raw.get("overrides", {}) or {}, fail)
-    if not overrides.get("itune.allow_scale_below_one", False):
-        for where, point in [("base", base), *((f"extra[{i}]", p) for i, p in enumerate(extra))]:
-            _check_lambda(point.lam, f"{where}.lambda", fail)
-        for i, lam in enumerate(axes.get("lambda", ())):
-            _check_lambda(lam, f"axes.lambda[{i}]", fail)
 
     spec = SweepSpec(
         name=name,
         description=description.strip(),
         source=source,
         base=base,
-        axes=axes,
+        axes=grid,
         exclude=exclude,
         extra=extra,
         overrides=overrides,
@@ -337,76 +273,18 @@ def _list(raw: Mapping, key: str, fail) -> list:
 def _partial(item: Any, where: str, fail) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise fail(where, f"expected a mapping of axis values, got {_typename(item)}")
-    _no_unknown(item, AXES, where, fail)
+    _no_unknown(item, axes.AXES, where, fail)
     return {k: _axis_value(k, v, f"{where}.{k}", fail) for k, v in item.items()}
 
 
 def _axis_value(key: str, value: Any, where: str, fail) -> Any:
-    if key == "lm":
-        if value not in LM_SIZES:
-            raise fail(where, f"unknown LM size {value!r} (allowed: {', '.join(LM_SIZES)})")
-        return value
-    if key == "lambda":
-        if not _is_number(value) or not math.isfinite(value) or value <= 0:
-            raise fail(where, f"expected a positive number, got {value!r}")
-        return float(value)
-    if key == "vlp":
-        if not isinstance(value, bool):
-            raise fail(where, f"expected true or false, got {value!r}")
-        return value
-    if key == "seed":
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise fail(where, f"expected an integer >= 0, got {value!r}")
-        return value
-    if key == "drop":
-        if isinstance(value, dict):
-            n = _single_key(value, "layers", where, fail)
-            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise fail(f"{where}.layers", f"expected an integer >= 0, got {n!r}")
-            return Drop(layers=n)
-        if not _is_number(value) or not 0 <= value < 1:
-            hint = (
-                f"; write {{layers: {value}}} for an absolute count"
-                if isinstance(value, int) and not isinstance(value, bool) and value >= 1
-                else ""
-            )
-            raise fail(where, f"expected a fraction of depth in [0, 1), got {value!r}{hint}")
-        return Drop(fraction=float(value))
-    if key == "bottleneck":
-        if value is None:
-            return Bottleneck()
-        if isinstance(value, dict):
-            w = _single_key(value, "width", where, fail)
-            if not isinstance(w, int) or isinstance(w, bool) or w < 1:
-                raise fail(f"{where}.width", f"expected an integer >= 1, got {w!r}")
-            return Bottleneck(width=w)
-        if not _is_number(value) or not 0 < value <= 4:
-            hint = (
-                f"; write {{width: {value}}} for an absolute width"
-                if isinstance(value, int) and not isinstance(value, bool) and value > 4
-                else ""
-            )
-            raise fail(
-                where,
-                f"expected null, a fraction of d_lm in (0, 4] or {{width: N}}, got {value!r}{hint}",
-            )
-        return Bottleneck() if value == 0.5 else Bottleneck(fraction=float(value))
-    raise AssertionError(key)
-
-
-def _single_key(value: dict, key: str, where: str, fail) -> Any:
-    if set(value) != {key}:
-        raise fail(where, f"expected {{{key}: N}}, got keys {sorted(map(str, value))}")
-    return value[key]
-
-
-def _check_lambda(lam: float, where: str, fail) -> None:
-    if lam < 1:
-        raise fail(
-            where,
-            f"lambda = {lam:g} < 1; the paper requires lambda >= 1 "
-            "(add 'overrides: {itune.allow_scale_below_one: true}' to run it anyway)",
-        )
+    try:
+        return axes.AXES[key].parse(value)
+    except ValueError as exc:
+        sub, _, msg = str(exc).rpartition(": expected ")
+        if sub and " " not in sub:  # a sub-key's problem, e.g. "layers: expected ..."
+            raise fail(f"{where}.{sub}", f"expected {msg}") from None
+        raise fail(where, str(exc)) from None
 
 
 def _overrides(raw: Any, fail) -> dict[str, Any]:
@@ -416,12 +294,12 @@ def _overrides(raw: Any, fail) -> dict[str, Any]:
     # Imported here so that the spec schema can be read without the training stack.
     from ituning.train_config import TrainConfig
 
+    owned = axes.settings()
     for key in flat:
-        owner = _AXIS_OWNED.get(key)
-        if owner:
-            raise fail(f"overrides.{key}", f"set by {owner}, not by an override")
         if key.split(".")[0] in _PROFILE_OWNED:
             raise fail(f"overrides.{key}", "set by the profile (--profile), not by a spec")
+        if key in owned:
+            raise fail(f"overrides.{key}", f"set by the '{owned[key]}' axis, not by an override")
         _check_path(TrainConfig, key, fail)
     _check_values(flat, fail)
     return flat
@@ -472,27 +350,10 @@ def _check_values(flat: dict[str, Any], fail) -> None:
     try:
         TrainConfig.model_validate(tree)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise fail(
-            f"overrides.{loc}" if loc else "overrides", err["msg"].removeprefix("Value error, ")
-        ) from None
+        where, _, msg = validation_line(exc, prefix="overrides").partition(": ")
+        raise fail(where, msg) from None
     except ConfigError as exc:
         raise fail("overrides", str(exc)) from None
-
-
-def _with(point: Point, values: Mapping[str, Any]) -> Point:
-    kw = {("lam" if k == "lambda" else k): v for k, v in values.items()}
-    return replace(point, **kw)
-
-
-def _matches(values: Mapping[str, Any], base: Point, exclusion: Mapping[str, Any]) -> bool:
-    point = _with(base, values)
-    return all(getattr(point, "lam" if k == "lambda" else k) == v for k, v in exclusion.items())
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _typename(value: Any) -> str:

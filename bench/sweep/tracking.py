@@ -1,11 +1,20 @@
-"""MLflow tracking of sweeps: one experiment per spec, one MLflow run per grid point.
+"""MLflow tracking: one experiment per profile (``mini``, ``mini-tiny``, ``paper``), one MLflow
+run per trained point, found by every spec that asks for it.
 
-A point's run carries everything needed to read it without the run folder: the resolved
-configuration flattened into params, the training curves and final scores as metrics, the config,
-predictions, module checkpoint and attention figure as artifacts, and tags saying where and how it
-ran (spec, profile, config hash, git commit, package versions, seed, hardware). The tag
-``config_hash`` (= run id = ``TrainConfig.digest()``) joins MLflow runs, optuna trials and run
-folders.
+**A point's FINISHED MLflow run is the record that it is done** (:meth:`Tracker.finished`): the
+coordinator enqueues what has none, a worker skips a point that has one, the summary, the dry run,
+the progress bar and the report all ask it. The run folder's ``result.json`` is the worker's local
+copy (it lets a rerun log a finished training without training again) and the optuna trial is only
+a claim on the work; neither decides "finished".
+
+A run carries everything needed to read it without its folder. Params: each sweep axis once, under
+its own name (``lm``, ``lambda``, ``bottleneck``, ``drop``, ``vlp``, ``seed``; the resolved
+numbers), every other ``TrainConfig`` setting flattened (``optim.lr``, ``data.captions``, ...),
+the LM's depth and width, ``profile`` and ``scale``. Tags: ``config_hash`` (= run id =
+``TrainConfig.digest()``, joining MLflow runs, optuna trials and run folders), ``spec.<name>`` =
+``true`` for every spec that contains the point, the run folder, git commit, package versions and
+hardware. Metrics: training curves and the final scores. Artifacts: config, predictions, module
+checkpoint and the attention figure.
 
 Default store: SQLite at ``<runs>/mlflow.db`` with artifacts under ``<runs>/mlartifacts`` (MLflow 3
 refuses the plain file store). Every call goes through an explicit :class:`MlflowClient`, never the
@@ -125,27 +134,47 @@ def client(uri: str):
     return mlflow_client
 
 
-class Tracker:
-    """The MLflow side of one sweep (one experiment)."""
+def spec_tag(spec: str) -> str:
+    """The tag that marks a run as asked for by ``spec`` (value ``true``)."""
+    return f"spec.{spec}"
 
-    def __init__(
-        self, uri: str, experiment: str, *, runs_dir: Path | None = None, description: str = ""
-    ):
+
+def spec_filter(spec: str) -> str:
+    """An MLflow search clause for the runs of ``spec`` (``mlflow.search_runs(filter_string=)``)."""
+    return f"tags.`{spec_tag(spec)}` = 'true'"
+
+
+def finished_if_stored(uri: str, experiment: str) -> dict[str, str]:
+    """:meth:`Tracker.finished` of ``experiment`` without creating anything: empty when the SQLite
+    store or the experiment does not exist yet (a dry run before the first sweep)."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return {}
+    check_reachable(uri)
+    if client(uri).get_experiment_by_name(experiment) is None:
+        return {}
+    return Tracker(uri, experiment).finished()
+
+
+class Tracker:
+    """The MLflow side of one profile: its experiment and the runs in it."""
+
+    def __init__(self, uri: str, experiment: str, *, runs_dir: Path | None = None):
         self.uri = uri
         self.client = client(uri)
         self.experiment_name = experiment
-        self.experiment_id = self._experiment(experiment, runs_dir, description)
+        self.experiment_id = self._experiment(experiment, runs_dir)
 
-    def _experiment(self, name: str, runs_dir: Path | None, description: str) -> str:
+    def _experiment(self, name: str, runs_dir: Path | None) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
         location = None
         if self.uri.startswith("sqlite:") and runs_dir is not None:
             location = (Path(runs_dir) / ARTIFACT_DIR).resolve().as_uri()
+        note = f"I-Tuning runs of profile {name}; filter one spec's runs with tags.`spec.NAME` = 'true'"
         try:
             return self.client.create_experiment(
-                name, artifact_location=location, tags={"mlflow.note.content": description}
+                name, artifact_location=location, tags={"mlflow.note.content": note}
             )
         except Exception:  # created concurrently by another machine's coordinator
             found = self.client.get_experiment_by_name(name)
@@ -169,8 +198,17 @@ class Tracker:
             if not token:
                 return out
 
+    def describe_spec(self, spec: str, description: str) -> None:
+        """The spec's description as an experiment tag (shown in the UI beside the runs)."""
+        self.client.set_experiment_tag(self.experiment_id, spec_tag(spec), description or spec)
+
+    def tag_specs(self, run_id: str, specs: list[str]) -> None:
+        """Mark a run as asked for by ``specs`` (idempotent: a point shared by specs is one run)."""
+        for spec in specs:
+            self.client.set_tag(run_id, spec_tag(spec), "true")
+
     def finished(self) -> dict[str, str]:
-        """config hash -> run id of a FINISHED run."""
+        """config hash -> run id of its FINISHED run: the one record that a point is done."""
         return {
             r.data.tags["config_hash"]: r.info.run_id
             for r in self.runs(status="FINISHED")

@@ -1,0 +1,271 @@
+"""The sweep axes, each declared once.
+
+An axis is what a spec varies in the paper's own terms (LM size, λ, bottleneck, dropped layers, VLP,
+seed). Its :class:`Axis` says everything the harness needs of it: how a spec writes it, which
+``TrainConfig`` setting it decides and how it resolves against the LM a point runs on, the one
+MLflow param it is logged as (its own name, with its natural type), and how it prints in labels and
+tables. The spec schema, the dry run, the tracked params, the report's columns and the run id (the
+digest of the resolved config) all follow from :data:`AXES`; adding an axis is one entry here plus
+the code that uses its value.
+
+The method's own rules stay in the library's config (``ituning.config.ITuningConfig``): λ ≥ 1, a
+default bottleneck of ``d_lm // 2``, at least one layer kept by Dropping. Axes only translate the
+spec's notation (fractions of depth or width) into the numbers those rules are checked on.
+
+Why fractions: the paper drops 18 of GPT2-Large's 36 layers, i.e. the lower half. ``drop: 0.5``
+means the same thing on a 36-layer LM and on a 9-layer mini LM; a bare number is always a fraction
+in ``[0, 1)`` and an absolute count is written ``{layers: N}``, so that a typo such as ``drop: 18``
+is refused instead of silently meaning something else. The bottleneck works the same way
+(``null`` = the paper's width, a bare number = a fraction of ``d_lm``, ``{width: N}`` absolute).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+LM_SIZES = ("base", "medium", "large")
+
+
+class LM(Protocol):
+    """What an axis resolves against: the LM a point runs on (a profile's ``LMChoice``)."""
+
+    name: str
+    n_layers: int
+    d_lm: int
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Dropped lower layers: a fraction of depth (rounded half up), or an absolute ``layers``."""
+
+    fraction: float | None = None
+    layers: int | None = None
+
+    def resolve(self, depth: int) -> int:
+        if self.layers is not None:
+            return self.layers
+        return math.floor(self.fraction * depth + 0.5)
+
+    def to_yaml(self) -> float | dict[str, int]:
+        return {"layers": self.layers} if self.layers is not None else self.fraction
+
+    def __str__(self) -> str:
+        return f"{self.layers}L" if self.layers is not None else f"{self.fraction:g}"
+
+
+@dataclass(frozen=True)
+class Bottleneck:
+    """Bottleneck width r: the paper's default (``None``), a fraction of d_lm, or a ``width``."""
+
+    fraction: float | None = None
+    width: int | None = None
+
+    def resolve(self, d_lm: int) -> int:
+        from ituning.config import ITuningConfig
+
+        if self.width is not None:
+            return self.width
+        if self.fraction is None:
+            return ITuningConfig().resolved_bottleneck(d_lm)
+        return max(1, math.floor(self.fraction * d_lm))
+
+    def to_yaml(self) -> float | dict[str, int] | None:
+        return {"width": self.width} if self.width is not None else self.fraction
+
+    def __str__(self) -> str:
+        if self.width is not None:
+            return str(self.width)
+        return "d/2" if self.fraction is None else f"{self.fraction:g}d"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One sweep axis. ``parse`` raises ``ValueError`` with the sentence a user needs."""
+
+    name: str  # the spec key, the MLflow param and the report/CSV column
+    title: str  # column header in tables
+    doc: str  # one line: what it is, how a spec writes it
+    kind: type  # the natural type of the logged value (MLflow stores text; read() converts back)
+    setting: str  # the dotted TrainConfig field this axis decides
+    default: Any  # the parsed value when a spec leaves the axis out
+    parse: Callable[[Any], Any]
+    resolve: Callable[[Any, LM], Any] = lambda value, lm: value  # -> the setting's value
+    spec_text: Callable[[Any], str] = str  # the value as a spec means it (labels, dry run)
+    to_yaml: Callable[[Any], Any] = lambda value: value
+    label: Callable[[Any], str] = str  # its part of a point's short name ("" = omitted)
+    cell: Callable[[Any, Any], str] = lambda value, resolved: str(resolved)  # dry-run cell
+    logs_spec_value: bool = False  # log the spec's value (a name) instead of the setting's
+
+    def logged(self, value: Any, resolved: Any) -> Any:
+        """The MLflow param value of a point: the resolved setting (or the spec's name)."""
+        return value if self.logs_spec_value else resolved
+
+    def read(self, text: str | None) -> Any:
+        """An MLflow param (text) back as its natural type; ``None`` if absent."""
+        if text is None:
+            return None
+        if self.kind is bool:
+            return text == "True"
+        return self.kind(text)
+
+
+# ------------------------------------------------------------------------------- parsing helpers
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _single(value: dict, key: str) -> Any:
+    if set(value) != {key}:
+        raise ValueError(f"expected {{{key}: N}}, got keys {sorted(map(str, value))}")
+    return value[key]
+
+
+def _lm(value: Any) -> str:
+    if value not in LM_SIZES:
+        raise ValueError(f"unknown LM size {value!r} (allowed: {', '.join(LM_SIZES)})")
+    return value
+
+
+def _lambda(value: Any) -> float:
+    if not _number(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _vlp(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _seed(value: Any) -> int:
+    if not _integer(value) or value < 0:
+        raise ValueError(f"expected an integer >= 0, got {value!r}")
+    return value
+
+
+def _drop(value: Any) -> Drop:
+    if isinstance(value, dict):
+        n = _single(value, "layers")
+        if not _integer(n) or n < 0:
+            raise ValueError(f"layers: expected an integer >= 0, got {n!r}")
+        return Drop(layers=n)
+    if not _number(value) or not 0 <= value < 1:
+        hint = (
+            f"; write {{layers: {value}}} for an absolute count"
+            if _integer(value) and value >= 1
+            else ""
+        )
+        raise ValueError(f"expected a fraction of depth in [0, 1), got {value!r}{hint}")
+    return Drop(fraction=float(value))
+
+
+def _bottleneck(value: Any) -> Bottleneck:
+    if value is None:
+        return Bottleneck()
+    if isinstance(value, dict):
+        w = _single(value, "width")
+        if not _integer(w) or w < 1:
+            raise ValueError(f"width: expected an integer >= 1, got {w!r}")
+        return Bottleneck(width=w)
+    if not _number(value) or not 0 < value <= 4:
+        hint = f"; write {{width: {value}}} for an absolute width" if _integer(value) else ""
+        raise ValueError(
+            f"expected null, a fraction of d_lm in (0, 4] or {{width: N}}, got {value!r}{hint}"
+        )
+    return Bottleneck() if value == 0.5 else Bottleneck(fraction=float(value))
+
+
+# ------------------------------------------------------------------------------------- the axes
+
+AXES: dict[str, Axis] = {
+    axis.name: axis
+    for axis in (
+        Axis(
+            name="lm",
+            title="LM",
+            doc="LM size: base | medium | large (the profile says which LM that is)",
+            kind=str,
+            setting="backbones.lm",
+            default="base",
+            parse=_lm,
+            resolve=lambda value, lm: lm.name,
+            label=str,
+            cell=lambda value, resolved: f"{value} ({Path(resolved).name})",
+            logs_spec_value=True,
+        ),
+        Axis(
+            name="lambda",
+            title="λ",
+            doc="λ of eq. (5), >= 1 unless overrides allow less",
+            kind=float,
+            setting="itune.scale",
+            default=1.0,
+            parse=_lambda,
+            spec_text=lambda value: f"{value:g}",
+            label=lambda value: f"λ={value:g}",
+            cell=lambda value, resolved: f"{resolved:g}",
+        ),
+        Axis(
+            name="bottleneck",
+            title="r",
+            doc="module width r: null = d_lm/2 (the paper's), 0.25 = d_lm/4, {width: 64}",
+            kind=int,
+            setting="itune.bottleneck",
+            default=Bottleneck(),
+            parse=_bottleneck,
+            resolve=lambda value, lm: value.resolve(lm.d_lm),
+            to_yaml=lambda value: value.to_yaml(),
+            label=lambda value: f"r={value}",
+        ),
+        Axis(
+            name="drop",
+            title="drop",
+            doc="dropped lower layers: 0.5 = half the depth, {layers: 18}",
+            kind=int,
+            setting="itune.drop_first",
+            default=Drop(fraction=0.0),
+            parse=_drop,
+            resolve=lambda value, lm: value.resolve(lm.n_layers),
+            to_yaml=lambda value: value.to_yaml(),
+            label=lambda value: f"drop={value}",
+            cell=lambda value, resolved: f"{value} -> {resolved}",
+        ),
+        Axis(
+            name="vlp",
+            title="vlp",
+            doc="vision-language pre-training before captioning",
+            kind=bool,
+            setting="vlp",
+            default=False,
+            parse=_vlp,
+            label=lambda value: "vlp" if value else "",
+            cell=lambda value, resolved: "yes" if resolved else "no",
+        ),
+        Axis(
+            name="seed",
+            title="seed",
+            doc="random seed of the modules' initialisation and the data order",
+            kind=int,
+            setting="seed",
+            default=0,
+            parse=_seed,
+            label=lambda value: f"s{value}",
+        ),
+    )
+}
+
+
+def settings() -> dict[str, str]:
+    """TrainConfig field -> the axis that decides it (overrides may not set these)."""
+    return {axis.setting: axis.name for axis in AXES.values()}

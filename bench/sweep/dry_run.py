@@ -1,0 +1,68 @@
+"""``--dry-run``: the resolved runs of a spec, one row each, with every axis as a column.
+
+The state column asks the same record as the sweep: ``finished`` is a FINISHED MLflow run of the
+point; ``partial`` a run folder with resumable training state; ``new`` anything else. A store that
+does not exist yet is not created.
+"""
+
+from __future__ import annotations
+
+from bench.sweep import axes, folders, tracking
+from bench.sweep.plan import RunPlan
+from bench.sweep.profiles import Profile
+from bench.sweep.spec import SweepSpec
+
+
+def describe(
+    spec: SweepSpec, profile: Profile, plans: list[RunPlan], tracking_uri: str | None = None
+) -> str:
+    lines = [
+        f"sweep {spec.name} ({spec.source}) under profile {profile.name}"
+        + ("" if profile.scale == "full" else f" ({profile.scale})"),
+    ]
+    if spec.description:
+        lines.append(f"  {spec.description.splitlines()[0]}")
+    b = profile.budget
+    lines.append(
+        f"  budget: {b.epochs} epochs (VLP {b.vlp_epochs}), batch {b.batch_captions} captions "
+        f"(micro {b.micro_batch_images} images), lr {b.lr:g}, beam {b.beam}"
+    )
+    finished = tracking.finished_if_stored(
+        tracking_uri or tracking.default_tracking_uri(profile.runs_dir), profile.label
+    )
+    titles = [axis.title for axis in axes.AXES.values()]
+    header = ("run id", titles[0], "layers", *titles[1:], "trainable", "state")
+    rows = []
+    for plan in plans:
+        cells = [
+            axis.cell(plan.point[name], plan.resolved(name)) for name, axis in axes.AXES.items()
+        ]
+        out = folders.run_dir(profile.runs_dir, plan.run_id)
+        state = (
+            "finished"
+            if plan.run_id in finished
+            else "partial"
+            if folders.has_checkpoint(out)
+            else "new"
+        )
+        rows.append(
+            (
+                plan.run_id,
+                cells[0],
+                str(plan.arch.n_layers),
+                *cells[1:],
+                _count(plan.arch.trainable_params),
+                state,
+            )
+        )
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        lines.append(
+            "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        )
+    lines.append(f"  {len(plans)} runs")
+    return "\n".join(lines)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M ({n:,})" if n >= 100_000 else f"{n:,}"

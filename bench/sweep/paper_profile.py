@@ -1,0 +1,122 @@
+"""The ``paper`` profile: GPT-2 base/medium/large and CLIP ViT-B/16 (``openai``) from the Hugging
+Face cache, and the real datasets under ``--data-root``, laid out as::
+
+    DATA_ROOT/coco/dataset_coco.json                Karpathy's split file (caption_datasets.zip)
+    DATA_ROOT/coco/images/train2014/, val2014/       COCO 2014 images (the file's filepath/filename)
+    DATA_ROOT/nocaps/nocaps_val_4500_captions.json   NoCaps validation annotations
+    DATA_ROOT/nocaps/images/                         NoCaps validation images (file_name)
+    DATA_ROOT/visual_genome/region_descriptions.json  Visual Genome v1.2 regions (VLP only)
+    DATA_ROOT/visual_genome/image_data.json
+    DATA_ROOT/visual_genome/VG_100K/, VG_100K_2/      Visual Genome images
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.sweep.budgets import PAPER_BUDGET, TINY_BUDGET
+from bench.sweep.plan import RunPlan
+from bench.sweep.profiles import LMChoice, Profile
+from ituning.errors import ConfigError, DataError
+from ituning.train_config import TrainConfig
+
+LAYOUT_DOC = "bench/sweep/paper_profile.py"
+
+PAPER_LMS = {
+    "base": LMChoice("gpt2", 12, 768),
+    "medium": LMChoice("gpt2-medium", 24, 1024),
+    "large": LMChoice("gpt2-large", 36, 1280),
+}
+
+PAPER_LAYOUT = {
+    "captions": ("coco/dataset_coco.json", "Karpathy's COCO split file"),
+    "image_root": ("coco/images", "COCO 2014 images (train2014/, val2014/)"),
+    "nocaps": ("nocaps/nocaps_val_4500_captions.json", "NoCaps validation annotations"),
+    "nocaps_image_root": ("nocaps/images", "NoCaps validation images"),
+    "vlp_regions": ("visual_genome/region_descriptions.json", "Visual Genome regions"),
+    "vlp_image_data": ("visual_genome/image_data.json", "Visual Genome image list"),
+    "vlp_image_root": ("visual_genome", "Visual Genome images (VG_100K/, VG_100K_2/)"),
+}
+
+
+@dataclass(frozen=True)
+class PaperProfile(Profile):
+    def check(self, plans: Sequence[RunPlan] = ()) -> None:
+        """One line naming the first missing path and what belongs there, or the first bad file and
+        field: the dataset files are read as the runs will read them (image files must exist)."""
+        needed = ["captions", "image_root"]
+        if any(p.config.eval.nocaps for p in plans):
+            needed += ["nocaps", "nocaps_image_root"]
+        if any(p.config.vlp for p in plans):
+            needed += ["vlp_regions", "vlp_image_data", "vlp_image_root"]
+        root = Path(self.data["captions"]).parent.parent
+        if not root.is_dir():
+            raise DataError(
+                f"--data-root {root}: no such folder; it must hold coco/, nocaps/ and visual_genome/ "
+                f"(layout: {LAYOUT_DOC})"
+            )
+        for key in needed:
+            path = Path(self.data[key])
+            rel, what = PAPER_LAYOUT[key]
+            if not path.exists():
+                raise DataError(
+                    f"{path}: missing; put {what} there (data root layout: {LAYOUT_DOC})"
+                )
+        for plan in plans:
+            _check_dataset_files(plan.config)
+
+
+def paper_profile(runs_dir: Path, data_root: Path | str | None, scale: str) -> PaperProfile:
+    if data_root is None:
+        raise ConfigError(
+            "profile paper needs --data-root DIR holding coco/dataset_coco.json, coco/images/, "
+            f"nocaps/ and visual_genome/ (layout: {LAYOUT_DOC})"
+        )
+    root = Path(data_root)
+    return PaperProfile(
+        name="paper",
+        scale=scale,
+        runs_dir=runs_dir,
+        lms=PAPER_LMS,
+        vision="ViT-B-16",
+        vision_pretrained="openai",
+        vision_width=768,
+        data={key: str(root / rel) for key, (rel, _) in PAPER_LAYOUT.items()},
+        budget=PAPER_BUDGET if scale == "full" else TINY_BUDGET,
+        paper_task=True,
+    )
+
+
+_DATA_CHECKED: set[str] = set()
+
+
+def _check_dataset_files(config: TrainConfig) -> None:
+    """``load_data`` as a run calls it, once per data setup and state of its files per process."""
+    from ituning.train import load_data
+
+    files = [config.data.captions]
+    if config.eval.nocaps and config.data.nocaps is not None:
+        files.append(config.data.nocaps)
+    if config.vlp:
+        files += [config.data.vlp_regions, config.data.vlp_image_data]
+    stamps = []
+    for path in files:
+        try:
+            st = Path(path).stat()
+            stamps.append((str(path), st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append((str(path), None, None))
+    key = repr(
+        (
+            config.data.model_dump_json(),
+            config.eval.nocaps,
+            config.eval.splits,
+            config.vlp,
+            stamps,
+        )
+    )
+    if key not in _DATA_CHECKED:
+        load_data(config)
+        _DATA_CHECKED.add(key)
