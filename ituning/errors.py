@@ -70,3 +70,9 @@ def validation_line(exc: Exception, source: str = "", *, prefix: str = "") -> st
     loc = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
     msg = err["msg"].removeprefix("Value error, ")
     return ": ".join(part for part in (source, loc, msg) if part)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (a driver's or library's message can span a page)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ituning.config import ITuningConfig
-from ituning.errors import ConfigError, validation_line
+from ituning.errors import ConfigError, first_line, validation_line
 from ituning.files import canonical_json, sha256_text
 
 
@@ -126,7 +126,7 @@ def load_train_config(path: Path, overrides: dict | None = None) -> TrainConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: byte {exc.start}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({_first_line(exc)})") from None
+        raise ConfigError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     for dotted, value in (overrides or {}).items():
@@ -150,7 +150,3 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
             where = ".".join(keys[: depth + 1])
             raise ConfigError(f"override {dotted!r}: {where} is a value, not a section")
     node[keys[-1]] = value
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

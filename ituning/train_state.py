@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ituning.errors import CheckpointError
+from ituning.errors import CheckpointError, first_line
 from ituning.faultpoints import fault_point
 from ituning.files import atomic_path
 
@@ -63,7 +63,7 @@ def load_state(directory: Path) -> TrainState | None:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise CheckpointError(
             f"{path}: training state is truncated or not a safe checkpoint ({reason[:120]}); "
             "delete it to restart this run from scratch"

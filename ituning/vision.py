@@ -26,7 +26,7 @@ import torch
 from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
-from ituning.errors import BackboneError
+from ituning.errors import BackboneError, first_line
 from ituning.files import atomic_path, atomic_write_json
 
 CONFIG_FILE = "open_clip_config.json"
@@ -208,7 +208,7 @@ def load_vision(
                 model_name, pretrained=pretrained, device=device, **kwargs
             )
     except Exception as exc:  # open_clip raises RuntimeError/OSError/ValueError for all of these
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         if local:
             raise BackboneError(f"cannot load vision encoder from '{display}': {first}") from None
         hub = (tag_cfg.get("hf_hub") or "").strip("/")

@@ -25,6 +25,7 @@ import pandas as pd
 
 from bench.sweep import axes, tracking
 from bench.sweep.tracking import TrackingError
+from ituning.errors import first_line
 from ituning.files import canonical_json, sha256_text
 
 LM_ORDER = {size: i for i, size in enumerate(axes.LM_SIZES)}
@@ -355,7 +356,7 @@ def load_runs(uri: str, *, profile: str, scale: str = "full") -> RunSet:
         raise
     except Exception as exc:
         raise TrackingError(
-            f"MLflow tracking store {uri} cannot be read: {str(exc).splitlines()[0]}"
+            f"MLflow tracking store {uri} cannot be read: {first_line(exc)}"
         ) from None
     out = RunSet(uri=uri, profile=profile, scale=scale)
     if frame.empty:
@@ -447,7 +448,7 @@ def fetch_artifact(uri: str, run: Run, folder_name: str, artifact_path: str, dst
     except Exception as exc:
         raise TrackingError(
             f"run {run.config_hash}: artifact {artifact_path!r} neither in its run folder nor "
-            f"downloadable from MLflow ({str(exc).splitlines()[0]})"
+            f"downloadable from MLflow ({first_line(exc)})"
         ) from None
     return Path(local)
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -44,7 +42,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from ituning.errors import ITuningError
+from bench.sweep.worker_identity import identity, process_alive, same_machine
+from ituning.errors import ITuningError, first_line
 from ituning.files import file_lock
 
 HEARTBEAT_S = 10
@@ -139,7 +138,7 @@ def open_storage(
             ) from None
         except Exception as exc:  # sqlalchemy/optuna errors: report the URL, not a traceback
             raise QueueError(
-                f"optuna storage {mask_url(url)} is unreachable or unusable: {_first_line(exc)}"
+                f"optuna storage {mask_url(url)} is unreachable or unusable: {first_line(exc)}"
             ) from None
 
 
@@ -163,7 +162,7 @@ def _check_not_locked(url: str) -> None:
                 f"within {LOCK_WAIT_S} s); stop that process or pass another --storage"
             ) from None
         raise QueueError(
-            f"optuna storage {mask_url(url)} is unreachable or unusable: {_first_line(exc)}"
+            f"optuna storage {mask_url(url)} is unreachable or unusable: {first_line(exc)}"
         ) from None
 
 
@@ -264,7 +263,7 @@ class WorkQueue:
         for t in self.trials((TrialState.RUNNING,)):
             worker = t.system_attrs.get("worker")
             if worker is not None:
-                dead = _same_machine(worker) and not _process_alive(worker)
+                dead = same_machine(worker) and not process_alive(worker)
             else:  # claimed but died before recording who it is
                 started = t.datetime_start or now
                 dead = (now - started).total_seconds() > self.grace_s
@@ -392,66 +391,6 @@ def _requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     _retry(lambda: study.enqueue_trial({}, user_attrs=attrs))
 
 
-# ---------------------------------------------------------------------- worker identity
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _start_ticks(pid: int) -> str | None:
-    """Process start time (clock ticks since boot), or None if no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        if not Path("/proc").is_dir():  # not Linux: fall back to a signal-0 probe
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return None
-            except PermissionError:
-                return "?"
-            return "?"
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _pid_namespace() -> str:
-    """Containers on one host can share host name and boot id; pids mean nothing across them."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-def identity(pid: int | None = None) -> dict[str, Any]:
-    pid = os.getpid() if pid is None else pid
-    return {
-        "host": socket.gethostname(),
-        "boot": _boot_id(),
-        "pidns": _pid_namespace(),
-        "pid": pid,
-        "start": _start_ticks(pid),
-    }
-
-
-def _same_machine(worker: dict[str, Any]) -> bool:
-    """Same host, boot and pid namespace: only then can we tell from here whether it lives."""
-    return (
-        worker.get("host") == socket.gethostname()
-        and worker.get("boot") == _boot_id()
-        and worker.get("pidns", "") == _pid_namespace()
-    )
-
-
-def _process_alive(worker: dict[str, Any]) -> bool:
-    now = _start_ticks(int(worker.get("pid", -1)))
-    return now is not None and (now == "?" or now == worker.get("start"))
-
-
 # ---------------------------------------------------------------------- helpers
 
 
@@ -471,8 +410,3 @@ def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
 
 def _finite(value: float | None) -> bool:
     return value is not None and value == value and abs(value) != float("inf")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import REPO_ROOT
-from ituning.errors import ITuningError
+from ituning.errors import ITuningError, first_line
 from ituning.faultpoints import fault_point
 
 DB_FILE = "mlflow.db"
@@ -105,7 +105,7 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
         client(uri).search_experiments(max_results=1)
     except Exception as exc:
         raise TrackingError(
-            f"MLflow tracking store {shown} is unusable: {_first_line(exc)}"
+            f"MLflow tracking store {shown} is unusable: {first_line(exc)}"
         ) from None
 
 
@@ -394,8 +394,3 @@ def _git(root: Path, *args: str) -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

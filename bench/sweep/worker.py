@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.sweep import axes, folders, tracking
 from bench.sweep import queue as work_queue
+from bench.sweep.worker_identity import identity
 from ituning.errors import ITuningError
 from ituning.faultpoints import fault_point
 
@@ -174,7 +175,7 @@ def run_tags(
         "run_folder": str(out_dir),
         "optuna.study": ctx.study_name,
         "optuna.trial": claim.number,
-        "worker": f"{work_queue.identity()['host']}:{os.getpid()}",
+        "worker": f"{identity()['host']}:{os.getpid()}",
         "stage": "queued",
         "reused_result": reused,
         "resumed": resumed,

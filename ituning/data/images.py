@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ituning.errors import DataError
+from ituning.errors import DataError, first_line
 
 
 def load_image(path: Path | str) -> Image.Image:
@@ -34,5 +34,5 @@ def load_image(path: Path | str) -> Image.Image:
         ValueError,
         SyntaxError,
     ) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise DataError(f"cannot read image {path}: {reason} (corrupt or not an image?)") from None
