@@ -13,7 +13,6 @@ Debian: ``apt install chromium``).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -100,29 +99,25 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
 
 
 def compare_path(runs_dir: Path, spec: str, experiment: str = "mini") -> str:
-    """Path (after the server's URL) of MLflow's comparison page for every FINISHED run of
-    ``spec`` in the profile's ``experiment``, oldest first."""
+    """Path (after the server's URL) of the profile's experiment page, in its chart view, showing
+    the FINISHED runs of ``spec``: MLflow leads the charts with the experiment's primary metric
+    (test CIDEr, ``tracking.PRIMARY_METRIC``) and a parallel-coordinates plot of the params that
+    differ, i.e. the spec's axes."""
     client = tracking.client(tracking.default_tracking_uri(Path(runs_dir).resolve()))
     exp = client.get_experiment_by_name(experiment)
-    runs = []
-    if exp is not None:
-        runs = client.search_runs(
-            [exp.experiment_id],
-            f"attributes.status = 'FINISHED' and {tracking.spec_filter(spec)}",
-            order_by=["attributes.start_time"],
-        )
-    if not runs:
+    query = f"attributes.status = 'FINISHED' and {tracking.spec_filter(spec)}"
+    if exp is None or not client.search_runs([exp.experiment_id], query, max_results=1):
         raise ConfigError(
             f"--spec {spec}: no FINISHED run of it in experiment {experiment} of {runs_dir}; run "
             f"`python -m bench.sweep {spec}` first"
         )
-    query = urllib.parse.urlencode(
-        {
-            "runs": json.dumps([r.info.run_id for r in runs]),
-            "experiments": json.dumps([exp.experiment_id]),
-        }
-    )
-    return f"/#/compare-runs?{query}"
+    params = {
+        "compareRunsMode": "CHART",
+        "searchFilter": query,
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": "true",
+    }
+    return f"/#/experiments/{exp.experiment_id}?{urllib.parse.urlencode(params, quote_via=urllib.parse.quote)}"
 
 
 def screenshot(page: str, out: Path, *, width: int = 1600, height: int = 1400) -> Path:

@@ -43,9 +43,11 @@ def test_server_answers_on_loopback_lists_the_runs_and_stops(tmp_path: Path) -> 
     with ui.serve(runs_dir, port=port) as url:
         assert url == f"http://127.0.0.1:{port}"
         page = url + ui.compare_path(runs_dir, "dropping")
-        query = urllib.parse.parse_qs(page.split("?", 1)[1])
-        assert json.loads(query["runs"][0]) == ids  # FINISHED only, oldest first
-        body = json.dumps({"experiment_ids": json.loads(query["experiments"][0])}).encode()
+        path, _, fragment_query = page.partition("?")
+        query = urllib.parse.parse_qs(fragment_query)
+        assert query["compareRunsMode"] == ["CHART"]
+        exp_id = path.rsplit("/", 1)[1]
+        body = json.dumps({"experiment_ids": [exp_id], "filter": query["searchFilter"][0]}).encode()
         request = urllib.request.Request(
             f"{url}/api/2.0/mlflow/runs/search",
             data=body,
@@ -53,7 +55,13 @@ def test_server_answers_on_loopback_lists_the_runs_and_stops(tmp_path: Path) -> 
         )
         with urllib.request.urlopen(request, timeout=10) as reply:
             served = {r["info"]["run_id"] for r in json.load(reply)["runs"]}
-        assert set(ids) <= served  # the server reads the same store
+        assert served == set(ids)  # the page's filter: FINISHED runs of the spec only
+        experiment = tracking.client(
+            tracking.default_tracking_uri(runs_dir.resolve())
+        ).get_experiment(exp_id)
+        assert (
+            experiment.tags[tracking.PRIMARY_METRIC_TAG] == "test/cider"
+        )  # the charts lead with it
     with socket.socket() as sock:  # stopped: nothing listens there any more
         # (the server's closed connections may linger in TIME_WAIT: SO_REUSEADDR allows that,
         # but Linux still refuses the bind while a socket listens on the port)

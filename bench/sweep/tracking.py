@@ -44,6 +44,10 @@ from ituning.errors import ITuningError, first_line
 from ituning.faultpoints import fault_point
 
 DB_FILE = "mlflow.db"
+#: The metric the experiment is about: MLflow's UI leads its run charts (and their parallel
+#: coordinates) with the experiment tag ``mlflow.experiment.primaryMetric.name``.
+PRIMARY_METRIC = "test/cider"
+PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
 ARTIFACT_DIR = "mlartifacts"
 FLUSH_S = 5.0
 PACKAGES = (
@@ -167,6 +171,10 @@ class Tracker:
     def _experiment(self, name: str, runs_dir: Path | None) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if PRIMARY_METRIC_TAG not in found.tags:  # a store from before the tag existed
+                self.client.set_experiment_tag(
+                    found.experiment_id, PRIMARY_METRIC_TAG, PRIMARY_METRIC
+                )
             return found.experiment_id
         location = None
         if self.uri.startswith("sqlite:") and runs_dir is not None:
@@ -174,7 +182,9 @@ class Tracker:
         note = f"I-Tuning runs of profile {name}; filter one spec's runs with tags.`spec.NAME` = 'true'"
         try:
             return self.client.create_experiment(
-                name, artifact_location=location, tags={"mlflow.note.content": note}
+                name,
+                artifact_location=location,
+                tags={"mlflow.note.content": note, PRIMARY_METRIC_TAG: PRIMARY_METRIC},
             )
         except Exception:  # created concurrently by another machine's coordinator
             found = self.client.get_experiment_by_name(name)
