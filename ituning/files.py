@@ -89,3 +89,20 @@ def sha256_text(text: str, length: int | None = None) -> str:
 def canonical_json(payload: Any) -> str:
     """Sorted keys, no spaces: equal data always gives equal text (and equal digests)."""
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def read_text(path: str | os.PathLike[str], what: str) -> str:
+    """A UTF-8 text file a user supplied (a spec, a config), or a one-line ``ConfigError`` naming
+    the file and what is wrong with it."""
+    from ituning.errors import ConfigError
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: byte {exc.start}: not UTF-8 text; a {what} is a YAML text file"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None

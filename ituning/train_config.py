@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ituning.config import ITuningConfig
 from ituning.errors import ConfigError, first_line, validation_line
-from ituning.files import canonical_json, sha256_text
+from ituning.files import canonical_json, read_text, sha256_text
 
 
 class _Strict(BaseModel):
@@ -117,14 +117,9 @@ class TrainConfig(_Strict):
 
 def load_train_config(path: Path, overrides: dict | None = None) -> TrainConfig:
     """Read a YAML/JSON config file, apply dotted ``overrides``, validate; one-line errors."""
+    text = read_text(path, "config file")
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: byte {exc.start}: not UTF-8 text") from None
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(raw, dict):

@@ -45,6 +45,7 @@ import yaml
 
 from bench.sweep import axes
 from ituning.errors import ConfigError, validation_line
+from ituning.files import read_text
 
 TOP_KEYS = ("name", "description", "base", "axes", "exclude", "extra", "overrides")
 _PROFILE_OWNED = ("backbones", "data")
@@ -109,16 +110,7 @@ class SweepSpec:
 def load_spec(path: Path | str) -> SweepSpec:
     """Read and validate a spec file; any problem is a ConfigError naming file and field."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: sweep spec not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the sweep spec ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path}: byte {exc.start}: not UTF-8 text; a sweep spec is a YAML text file"
-        ) from None
+    text = read_text(path, "sweep spec")
     return parse_spec(text, source=str(path))
 
 
