@@ -14,6 +14,7 @@ fault points themselves, and the MLflow UI's loopback binding.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,17 +26,19 @@ from pathlib import Path
 
 import pytest
 
-from bench import faults
+from bench import REPO_ROOT
+from bench.faults import inputs, stores, untrusted_files
+from bench.faults.harness import free_port
+from bench.sweep import cli as sweep_cli
 from bench.sweep import coordinator as sweep
 from bench.sweep import queue as q
 from bench.sweep import tracking
+from ituning import faultpoints
 from ituning import train as train_cli
 from ituning.errors import BackboneError, CheckpointError
 from ituning.faultpoints import MARKER_ENV, PAUSE_ENV, fault_point
 from ituning.train import run_experiment
 from ituning.train_state import load_state
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,7 +48,7 @@ def _threads(one_thread):
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in (PAUSE_ENV, MARKER_ENV)}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return {**env, "OMP_NUM_THREADS": "1", **extra}
 
 
@@ -69,7 +72,8 @@ def _kill_at(args: list[str], point: str, tmp_path: Path, timeout: float = 180) 
             assert time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # exited early: the assertions above say why
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     return marker.read_text().split()[0]
 
@@ -77,10 +81,40 @@ def _kill_at(args: list[str], point: str, tmp_path: Path, timeout: float = 180) 
 # ---------------------------------------------------------------------- fault points
 
 
-def test_a_fault_point_does_nothing_unless_named(monkeypatch):
+@pytest.fixture
+def fresh_passes(monkeypatch, tmp_path) -> Path:
+    """In-process fault points with their own pass counts and a marker file under ``tmp_path``."""
+    monkeypatch.setattr(faultpoints, "_passes", {})
+    monkeypatch.delenv(PAUSE_ENV, raising=False)
+    marker = tmp_path / "paused"
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    return marker
+
+
+@pytest.mark.timeout(30)  # a pause would sleep 600 s: the timeout turns it into a failure
+def test_a_fault_point_does_nothing_unless_named(fresh_passes, monkeypatch):
+    marker = fresh_passes
+    started = time.monotonic()
     fault_point("state.save")  # no variable: returns at once
     monkeypatch.setenv(PAUSE_ENV, "checkpoint.save")
     fault_point("state.save")  # another point
+    monkeypatch.setenv(PAUSE_ENV, "state.save@2")
+    fault_point("state.save")  # the named point, but not yet its pass
+    assert time.monotonic() - started < 5
+    assert not marker.exists()
+
+
+def test_a_named_fault_point_writes_its_marker_at_its_nth_pass(fresh_passes, monkeypatch):
+    """The positive control of the test above, in-process: no pause (``MAX_PAUSE_S`` 0), so the
+    point gives up at once, after writing the marker."""
+    marker = fresh_passes
+    monkeypatch.setattr(faultpoints, "MAX_PAUSE_S", 0.0)
+    monkeypatch.setenv(PAUSE_ENV, "state.save@2")
+    fault_point("state.save")
+    assert not marker.exists()
+    with pytest.raises(RuntimeError, match="nobody killed us"):
+        fault_point("state.save")
+    assert marker.read_text().split()[0] == "state.save@2"
 
 
 def test_a_fault_point_pauses_at_its_nth_pass_until_killed(tmp_path):
@@ -105,13 +139,13 @@ def _one_error_line(capsys) -> str:
 
 def _sweep_main(argv: list[str]) -> int:
     try:
-        return sweep.main(argv)
+        return sweep_cli.main(argv)
     except SystemExit as exc:  # argparse usage errors
         return int(exc.code)
 
 
 @pytest.mark.parametrize(
-    ("name", "text", "names"), faults.BAD_SPECS, ids=[c[0] for c in faults.BAD_SPECS]
+    ("name", "text", "names"), inputs.BAD_SPECS, ids=[c[0] for c in inputs.BAD_SPECS]
 )
 def test_a_malformed_spec_is_exit_2_one_line_and_writes_nothing(
     name, text, names, tmp_path, monkeypatch, capsys
@@ -127,7 +161,7 @@ def test_a_malformed_spec_is_exit_2_one_line_and_writes_nothing(
 
 
 @pytest.mark.parametrize(
-    ("name", "argv", "names"), faults.BAD_FLAGS, ids=[c[0] for c in faults.BAD_FLAGS]
+    ("name", "argv", "names"), inputs.BAD_FLAGS, ids=[c[0] for c in inputs.BAD_FLAGS]
 )
 def test_a_bad_flag_is_exit_2_one_line_and_writes_nothing(
     name, argv, names, tmp_path, monkeypatch, capsys
@@ -143,10 +177,10 @@ def test_a_bad_flag_is_exit_2_one_line_and_writes_nothing(
 
 @pytest.fixture(scope="module")
 def paper_root(tmp_path_factory) -> Path:
-    return faults.write_paper_root(tmp_path_factory.mktemp("paper") / "data")
+    return inputs.write_paper_root(tmp_path_factory.mktemp("paper") / "data")
 
 
-DATA_EDITS = faults._data_edits()
+DATA_EDITS = inputs.bad_data_files()
 
 
 @pytest.mark.parametrize(
@@ -187,7 +221,7 @@ def test_path_traversal_in_a_dataset_is_refused_by_the_sweep(paper_root, tmp_pat
 
     root = tmp_path / "data"
     shutil.copytree(paper_root, root)
-    faults._edit_json(
+    inputs.edit_json(
         root / "coco" / "dataset_coco.json",
         lambda d: d["images"][0].update(filename="../../../../etc/passwd"),
     )
@@ -204,7 +238,7 @@ def test_the_train_command_checks_its_data_before_writing_its_folder(paper_root,
 
     root = tmp_path / "data"
     shutil.copytree(paper_root, root)
-    faults._edit_json(root / "coco" / "dataset_coco.json", lambda d: d["images"][1].pop("split"))
+    inputs.edit_json(root / "coco" / "dataset_coco.json", lambda d: d["images"][1].pop("split"))
     config = tmp_path / "config.json"
     data = {
         "captions": str(root / "coco" / "dataset_coco.json"),
@@ -253,7 +287,7 @@ def straight(make_train_config, tmp_path_factory):
 
 
 def _untimed(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in faults.TIMING}
+    return {k: v for k, v in metrics.items() if k not in stores.TIMING}
 
 
 @pytest.mark.slow
@@ -288,21 +322,21 @@ def test_a_damaged_result_json_is_evaluated_again_without_training(straight, tmp
 
 def test_damaged_mini_backbones_are_one_line_naming_the_file_and_the_fix(tmp_path):
     from bench.mini.backbones import folder_hashes
-    from bench.sweep.profiles import _verify_backbones
+    from bench.mini.profile import verify_backbones
 
     root = tmp_path / "quick-abc"
     (root / "mini-base").mkdir(parents=True)
     (root / "mini-base" / "model.safetensors").write_bytes(b"weights")
     (root / "mini-base" / "config.json").write_text("{}")
     manifest = {"files": folder_hashes(root)}
-    _verify_backbones(root, manifest)
+    verify_backbones(root, manifest)
     (root / "mini-base" / "config.json").write_text('{"n_layer": 9}')
     with pytest.raises(BackboneError, match=r"mini-base/config.json: changed since it was built"):
-        _verify_backbones(root, manifest)
+        verify_backbones(root, manifest)
     (root / "mini-base" / "config.json").write_text("{}")
     (root / "mini-base" / "model.safetensors").unlink()
     with pytest.raises(BackboneError) as info:
-        _verify_backbones(root, manifest)
+        verify_backbones(root, manifest)
     assert str(info.value) == (
         f"{root}/mini-base/model.safetensors: missing (its sha256 is in manifest.json); delete "
         f"{root} and rerun to rebuild the mini backbones"
@@ -314,7 +348,7 @@ def test_damaged_mini_backbones_are_one_line_naming_the_file_and_the_fix(tmp_pat
 
 def test_a_training_state_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "EXECUTED"
-    faults.write_evil_pickle(tmp_path / "state" / "train_state.pt", marker)
+    untrusted_files.write_evil_pickle(tmp_path / "state" / "train_state.pt", marker)
     with pytest.raises(CheckpointError, match=r"train_state.pt: .*not a safe checkpoint"):
         load_state(tmp_path / "state")
     assert not marker.exists()
@@ -324,7 +358,7 @@ def test_module_weights_that_are_a_pickle_are_refused(tmp_path):
     from ituning.checkpoint import META, WEIGHTS, load_checkpoint
 
     marker = tmp_path / "EXECUTED"
-    faults.write_evil_pickle(tmp_path / WEIGHTS, marker, torch_format=False)
+    untrusted_files.write_evil_pickle(tmp_path / WEIGHTS, marker, torch_format=False)
     (tmp_path / META).write_text(
         json.dumps({"format": "ituning-modules/1", "config": {}, "lm": {}, "vision": {}})
     )
@@ -338,17 +372,17 @@ def test_the_payload_is_real(tmp_path):
     import pickle
 
     marker = tmp_path / "EXECUTED"
-    faults.write_evil_pickle(tmp_path / "evil.pkl", marker, torch_format=False)
+    untrusted_files.write_evil_pickle(tmp_path / "evil.pkl", marker, torch_format=False)
     pickle.loads((tmp_path / "evil.pkl").read_bytes())  # noqa: S301 - the point of the test
     assert marker.exists()
 
 
 def test_the_sources_never_deserialise_code():
-    assert faults.scan_unsafe_loads([ROOT / "ituning", ROOT / "bench"]) == []
+    assert untrusted_files.scan_unsafe_loads([REPO_ROOT / "ituning", REPO_ROOT / "bench"]) == []
 
 
 def test_the_ui_session_binds_to_loopback(tmp_path):
-    args, env = faults.ui_command(5123, tmp_path)
+    args, env = untrusted_files.ui_command(5123, tmp_path)
     assert args[args.index("--host") + 1] == "127.0.0.1"
     assert args[args.index("--port") + 1] == "5123"
     assert args[args.index("-m") + 1] == "bench.ui"  # its server command: tests/test_ui.py
@@ -361,7 +395,7 @@ def test_an_unreachable_tracking_server_fails_before_anything_is_built(
     tmp_path, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)
-    url = f"http://127.0.0.1:{faults._free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     runs = tmp_path / "runs"
     assert (
         _sweep_main(["smoke", "--scale", "tiny", "--runs-dir", str(runs), "--tracking-uri", url])
@@ -433,17 +467,17 @@ def test_three_processes_creating_the_stores_at_once_all_succeed(tmp_path):
 
 _SWEEP_DRIVER = """
 import sys
-from dataclasses import replace
 from pathlib import Path
-from bench.sweep.profiles import get_profile
-from bench.sweep.folders import Resolved, RunPlan
+from bench.sweep.profiles import Profile, get_profile
+from bench.sweep.plan import Arch, RunPlan
 from bench.sweep.spec import Point, parse_spec
 from bench.sweep.coordinator import run_sweep
 from ituning.train_config import TrainConfig
 
 config = TrainConfig.model_validate_json(Path(sys.argv[1]).read_text())
-profile = replace(get_profile("mini", runs_dir=Path(sys.argv[2]), scale="tiny"), _prepare=None)
-plan = RunPlan(Point(), config, Resolved("lm", 2, 32, 32, 0, 16, 0))
+# the mini profile's tables without its build step (the config names the template's assets)
+profile = Profile(**vars(get_profile("mini", runs_dir=Path(sys.argv[2]), scale="tiny")))
+plan = RunPlan(Point(), config, Arch("lm", 2, 32, 32, 0))
 spec = parse_spec("name: logged\\naxes: {seed: [0]}\\n")
 report = run_sweep(spec, profile, plans=[plan], progress=False)
 raise SystemExit(0 if report.ok and len(report.done) == 1 else 1)
@@ -465,20 +499,18 @@ def test_sigkill_while_logging_to_mlflow_reuses_the_finished_folder(straight, tm
     result = runs / "points" / cfg.digest() / "result.json"
     stamp = (result.read_bytes(), result.stat().st_mtime_ns)
 
-    from dataclasses import replace
-
-    from bench.sweep.folders import Resolved, RunPlan
-    from bench.sweep.profiles import get_profile
+    from bench.sweep.plan import Arch, RunPlan
+    from bench.sweep.profiles import Profile, get_profile
     from bench.sweep.spec import Point, parse_spec
 
-    profile = replace(get_profile("mini", runs_dir=runs, scale="tiny"), _prepare=None)
-    plan = RunPlan(Point(), cfg, Resolved("lm", 2, 32, 32, 0, 16, 0))
+    profile = Profile(**vars(get_profile("mini", runs_dir=runs, scale="tiny")))
+    plan = RunPlan(Point(), cfg, Arch("lm", 2, 32, 32, 0))
     spec = parse_spec("name: logged\naxes: {seed: [0]}\n")
     report = sweep.run_sweep(spec, profile, plans=[plan], progress=False, log=lambda line: None)
     assert report.ok and report.done == [cfg.digest()]
     assert (result.read_bytes(), result.stat().st_mtime_ns) == stamp  # not trained again
     client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("logged-tiny")
+    exp = client.get_experiment_by_name("mini-tiny")
     found = {r.info.status: r for r in client.search_runs([exp.experiment_id])}
     assert sorted(found) == ["FINISHED", "KILLED"]
     assert found["FINISHED"].data.tags["reused_result"] == "True"
@@ -486,5 +518,5 @@ def test_sigkill_while_logging_to_mlflow_reuses_the_finished_folder(straight, tm
     assert {k: logged.get(k) for k in _untimed(straight_result.metrics)} == _untimed(
         straight_result.metrics
     )
-    states = {s for _, s in faults.Suite.trial_states(runs, "logged@mini-tiny")}
+    states = {s for _, s in stores.trial_states(runs, stores.profile_store())}
     assert "RUNNING" not in states and "WAITING" not in states

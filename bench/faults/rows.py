@@ -1,0 +1,112 @@
+"""The registry of fault rows R1 ... R8 and the loop that runs them.
+
+The ids are public: the committed report (``reports/reliability.md``) and ``--rows`` name rows by
+them. Each row names the fault, what must hold after it, the unit tests that also cover it, and
+the function that injects it and checks the outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench.faults.concurrent_starts import check_concurrent_starts
+from bench.faults.damaged_artefacts import check_damaged_artefacts
+from bench.faults.harness import FaultHarness
+from bench.faults.malformed_inputs import check_malformed_inputs
+from bench.faults.nonfinite_loss import check_nonfinite_loss
+from bench.faults.sweep_kills import check_sweep_kills
+from bench.faults.training_kills import check_training_kills
+from bench.faults.trials import FaultRow, RowResult, one_line
+from bench.faults.unreachable_stores import check_unreachable_stores
+from bench.faults.untrusted_files import check_untrusted_files
+
+ROWS: dict[str, FaultRow] = {
+    row.id: row
+    for row in [
+        FaultRow(
+            "R1",
+            "malformed specs, CLI flags, dataset files",
+            "exit 2, one error line naming file and field, no traceback, nothing written",
+            "test_spec.py, test_data_loaders.py, test_train_cli.py, test_faults.py",
+            check_malformed_inputs,
+        ),
+        FaultRow(
+            "R2",
+            "SIGKILL of a sweep (5+ named points, random moments)",
+            "rerun completes; 1 FINISHED MLflow run per point; none RUNNING; finished never rerun",
+            "test_sweep.py (mid-training kill), test_faults.py (kill during MLflow logging)",
+            check_sweep_kills,
+        ),
+        FaultRow(
+            "R3",
+            "SIGKILL of a training run, then resume",
+            "module weights and metrics equal to an uninterrupted run",
+            "test_training.py (exceptions), test_faults.py (SIGKILL mid state write)",
+            check_training_kills,
+        ),
+        FaultRow(
+            "R4",
+            "non-finite loss in one point",
+            "that run FAILED with the reason; others finish; exit 1 listing it",
+            "test_training.py (library), test_faults.py (through the sweep)",
+            check_nonfinite_loss,
+        ),
+        FaultRow(
+            "R5",
+            "missing/corrupt backbones, data root, image, feature shard, checkpoint",
+            "clear error naming artefact and fix, or a rebuild equal to the reference",
+            "test_features.py, test_checkpoint.py, test_training.py, test_faults.py",
+            check_damaged_artefacts,
+        ),
+        FaultRow(
+            "R6",
+            "tracking server / optuna storage unreachable or locked",
+            "exit 2 with the URL, before any training",
+            "test_tracking.py, test_faults.py",
+            check_unreachable_stores,
+        ),
+        FaultRow(
+            "R7",
+            "3 sweeps on one study started at once",
+            "each point trained exactly once; no store-creation race",
+            "test_sweep.py (claims), test_faults.py (store creation)",
+            check_concurrent_starts,
+        ),
+        FaultRow(
+            "R8",
+            "untrusted files: YAML tags, pickles, path traversal; UI binding",
+            "refused; nothing executed or opened outside the data root; UI on loopback",
+            "test_spec.py, test_data_loaders.py, test_faults.py",
+            check_untrusted_files,
+        ),
+    ]
+}
+
+
+def run_rows(
+    work: Path,
+    *,
+    quick: bool = False,
+    trials: int = 3,
+    seed: int = 0,
+    rows: Sequence[str] = tuple(ROWS),
+    log: Callable[[str], None] = print,
+) -> list[RowResult]:
+    """Run the rows ``rows`` in a harness working in ``work``; a row that cannot even set up
+    counts as one failed trial, and the next row still runs."""
+    harness = FaultHarness(work, quick=quick, trials=trials, seed=seed, log=log)
+    results = []
+    for row_id in rows:
+        row = RowResult(ROWS[row_id])
+        log(f"{row_id}: {row.fault}")
+        started = time.perf_counter()
+        try:
+            row.row.check(harness, row)
+        except Exception as exc:
+            row.trials += 1
+            row.failures.append(f"setup: {type(exc).__name__}: {one_line(str(exc))[:300]}")
+        row.seconds = time.perf_counter() - started
+        results.append(row)
+    return results
