@@ -1,8 +1,9 @@
 """The report generator: paper tables, claims, Markdown tables and figures.
 
-Fast tests build :class:`~bench.results.RunSet` s by hand (real objects, chosen numbers) to check
-the verdict logic and the seed statistics; the slow ones read a real tiny reproduction (trained,
-tracked in a real MLflow SQLite store) shared with ``test_reproduce.py``.
+Fast tests build :class:`~bench.report.results.RunSet` s by hand (real objects, chosen numbers) to
+check the verdict logic, the seed statistics and the CSVs beside the tables; the slow ones read a
+real tiny reproduction (trained, tracked in a real MLflow SQLite store) shared with
+``test_reproduce.py``.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import re
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from _tiny_reproduction import tiny_reproduction
 from PIL import Image
 
 from bench.report import claims as C
-from bench.report.build import Context, ReportSettings, _table1, _table2, build_report, main
+from bench.report.build import ReportSettings, build_report, main
+from bench.report.comparison_tables import table1, table2
 from bench.report.paper import load_paper_tables, parse_params
 from bench.report.results import Run, RunSet, Stat, load_runs
+from bench.report.settings import ReportInputs
 from bench.sweep.tracking import TrackingError
 
 PAPER = load_paper_tables()
@@ -38,20 +42,23 @@ def make_run(
     specs: tuple[str, ...] = ("table1",),
     profile: str = "mini",
     tags: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
 ) -> Run:
+    """A finished run as ``load_runs`` reads it; ``params`` adds to (or overrides) the point's."""
     params = {
-        "point.lm": lm,
-        "point.lambda": "1.0",
-        "resolved.lm_name": f"backbones/mini-{lm}",
-        "resolved.n_layers": str(n_layers),
-        "resolved.d_lm": str(d_lm),
-        "resolved.drop_first": str(drop),
-        "resolved.bottleneck": str(d_lm // 2),
+        "lm": lm,
+        "lambda": "1.0",
+        "bottleneck": str(d_lm // 2),
+        "drop": str(drop),
         "vlp": str(vlp),
         "seed": str(seed),
+        "lm.name": f"backbones/mini-{lm}",
+        "lm.layers": str(n_layers),
+        "lm.width": str(d_lm),
         "profile": profile,
         "scale": "full",
         "data.captions": "data/shapes/dataset_shapes.json",
+        **(params or {}),
     }
     digest = hashlib.sha256(json.dumps(sorted(params.items())).encode()).hexdigest()[:12]
     return Run(
@@ -185,8 +192,8 @@ def test_paper_profile_compares_with_published_numbers() -> None:
 # ---------------------------------------------------------------------- table rendering
 
 
-def _ctx(runs: RunSet, tmp_path: Path) -> Context:
-    return Context(ReportSettings(out_dir=tmp_path), runs, PAPER, tmp_path, tmp_path)
+def _inputs(runs: RunSet, tmp_path: Path) -> ReportInputs:
+    return ReportInputs(ReportSettings(out_dir=tmp_path), runs, PAPER, tmp_path, tmp_path)
 
 
 def test_several_seeds_give_mean_std_and_count(tmp_path: Path) -> None:
@@ -197,7 +204,7 @@ def test_several_seeds_give_mean_std_and_count(tmp_path: Path) -> None:
             for s, c in enumerate(ciders)
         ]
     )
-    text = "\n".join(_table1(_ctx(runs, tmp_path)))
+    text = "\n".join(table1(_inputs(runs, tmp_path)))
     mean, std = statistics.fmean(ciders), statistics.stdev(ciders)
     row = next(line for line in text.splitlines() if "reproduced: mini-base" in line)
     assert "3 seeds" in row and f"{mean:.1f} ± {std:.1f}" in row and "200.0k" in row
@@ -212,7 +219,7 @@ def test_several_seeds_give_mean_std_and_count(tmp_path: Path) -> None:
         ],
         profile="paper",
     )
-    lines = _table1(_ctx(paper, tmp_path))
+    lines = table1(_inputs(paper, tmp_path))
     row = next(line for line in lines if "reproduced: " in line)
     delta = lines[lines.index(row) + 1]
     assert f"{mean - 116.7:+.1f}" in delta  # GPT2-Base without VLP: 116.7 in the paper
@@ -225,9 +232,106 @@ def test_several_seeds_give_mean_std_and_count(tmp_path: Path) -> None:
 def test_spice_unavailable_reason_is_shown(tmp_path: Path) -> None:
     reason = "Stanford CoreNLP 3.6.0 jars not found; copy them into spice/lib"
     run = make_run(metrics={"nocaps/in-domain/cider": 80.0}, tags={"unavailable.spice": reason})
-    text = "\n".join(_table2(_ctx(runset(run), tmp_path)))
+    text = "\n".join(table2(_inputs(runset(run), tmp_path)))
     assert f"SPICE unavailable: {reason}" in text
     assert "| 80.0 |" in text
+
+
+def _with_test_images(runs: list[Run], root: Path) -> list[Run]:
+    """The runs pointed at a two-image Karpathy file and a run folder with their predictions, so
+    that Table 3 is built without MLflow."""
+    from dataclasses import replace
+
+    (root / "test").mkdir(parents=True)
+    images = []
+    for i in range(2):
+        Image.new("RGB", (64, 64), (60 * i, 90, 120)).save(root / "test" / f"{i}.png")
+        sentences = [{"raw": f"a red square {i}"}, {"raw": f"a blue circle {i}"}]
+        images.append(
+            {"filepath": "test", "filename": f"{i}.png", "split": "test", "sentences": sentences}
+        )
+    (root / "dataset_shapes.json").write_text(json.dumps({"dataset": "shapes", "images": images}))
+    predictions = [{"image_id": f"test/{i}", "caption": f"a shape {i}"} for i in range(2)]
+    (root / "predictions_test.json").write_text(json.dumps(predictions))
+    data = {"data.captions": str(root / "dataset_shapes.json"), "data.image_root": str(root)}
+    return [
+        replace(r, params={**r.params, **data}, tags={**r.tags, "run_folder": str(root)})
+        for r in runs
+    ]
+
+
+def test_tables_are_written_as_csv_with_their_numbers(tmp_path: Path, monkeypatch) -> None:
+    ciders = [110.0, 112.0, 117.0]
+    base = [
+        make_run(
+            seed=s,
+            metrics={"test/cider": c, "nocaps/overall/cider": 80.0 + s, "trainable_params": 2e5},
+            specs=("table1", "lambda"),
+        )
+        for s, c in enumerate(ciders)
+    ]
+    large = make_run("large", n_layers=8, metrics={"test/cider": 120.0, "trainable_params": 4e5})
+    runs = runset(*_with_test_images([*base, large], tmp_path / "data"))
+    monkeypatch.setattr("bench.report.build.load_runs", lambda *a, **k: runs)
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "ablation_vlp.csv").write_text("stale\n")  # from an earlier build: removed
+    settings = ReportSettings(out_dir=out, tracking_uri="sqlite:///unused.db", attention=False)
+    text = build_report(settings, log=lambda _: None).read_text()
+
+    written = {p.name for p in out.glob("*.csv")}
+    assert written == {
+        "table1.csv",
+        "table2.csv",
+        "ablation_lambda.csv",
+        "table3.csv",
+        "settings.csv",
+        "runs.csv",
+    }
+    for name in written:
+        assert f"Numbers: [{name}]({name})" in text
+
+    table1_csv = pd.read_csv(out / "table1.csv")
+    assert list(table1_csv.columns[:6]) == [
+        "model",
+        "lm",
+        "vlp",
+        "drop_fraction",
+        "params paper",
+        "coco_cider paper",
+    ]
+    rows = table1_csv[table1_csv["model"].eq("I-Tuning (GPT2-Base)") & table1_csv["vlp"].eq(False)]
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    stat = Stat.of(ciders)
+    assert (row["coco_cider mean"], row["coco_cider std"]) == pytest.approx((stat.mean, stat.std))
+    assert row["coco_cider n"] == stat.n == 3 and row["seeds"] == "0 1 2"
+    assert row["coco_cider paper"] == 116.7 and row["lm_name"] == "mini-base"
+    assert row["coco_meteor n"] == 0 and pd.isna(row["flickr_cider mean"])  # not evaluated, absent
+    assert row["trainable_params mean"] == 2e5
+    oscar = table1_csv[table1_csv["model"] == "OSCAR-base (no tags)"].iloc[0]
+    assert oscar["coco_cider paper"] == 115.6 and pd.isna(oscar["coco_cider mean"])
+
+    lam = pd.read_csv(out / "ablation_lambda.csv")
+    assert {"lambda", "bottleneck", "drop", "lm_name", "seeds"} <= set(lam.columns)
+    assert lam["lambda"].tolist() == [1.0] and lam["nocaps/overall/cider n"].tolist() == [3]
+    overall = Stat.of([80.0, 81.0, 82.0])
+    assert lam["nocaps/overall/cider std"].iloc[0] == pytest.approx(overall.std)
+
+    settings_csv = pd.read_csv(out / "settings.csv")
+    assert settings_csv["setting"].tolist() == ["mini-base", "mini-large"]
+    assert settings_csv["test/cider n"].tolist() == [3, 1]
+    assert pd.isna(settings_csv["test/cider std"].iloc[1])  # one seed: no spread
+    runs_csv = pd.read_csv(out / "runs.csv")
+    assert set(runs_csv["run_id"]) == {r.config_hash for r in runs.runs}
+    assert sorted(runs_csv["test/cider"]) == [*ciders, 120.0]
+    table3_csv = pd.read_csv(out / "table3.csv")
+    assert table3_csv["generated"].tolist() == ["a shape 0", "a shape 1"]
+
+    first = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    build_report(settings, log=lambda _: None)
+    second = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert first == second
 
 
 # ---------------------------------------------------------------------- errors
@@ -345,13 +449,13 @@ def test_a_point_run_again_with_another_budget_shows_the_newest_runs(tmp_path: P
     show the setting run last."""
     from dataclasses import replace
 
-    old = make_run(metrics={"test/cider": 90.0})
-    old = replace(old, params={**old.params, "eval.max_new_tokens": "16"}, start_ms=1_000)
-    new = make_run(metrics={"test/cider": 120.0})
-    new = replace(new, params={**new.params, "eval.max_new_tokens": "24"}, start_ms=2_000)
+    old = make_run(metrics={"test/cider": 90.0}, params={"eval.max_new_tokens": "16"})
+    old = replace(old, start_ms=1_000)
+    new = make_run(metrics={"test/cider": 120.0}, params={"eval.max_new_tokens": "24"})
+    new = replace(new, start_ms=2_000)
     for order in ((old, new), (new, old)):
         runs = runset(*order)
         assert len(runs.groups()) == 2
         assert runs.pick(lm="base", vlp=False).first.metrics["test/cider"] == 120.0
-        row = next(x for x in _table1(_ctx(runs, tmp_path)) if "reproduced: mini-base" in x)
+        row = next(x for x in table1(_inputs(runs, tmp_path)) if "reproduced: mini-base" in x)
         assert "| 120.0 |" in row

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from bench import SPECS_DIR
+from bench.sweep.axes import Bottleneck, Drop
 from bench.sweep.cli import main
 from bench.sweep.profiles import get_profile
-from bench.sweep.axes import Bottleneck, Drop
 from bench.sweep.spec import load_spec, parse_spec
 from ituning.errors import ConfigError, DataError
 

@@ -1,6 +1,6 @@
 """The paper's published numbers (Tables 1-3), as typed rows the report and the claims compare with.
 
-They live in ``bench/data/paper_tables.yaml`` (package data; its header names the source: arXiv
+They live in ``bench/report/paper_tables.yaml`` (package data; its header names the source: arXiv
 2202.06574 v3, ICASSP 2023). A row of the paper's own method carries ``lm``, ``vlp`` and
 ``drop_first``: that is how a reproduced run is matched to it (see :func:`PaperRow.drop_fraction`).
 """
@@ -19,7 +19,7 @@ from ituning.errors import ConfigError
 
 SOURCE = "Luo et al., I-Tuning, ICASSP 2023 (arXiv 2202.06574 v3)"
 DATA_FILE = "paper_tables.yaml"
-#: The paper's GPT-2 names -> the harness's LM sizes (``bench.spec.LM_SIZES``).
+#: The paper's GPT-2 names -> the harness's LM sizes (``bench.sweep.axes.LM_SIZES``).
 LM_SIZE = {"gpt2": "base", "gpt2-medium": "medium", "gpt2-large": "large"}
 LM_LAYERS = {"gpt2": 12, "gpt2-medium": 24, "gpt2-large": 36}
 _PARAMS_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKMB]?)$")

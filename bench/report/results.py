@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +81,7 @@ class Run:
 
     @property
     def lm_name(self) -> str:
-        return Path(self.params.get("backbones.lm", "?")).name
+        return Path(self.params.get("lm.name", "?")).name
 
     @property
     def n_layers(self) -> int:
@@ -250,6 +249,7 @@ class RunSet:
         if spec is not None:
             frame = frame[frame["specs"].str.split().map(lambda s: spec in s)]
         metrics = [m for m in metrics if m in frame.columns]
+        frame = frame.replace([math.inf, -math.inf], math.nan)  # as Stat.of: only finite values
         keys = ["setting", *(a for a in axes.AXES if a != "seed"), "lm_name", "lm_layers"]
         grouped = frame.groupby(keys, sort=False, dropna=False)
         stats = grouped[metrics].agg(["mean", "std", "count"]) if metrics else None
@@ -260,7 +260,7 @@ class RunSet:
                 f"{m} {'n' if k == 'count' else k}" for m, k in stats.columns.to_flat_index()
             ]
             out = out.join(stats)
-        return out.reset_index().drop(columns="setting")
+        return out.reset_index()
 
     def specs(self) -> list[str]:
         return sorted({s for r in self.runs for s in r.specs})
@@ -431,28 +431,3 @@ def _run(row: dict) -> Run:
 
 def _is_nan(value) -> bool:
     return isinstance(value, float) and math.isnan(value) or value is pd.NaT
-
-
-def fetch_artifact(uri: str, run: Run, folder_name: str, artifact_path: str, dst: Path) -> Path:
-    """A run's output: from its run folder when this machine has it, else downloaded from MLflow.
-
-    ``folder_name`` is the path inside the run folder (``checkpoint``, ``predictions_test.json``);
-    ``artifact_path`` the same thing in the run's MLflow artifacts.
-    """
-    folder = run.run_folder
-    if folder is not None and (folder / folder_name).exists():
-        return folder / folder_name
-    dst.mkdir(parents=True, exist_ok=True)
-    try:
-        local = tracking.client(uri).download_artifacts(run.mlflow_id, artifact_path, str(dst))
-    except Exception as exc:
-        raise TrackingError(
-            f"run {run.config_hash}: artifact {artifact_path!r} neither in its run folder nor "
-            f"downloadable from MLflow ({first_line(exc)})"
-        ) from None
-    return Path(local)
-
-
-def clear(path: Path) -> None:
-    """Remove a scratch folder created by :func:`fetch_artifact`."""
-    shutil.rmtree(path, ignore_errors=True)

@@ -17,17 +17,24 @@ from ituning.train_config import TrainConfig
 
 @dataclass(frozen=True)
 class Arch:
-    """Architecture facts of a plan that no axis sets: the LM's depth and width, the vision
-    encoder's token width, and the trainable parameters they give (counted from configs)."""
+    """Architecture facts of a plan that no axis sets: which LM the size names, its depth and
+    width, the vision encoder's token width, and the trainable parameters they give (counted
+    from configs)."""
 
+    lm_name: str
     n_layers: int
     d_lm: int
     d_vis: int
     trainable_params: int
 
-    def as_params(self) -> dict[str, int]:
+    def as_params(self) -> dict[str, str | int]:
         """Logged once per run, beside the axes (the report needs depth to read ``drop``)."""
-        return {"lm.layers": self.n_layers, "lm.width": self.d_lm, "vision.width": self.d_vis}
+        return {
+            "lm.name": self.lm_name,
+            "lm.layers": self.n_layers,
+            "lm.width": self.d_lm,
+            "vision.width": self.d_vis,
+        }
 
 
 def config_value(config: TrainConfig, dotted: str) -> Any:

@@ -104,6 +104,7 @@ class Profile:
                 f"of depth: below {(lm.n_layers - 0.5) / lm.n_layers:.3g})"
             ) from None
         arch = Arch(
+            lm_name=lm.name,
             n_layers=lm.n_layers,
             d_lm=lm.d_lm,
             d_vis=self.vision_width,
