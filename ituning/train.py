@@ -1,7 +1,7 @@
 """Train one I-Tuning model and evaluate it: ``python -m ituning.train --config FILE [--set k=v]``.
 
 :func:`run_experiment` is the single entry point that the harness (``bench``) drives; everything it
-needs is in one :class:`~ituning.train_config.TrainConfig`. A run folder holds::
+needs is in one :class:`~ituning.run_config.TrainConfig`. A run folder holds::
 
     config.json        the resolved configuration (its digest is the run id)
     state/             resumable training state, rewritten every ``checkpoint_every`` steps
@@ -25,7 +25,7 @@ import yaml
 
 from ituning.errors import ArgumentParser, ConfigError, cli_main
 from ituning.files import atomic_write_json
-from ituning.train_config import TrainConfig, load_train_config
+from ituning.run_config import TrainConfig, load_train_config
 
 # torch, transformers and open_clip take seconds to import: they are imported where they are used,
 # so that `python -m ituning.train` reports a bad configuration at once and `bench` can read
@@ -43,7 +43,7 @@ __all__ = ["RunResult", "run_experiment", "main"]  # NonFiniteLossError: see __g
 
 def __getattr__(name: str):
     if name == "NonFiniteLossError":  # re-exported lazily (it lives with the torch training loop)
-        from ituning.trainer import NonFiniteLossError
+        from ituning.stage_loop import NonFiniteLossError
 
         return NonFiniteLossError
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -225,8 +225,8 @@ def run_experiment(
     from ituning.checkpoint import save_checkpoint
     from ituning.distributed import setup, teardown
     from ituning.inject import ITuningModel
+    from ituning.stage_loop import StageTrainer
     from ituning.text import CaptionCodec
-    from ituning.trainer import StageTrainer
     from ituning.vision import load_vision
 
     out_dir = Path(out_dir)

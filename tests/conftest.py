@@ -196,7 +196,8 @@ TINY_WORLD_SIZES = {
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ituning.data.shapes import SplitSizes, WorldConfig, write_world
+    from ituning.data.shapes import SplitSizes, write_world
+    from ituning.data.shapes_scene import WorldConfig
 
     out = tmp_path_factory.mktemp("tiny_world")
     write_world(out, 0, WorldConfig(image_size=32), SplitSizes(**TINY_WORLD_SIZES), progress=False)
@@ -262,7 +263,7 @@ def make_train_config(
     tiny_clip_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Callable[..., object]:
-    from ituning.train_config import validate_train_config
+    from ituning.run_config import validate_train_config
 
     features = tmp_path_factory.mktemp("tiny_features")
 

@@ -37,8 +37,8 @@ from ituning import faultpoints
 from ituning import train as train_cli
 from ituning.errors import BackboneError, CheckpointError
 from ituning.faultpoints import MARKER_ENV, PAUSE_ENV, fault_point
+from ituning.resume_state import load_state
 from ituning.train import run_experiment
-from ituning.train_state import load_state
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -472,7 +472,7 @@ from bench.sweep.profiles import Profile, get_profile
 from bench.sweep.plan import Arch, RunPlan
 from bench.sweep.spec import Point, parse_spec
 from bench.sweep.coordinator import run_sweep
-from ituning.train_config import TrainConfig
+from ituning.run_config import TrainConfig
 
 config = TrainConfig.model_validate_json(Path(sys.argv[1]).read_text())
 # the mini profile's tables without its build step (the config names the template's assets)

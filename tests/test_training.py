@@ -19,11 +19,11 @@ from ituning.data.karpathy import read_karpathy
 from ituning.distributed import DistContext
 from ituning.errors import CheckpointError, ConfigError
 from ituning.inject import ITuningModel
+from ituning.resume_state import load_state
 from ituning.schedule import warmup_cosine
+from ituning.stage_loop import INJECT_NONFINITE_ENV, NonFiniteLossError, StageTrainer
 from ituning.text import CaptionCodec
 from ituning.train import RESULT_FILE, load_data, run_experiment
-from ituning.train_state import load_state
-from ituning.trainer import INJECT_NONFINITE_ENV, NonFiniteLossError, StageTrainer
 from ituning.vision import load_vision
 
 TIMING = {"train_time_s", "train_captions_per_s", "wall_time_s"}

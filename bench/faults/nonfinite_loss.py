@@ -31,8 +31,8 @@ def nonfinite_for_one_seed(
 ):
     """Sweep executor for R4: ``run_experiment``, with a NaN loss injected at step 1 of the
     seed-1 point only (``ITUNING_INJECT_NONFINITE_AT_STEP``, read by the real training loop)."""
+    from ituning.stage_loop import INJECT_NONFINITE_ENV
     from ituning.train import run_experiment
-    from ituning.trainer import INJECT_NONFINITE_ENV
 
     kwargs = {"on_metric": on_metric, "on_stage": on_stage, "progress": progress, "scorer": scorer}
     if config.seed != NONFINITE_SEED:

@@ -23,7 +23,7 @@ from bench.perf.settings import Mode, Sizes
 from bench.perf.timing import interleaved, wall_ratio_note
 from ituning.config import ITuningConfig
 from ituning.inject import ITuningModel
-from ituning.trainer import autocast_for
+from ituning.stage_loop import autocast_for
 from ituning.vision import vision_from_config
 
 #: Marks a decoding row whose arms produced different token ids; the CLI then exits with 1.

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from bench.perf.settings import Mode
-from ituning.trainer import autocast_for
+from ituning.stage_loop import autocast_for
 
 
 class TrainArm:
-    """One training step as :class:`ituning.trainer.StageTrainer` takes it.
+    """One training step as :class:`ituning.stage_loop.StageTrainer` takes it.
 
     ``forward`` returns the summed caption NLL (the trainer's loss) under the mode's autocast; a
     step divides it by the target tokens, runs backward, then AdamW (torch defaults, as the

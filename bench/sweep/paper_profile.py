@@ -20,7 +20,7 @@ from bench.sweep.budgets import PAPER_BUDGET, TINY_BUDGET
 from bench.sweep.plan import RunPlan
 from bench.sweep.profiles import LMChoice, Profile
 from ituning.errors import ConfigError, DataError
-from ituning.train_config import TrainConfig
+from ituning.run_config import TrainConfig
 
 LAYOUT_DOC = "bench/sweep/paper_profile.py"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.sweep import axes
 from bench.sweep.spec import Point
-from ituning.train_config import TrainConfig
+from ituning.run_config import TrainConfig
 
 
 @dataclass(frozen=True)

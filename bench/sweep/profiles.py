@@ -29,7 +29,7 @@ from bench.sweep.budgets import Budget
 from bench.sweep.plan import Arch, RunPlan
 from bench.sweep.spec import Point, SweepSpec
 from ituning.errors import ConfigError, validation_line
-from ituning.train_config import TrainConfig
+from ituning.run_config import TrainConfig
 
 PROFILES = ("mini", "paper")
 SCALES = ("full", "tiny")

@@ -284,7 +284,7 @@ def _overrides(raw: Any, fail) -> dict[str, Any]:
         raise fail("overrides", f"expected a mapping of TrainConfig settings, got {_typename(raw)}")
     flat = _flatten(raw)
     # Imported here so that the spec schema can be read without the training stack.
-    from ituning.train_config import TrainConfig
+    from ituning.run_config import TrainConfig
 
     owned = axes.settings()
     for key in flat:
@@ -330,7 +330,7 @@ def _check_values(flat: dict[str, Any], fail) -> None:
     """Validate override values against TrainConfig with placeholder data paths."""
     from pydantic import ValidationError
 
-    from ituning.train_config import TrainConfig
+    from ituning.run_config import TrainConfig
 
     tree: dict[str, Any] = {"data": {"captions": "x.json", "image_root": "x"}}
     for dotted, value in flat.items():

@@ -102,7 +102,7 @@ def run_point(
     executor: SharedScorerExecutor,
     log: Callable[[str], None],
 ) -> str:
-    from ituning.train_config import TrainConfig
+    from ituning.run_config import TrainConfig
 
     specs = list(claim.attrs.get("specs", []))
     done = tracker.runs(status="FINISHED", digest=claim.digest)

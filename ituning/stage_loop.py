@@ -26,10 +26,10 @@ from ituning.distributed import DistContext
 from ituning.errors import ITuningError
 from ituning.faultpoints import fault_point
 from ituning.inject import ITuningModel
+from ituning.resume_state import TrainState, load_state, save_state
+from ituning.run_config import TrainConfig
 from ituning.schedule import warmup_cosine
 from ituning.text import CaptionCodec
-from ituning.train_config import TrainConfig
-from ituning.train_state import TrainState, load_state, save_state
 
 #: Fault injection for the reliability suite: make the loss of this step (counted from 0 within
 #: each stage) non-finite.
