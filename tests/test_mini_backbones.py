@@ -22,7 +22,9 @@ from bench.mini.backbones import (
 from bench.mini.clip import TextEncoder, to_pixels, train_clip
 from bench.mini.gates import discrimination, gate_scenes, token_probe, vision_gates
 from bench.mini.lm import LMSpec, LMTrainConfig, corpus_for, train_lm
-from ituning.data.shapes import WorldConfig, item_rng, lm_sentences, render, sample_scene
+from ituning.data.shapes import lm_sentences
+from ituning.data.shapes_render import render
+from ituning.data.shapes_scene import WorldConfig, item_rng, sample_scene
 
 QUICK = MiniBackbonesConfig.quick()
 WORLD = WorldConfig()

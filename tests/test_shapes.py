@@ -11,22 +11,11 @@ import pytest
 
 from ituning.data.karpathy import read_karpathy
 from ituning.data.nocaps import read_nocaps
-from ituning.data.shapes import (
-    SplitSizes,
-    WorldConfig,
-    canonical_phrase,
-    caption_words,
-    claim_holds,
-    describe,
-    item_rng,
-    lm_sentences,
-    main,
-    make_item,
-    render,
-    sample_scene,
-    swap,
-    write_world,
-)
+from ituning.data.shapes import SplitSizes, lm_sentences, main, make_item, write_world
+from ituning.data.shapes_captions import canonical_phrase, caption_words, describe
+from ituning.data.shapes_render import render
+from ituning.data.shapes_scene import WorldConfig, item_rng, sample_scene
+from ituning.data.shapes_swaps import claim_holds, swap
 from ituning.data.shapes_vocab import COLOUR_RGB, WORD_CLASSES, all_words, shape_of
 from ituning.data.visual_genome import read_visual_genome
 

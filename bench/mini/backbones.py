@@ -47,7 +47,7 @@ from bench.mini.gates import (
     vision_gates,
 )
 from bench.mini.lm import LMSpec, LMTrainConfig, corpus_for, heldout_captions, save_lm, train_lm
-from ituning.data.shapes import WorldConfig
+from ituning.data.shapes_scene import WorldConfig
 from ituning.errors import ConfigError, cli_main, validation_line
 from ituning.files import atomic_write_json, canonical_json, file_lock, sha256_file, sha256_text
 

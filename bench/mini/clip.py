@@ -5,7 +5,7 @@ What matters downstream is the ViT's *patch tokens*, which I-Tuning attends to. 
 trained with plain in-batch negatives learned colour at once but hardly shape: in a random batch,
 colour alone tells most phrases apart. So every phrase here also brings *hard negatives*: the same
 phrase with one colour, shape, size or position word swapped so that it is false for the image
-(``ituning.data.shapes.swap``). Because the pooled (CLS) output alone left the patch tokens
+(``ituning.data.shapes_swaps.swap``). Because the pooled (CLS) output alone left the patch tokens
 poor in shape, a second, region-level term matches every patch token under an object to that
 object's phrase ("a small red circle on the left") against the other objects' phrases and their
 swapped twins. 2-D sin-cos position codes (instead of learned ones) made positions learnable in
@@ -37,16 +37,10 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from bench.mini.lm import EOS, PAD, build_tokenizer, hf_tokenizer
-from ituning.data.shapes import (
-    Scene,
-    WorldConfig,
-    canonical_phrase,
-    describe,
-    item_rng,
-    render,
-    sample_scene,
-    swap,
-)
+from ituning.data.shapes_captions import canonical_phrase, describe
+from ituning.data.shapes_render import render
+from ituning.data.shapes_scene import Scene, WorldConfig, item_rng, sample_scene
+from ituning.data.shapes_swaps import swap
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -97,7 +91,7 @@ class ClipTrainConfig(BaseModel):
     #: Region phrases name the object's grid position too ("a small red circle on the left").
     region_position: bool = True
     region_hard_negatives: tuple[str, ...] = ("colour", "shape", "shape", "position")
-    #: Probability of each phrase style (see ``ituning.data.shapes.describe``).
+    #: Probability of each phrase style (see ``ituning.data.shapes_captions.describe``).
     styles: tuple[tuple[str, float], ...] = (
         ("list", 0.35),
         ("object", 0.3),

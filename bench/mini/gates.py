@@ -20,16 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ituning.data.shapes import (
-    Phrase,
-    Scene,
-    WorldConfig,
-    describe,
-    item_rng,
-    render,
-    sample_scene,
-    swap,
-)
+from ituning.data.shapes_captions import Phrase, describe
+from ituning.data.shapes_render import render
+from ituning.data.shapes_scene import Scene, WorldConfig, item_rng, sample_scene
+from ituning.data.shapes_swaps import swap
 
 #: Minimum accuracies; attributes without an entry are reported but not gated.
 VISION_TARGETS: dict[str, float] = {"colour": 0.90, "shape": 0.90, "heldout": 0.80}

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from ituning.data.shapes import WorldConfig, lm_sentences, make_item
+from ituning.data.shapes import lm_sentences, make_item
+from ituning.data.shapes_scene import WorldConfig
 from ituning.data.shapes_vocab import PUNCTUATION, all_words
 
 EOS = "<|endoftext|>"

@@ -46,7 +46,8 @@ def _world_sizes(scale: str):
 class MiniProfile(Profile):
     def prepare(self, plans: Sequence[RunPlan] = (), *, progress: bool = True) -> None:
         """Write the Shapes world and pre-train the backbones unless already there."""
-        from ituning.data.shapes import WorldConfig, write_world
+        from ituning.data.shapes import write_world
+        from ituning.data.shapes_scene import WorldConfig
 
         world = Path(self.data["image_root"])
         with file_lock(world.with_name(world.name + ".lock")):
