@@ -468,15 +468,19 @@ def test_three_processes_creating_the_stores_at_once_all_succeed(tmp_path):
 _SWEEP_DRIVER = """
 import sys
 from pathlib import Path
-from bench.sweep.profiles import Profile, get_profile
+from bench.mini.profile import MiniProfile
+from bench.sweep.profiles import get_profile
 from bench.sweep.plan import Arch, RunPlan
 from bench.sweep.spec import Point, parse_spec
 from bench.sweep.coordinator import run_sweep
 from ituning.run_config import TrainConfig
 
 config = TrainConfig.model_validate_json(Path(sys.argv[1]).read_text())
-# the mini profile's tables without its build step (the config names the template's assets)
-profile = Profile(**vars(get_profile("mini", runs_dir=Path(sys.argv[2]), scale="tiny")))
+class Prebuilt(MiniProfile):  # the config names the template's assets: nothing to build
+    def prepare(self, plans=(), *, progress=True):
+        pass
+
+profile = Prebuilt(**vars(get_profile("mini", runs_dir=Path(sys.argv[2]), scale="tiny")))
 plan = RunPlan(Point(), config, Arch("lm", 2, 32, 32, 0))
 spec = parse_spec("name: logged\\naxes: {seed: [0]}\\n")
 report = run_sweep(spec, profile, plans=[plan], progress=False)
@@ -499,11 +503,16 @@ def test_sigkill_while_logging_to_mlflow_reuses_the_finished_folder(straight, tm
     result = runs / "points" / cfg.digest() / "result.json"
     stamp = (result.read_bytes(), result.stat().st_mtime_ns)
 
+    from bench.mini.profile import MiniProfile
     from bench.sweep.plan import Arch, RunPlan
-    from bench.sweep.profiles import Profile, get_profile
+    from bench.sweep.profiles import get_profile
     from bench.sweep.spec import Point, parse_spec
 
-    profile = Profile(**vars(get_profile("mini", runs_dir=runs, scale="tiny")))
+    class Prebuilt(MiniProfile):  # the config names the template's assets: nothing to build
+        def prepare(self, plans=(), *, progress=True):
+            pass
+
+    profile = Prebuilt(**vars(get_profile("mini", runs_dir=runs, scale="tiny")))
     plan = RunPlan(Point(), cfg, Arch("lm", 2, 32, 32, 0))
     spec = parse_spec("name: logged\naxes: {seed: [0]}\n")
     report = sweep.run_sweep(spec, profile, plans=[plan], progress=False, log=lambda line: None)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from bench.mini.backbones import (
     CLIP_DIR,
@@ -44,6 +45,8 @@ def _world_sizes(scale: str):
 
 @dataclass(frozen=True)
 class MiniProfile(Profile):
+    cpu_workers: ClassVar[bool] = True
+
     def prepare(self, plans: Sequence[RunPlan] = (), *, progress: bool = True) -> None:
         """Write the Shapes world and pre-train the backbones unless already there."""
         from ituning.data.shapes import write_world
@@ -102,5 +105,4 @@ def mini_profile(runs_dir: Path, scale: str) -> MiniProfile:
             "vlp_image_root": str(world / "visual_genome"),
         },
         budget=MINI_BUDGET if scale == "full" else TINY_BUDGET,
-        cpu_workers=True,
     )

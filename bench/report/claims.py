@@ -89,7 +89,7 @@ def check_claims(runs: RunSet, paper: PaperTables) -> ClaimReport:
         vlp_helps(runs),
     ]
     not_checked: list[str] = []
-    if runs.profile == "paper":
+    if runs.paper_task:
         verdicts.append(fewer_params(runs, paper))
         verdicts.extend(paper_deltas(runs, paper))
     else:
@@ -102,7 +102,7 @@ def check_claims(runs: RunSet, paper: PaperTables) -> ClaimReport:
         verdict = check(runs)
         if verdict is not None:
             verdicts.append(verdict)
-        elif runs.profile != "mini":
+        elif runs.paper_task:
             not_checked.append(_CONTROL_NOTES[check.__name__])
     return ClaimReport(verdicts, not_checked)
 
@@ -352,7 +352,7 @@ def image_dependence(runs: RunSet) -> Verdict | None:
             continue
         rows.append((_ratio(real.mean, blank.mean), g, real, blank))
     if not rows:
-        if runs.profile != "mini":
+        if runs.paper_task:
             return None
         return Verdict(
             claim, MISSING, "no run has the blank-image control (eval.blank_control = true)"
@@ -374,7 +374,7 @@ def grounding(runs: RunSet) -> Verdict | None:
     )
     metric, mentions = "grounding/test/shape_precision", "grounding/test/shape_mentions"
     if not any(k in r.metrics for r in runs.runs for k in (metric, mentions)):
-        if runs.profile != "mini":
+        if runs.paper_task:
             return None
         return Verdict(claim, MISSING, "no run has grounding scores (eval.grounding = true)")
     largest = runs.largest()

@@ -262,6 +262,13 @@ class RunSet:
             out = out.join(stats)
         return out.reset_index()
 
+    @property
+    def paper_task(self) -> bool:
+        """Runs of the paper's own task (real datasets): its numbers and baselines apply."""
+        from bench.sweep.profiles import profile_class
+
+        return profile_class(self.profile).paper_task
+
     def specs(self) -> list[str]:
         return sorted({s for r in self.runs for s in r.specs})
 

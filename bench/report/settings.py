@@ -84,5 +84,5 @@ class ReportInputs:
 
     @property
     def mini(self) -> bool:
-        """The mini profile: another task than the paper's, so no differences to its numbers."""
-        return self.runs.profile == "mini"
+        """Another task than the paper's (the mini profile), so no differences to its numbers."""
+        return not self.runs.paper_task

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from bench.sweep.budgets import PAPER_BUDGET, TINY_BUDGET
 from bench.sweep.plan import RunPlan
@@ -43,6 +44,8 @@ PAPER_LAYOUT = {
 
 @dataclass(frozen=True)
 class PaperProfile(Profile):
+    paper_task: ClassVar[bool] = True
+
     def check(self, plans: Sequence[RunPlan] = ()) -> None:
         """One line naming the first missing path and what belongs there, or the first bad file and
         field: the dataset files are read as the runs will read them (image files must exist)."""
@@ -85,7 +88,6 @@ def paper_profile(runs_dir: Path, data_root: Path | str | None, scale: str) -> P
         vision_width=768,
         data={key: str(root / rel) for key, (rel, _) in PAPER_LAYOUT.items()},
         budget=PAPER_BUDGET if scale == "full" else TINY_BUDGET,
-        paper_task=True,
     )
 
 

@@ -20,7 +20,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
@@ -57,11 +57,11 @@ class Profile:
     vision_width: int
     data: dict[str, str | None]
     budget: Budget
-    #: One single-threaded worker per core (small CPU models) instead of one worker (a GPU).
-    cpu_workers: bool = False
-    #: The task is the paper's own (real datasets), so differences to its numbers mean something.
-    paper_task: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    #: One single-threaded worker per core (small CPU models) instead of one worker (a GPU).
+    cpu_workers: ClassVar[bool] = False
+    #: The task is the paper's own (real datasets), so differences to its numbers mean something.
+    paper_task: ClassVar[bool] = False
 
     @property
     def label(self) -> str:
@@ -163,6 +163,17 @@ def get_profile(
     from bench.mini.profile import mini_profile
 
     return mini_profile(Path(runs_dir), scale)
+
+
+def profile_class(name: str) -> type[Profile]:
+    """The class of profile ``name``: what kind of task and machine it stands for."""
+    if name == "paper":
+        from bench.sweep.paper_profile import PaperProfile
+
+        return PaperProfile
+    from bench.mini.profile import MiniProfile
+
+    return MiniProfile
 
 
 def _short(lm: LMChoice) -> str:
