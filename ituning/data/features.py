@@ -6,20 +6,15 @@ tokens of a batch of image ids; :class:`CachedFeatures` reads them from the cach
 :class:`LiveFeatures` runs the encoder, and both return the same tensor (live output is cast
 through the storage dtype, exactly what the cache stored).
 
-Layout on disk::
-
-    <root>/<sha256(encoder.identity)[:16]>/identity.txt        the full identity string
-    <root>/<sha256(encoder.identity)[:16]>/<dtype>/<seq>-<rand>.npy   (n, N, D) tokens
-    <root>/<sha256(encoder.identity)[:16]>/<dtype>/<seq>-<rand>.json  index: keys, shape, sha256
+The on-disk format (shard files, indexes, checksums, write order) lives in
+:mod:`~ituning.data.feature_shards`; this module decides which entries are live and serves them.
 
 * Keys are image ids (dataset-qualified, so sources never collide) under the encoder's identity
   (model, weights digest, preprocessing, CLS choice): two encoders never share an entry.
-* A shard is written to a temporary name and renamed, ``.npy`` first and the index last, so a shard
-  without an index is incomplete and ignored; an interrupted :meth:`FeatureCache.extract` still
-  writes the images it had encoded, and a rerun encodes only what is missing.
-* Each index holds the sha256 of its ``.npy``; a shard is verified the first time this process uses
-  it. A mismatch (truncated, overwritten) deletes the shard with a warning, and its images count as
-  missing, to be re-encoded; corrupt bytes are never returned as features.
+* A shard without an index is incomplete and ignored; an interrupted :meth:`FeatureCache.extract`
+  still writes the images it had encoded, and a rerun encodes only what is missing.
+* A shard whose checksum fails is deleted with a warning, and its images count as missing, to be
+  re-encoded; corrupt bytes are never returned as features.
 * Each entry records the image file's (size, mtime) when it was encoded; :meth:`FeatureCache.extract`
   re-encodes an image whose file changed (e.g. a Shapes world regenerated in place). Newer shards
   override older ones; shards left with no live entry are deleted.
@@ -35,44 +30,38 @@ can move the last bit of a float32 result, which the float16 rounding usually, n
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import secrets
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ituning.data.images import load_image
+from ituning.data.feature_shards import (
+    FORMAT_VERSION,
+    Shard,
+    ShardFolder,
+    fingerprint,
+    from_numpy,
+    storage_dtype,
+    to_numpy,
+)
+from ituning.data.image_encoding import Encoder, ImageLoader, check_encoder, encode_pixels
 from ituning.data.records import CaptionDataset, CaptionRecord
-from ituning.errors import BackboneError, DataError
-from ituning.faultpoints import fault_point
-from ituning.files import atomic_open, atomic_write, sha256_file
+from ituning.errors import DataError
+from ituning.files import atomic_write
 
-FORMAT_VERSION = 1
-_STORAGE = {  # torch dtype -> (name in the index, numpy dtype it is stored as)
-    torch.float16: ("float16", np.dtype("<f2")),
-    torch.float32: ("float32", np.dtype("<f4")),
-    torch.bfloat16: ("bfloat16", np.dtype("<i2")),  # numpy has no bfloat16: stored bit-exact
-}
-_ORPHAN_AGE_S = 3600.0  # temporary files older than this belong to a dead writer
-
-
-class Encoder(Protocol):
-    """What the cache needs from ``ituning.vision.VisionEncoder``."""
-
-    identity: str
-
-    def preprocess(self, image: Any) -> torch.Tensor: ...
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor: ...
+__all__ = [
+    "FORMAT_VERSION",
+    "CachedFeatures",
+    "Encoder",
+    "ExtractStats",
+    "FeatureCache",
+    "LiveFeatures",
+]
 
 
 @dataclass(frozen=True)
@@ -92,117 +81,6 @@ class ExtractStats:
         return self.encoded / self.seconds if self.seconds > 0 else float("nan")
 
 
-@dataclass
-class _Shard:
-    name: str
-    npy: Path
-    index: Path
-    keys: list[str]
-    shape: tuple[int, ...]
-    sha256: str
-    fingerprints: list[list[int] | None]
-    verified: bool = False
-    array: np.ndarray | None = field(default=None, repr=False)
-
-
-def _storage(dtype: torch.dtype) -> tuple[str, np.dtype]:
-    if dtype not in _STORAGE:
-        names = ", ".join(n for n, _ in _STORAGE.values())
-        raise DataError(f"feature cache dtype {dtype} is not supported; use one of {names}")
-    return _STORAGE[dtype]
-
-
-def _to_numpy(x: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
-    x = x.detach().to("cpu", dtype).contiguous()
-    return (x.view(torch.int16) if dtype == torch.bfloat16 else x).numpy()
-
-
-def _from_numpy(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    t = torch.from_numpy(a)
-    return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
-
-
-def _fingerprint(path: Path) -> list[int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
-
-
-class _HashingWriter:
-    """File wrapper that hashes what ``np.save`` writes, so no second read is needed."""
-
-    def __init__(self, f: Any) -> None:
-        self.f, self.h = f, hashlib.sha256()
-
-    def write(self, data: Any) -> int:
-        self.h.update(data)
-        return self.f.write(data)
-
-
-def _encoder_device_dtype(encoder: Any) -> tuple[torch.device, torch.dtype]:
-    params = list(encoder.parameters()) if hasattr(encoder, "parameters") else []
-    floating = [p for p in params if p.is_floating_point()]
-    p = floating[0] if floating else None
-    return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
-
-
-def _check_encoder(encoder: Any) -> str:
-    identity = getattr(encoder, "identity", None)
-    if not isinstance(identity, str) or not identity:
-        raise BackboneError(
-            f"{type(encoder).__name__} has no 'identity' string; the feature cache keys entries by it"
-        )
-    if not callable(getattr(encoder, "preprocess", None)):
-        raise BackboneError(f"{type(encoder).__name__} has no 'preprocess' callable")
-    return identity
-
-
-class _Loader:
-    """Decode + preprocess images on a few threads, a batch ahead of the encoder."""
-
-    def __init__(self, encoder: Any, num_workers: int | None) -> None:
-        self.preprocess = encoder.preprocess
-        self.workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
-
-    def _one(self, path: Path) -> torch.Tensor | DataError:
-        try:
-            return self.preprocess(load_image(path))
-        except DataError as exc:
-            return exc
-
-    def batches(
-        self, items: Sequence[Any], paths: Sequence[Path], batch_size: int
-    ) -> Iterator[tuple[list[Any], list[Path], list[torch.Tensor | DataError]]]:
-        starts = range(0, len(items), batch_size)
-        if self.workers <= 0:
-            for s in starts:
-                ps = list(paths[s : s + batch_size])
-                yield list(items[s : s + batch_size]), ps, [self._one(p) for p in ps]
-            return
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="ituning-images") as pool:
-            pending: tuple[list[Any], list[Path], list[Future]] | None = None
-            for s in starts:
-                ps = list(paths[s : s + batch_size])
-                nxt = (list(items[s : s + batch_size]), ps, [pool.submit(self._one, p) for p in ps])
-                if pending is not None:
-                    yield pending[0], pending[1], [f.result() for f in pending[2]]
-                pending = nxt
-            if pending is not None:
-                yield pending[0], pending[1], [f.result() for f in pending[2]]
-
-
-def _encode(encoder: Any, pixels: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """Encoder forward on a stacked batch, returned on the CPU in the storage dtype."""
-    device, pdtype = _encoder_device_dtype(encoder)
-    with torch.no_grad():
-        out = encoder(torch.stack(pixels).to(device=device, dtype=pdtype))
-    if out.dim() != 3:
-        raise BackboneError(f"vision encoder returned shape {tuple(out.shape)}; expected (B, N, D)")
-    return out.detach().to("cpu", dtype)
-
-
 class FeatureCache:
     """Patch tokens of one frozen encoder, stored once per image (see the module docstring)."""
 
@@ -217,9 +95,9 @@ class FeatureCache:
         if shard_size < 1:
             raise DataError(f"feature cache shard_size must be >= 1, got {shard_size}")
         self.encoder = encoder
-        self.identity = _check_encoder(encoder)
+        self.identity = check_encoder(encoder)
         self.dtype = dtype
-        self.dtype_name, self.np_dtype = _storage(dtype)
+        self.dtype_name, self.np_dtype = storage_dtype(dtype)
         self.shard_size = shard_size
         digest = hashlib.sha256(self.identity.encode()).hexdigest()[:16]
         self.encoder_dir = Path(root) / digest
@@ -234,48 +112,26 @@ class FeatureCache:
                 )
         else:
             atomic_write(ident, self.identity)
-        self._shards: dict[str, _Shard] = {}
-        self._entries: dict[str, tuple[_Shard, int]] = {}
+        self._folder = ShardFolder(self.dir, self.identity, self.dtype_name, self.np_dtype)
+        self._shards: dict[str, Shard] = {}
+        self._entries: dict[str, tuple[Shard, int]] = {}
         self.refresh()
 
     # ----------------------------------------------------------------------------- index
     def refresh(self) -> None:
         """Re-read the shard indexes (e.g. after another process extracted)."""
-        shards: dict[str, _Shard] = {}
-        for index in sorted(self.dir.glob("*.json")):
+        shards: dict[str, Shard] = {}
+        for index in self._folder.index_files():
             name = index.stem
             old = self._shards.get(name)
             if old is not None and old.index == index:
                 shards[name] = old
                 continue
-            shard = self._read_index(index)
+            shard = self._folder.read(index)
             if shard is not None:
                 shards[name] = shard
         self._shards = shards
         self._rebuild_entries()
-
-    def _read_index(self, index: Path) -> _Shard | None:
-        npy = index.with_suffix(".npy")
-        try:
-            meta = json.loads(index.read_text(encoding="utf-8"))
-            keys = [str(k) for k in meta["keys"]]
-            shape = tuple(int(s) for s in meta["shape"])
-            ok = (
-                meta["format"] == FORMAT_VERSION
-                and meta["dtype"] == self.dtype_name
-                and meta["identity"] == self.identity
-                and len(shape) == 3
-                and shape[0] == len(keys) == len(meta["fingerprints"])
-                and isinstance(meta["sha256"], str)
-            )
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError):
-            ok = False
-        if not ok or not npy.exists():
-            self._discard(index, npy, "its index is unreadable or its .npy is missing")
-            return None
-        return _Shard(index.stem, npy, index, keys, shape, meta["sha256"], meta["fingerprints"])
 
     def _rebuild_entries(self) -> None:
         self._entries = {}
@@ -283,48 +139,17 @@ class FeatureCache:
             for row, key in enumerate(shard.keys):
                 self._entries[key] = (shard, row)
 
-    def _discard(self, index: Path, npy: Path, why: str) -> None:
-        warnings.warn(
-            f"feature cache: removing shard {npy} ({why}); its images will be re-encoded",
-            stacklevel=3,
-        )
-        for p in (index, npy):
-            p.unlink(missing_ok=True)
-
-    def _verify(self, shard: _Shard) -> bool:
-        """Checksum and header check, once per process; a bad shard is removed."""
-        if shard.verified:
-            return True
-        why = None
-        try:
-            if sha256_file(shard.npy) != shard.sha256:
-                why = "checksum mismatch: truncated or corrupt"
-            else:
-                arr = np.load(shard.npy, mmap_mode="r", allow_pickle=False)
-                if arr.shape != shard.shape or arr.dtype != self.np_dtype:
-                    why = f"holds {arr.shape} {arr.dtype}, index says {shard.shape} {self.np_dtype}"
-                else:
-                    shard.array = arr
-        except FileNotFoundError:
-            why = "file vanished"
-        except (OSError, ValueError) as exc:
-            why = f"unreadable: {exc}"
-        if why is not None:
-            self._discard(shard.index, shard.npy, why)
-            self._shards.pop(shard.name, None)
-            self._rebuild_entries()
-            return False
-        shard.verified = True
-        return True
-
     def _verify_keys(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         while True:
             shards = {
                 self._entries[k][0].name: self._entries[k][0] for k in keys if k in self._entries
             }
-            if all(self._verify(s) for s in shards.values()):
+            bad = next((s for s in shards.values() if not self._folder.verify(s)), None)
+            if bad is None:
                 return
+            self._shards.pop(bad.name, None)
+            self._rebuild_entries()
 
     # ----------------------------------------------------------------------------- queries
     def __contains__(self, image_id: object) -> bool:
@@ -366,7 +191,7 @@ class FeatureCache:
             return torch.empty((0, 0, 0), dtype=self.dtype)
         first = self._entries[ids[0]][0]
         out = np.empty((len(ids), *first.shape[1:]), dtype=self.np_dtype)
-        groups: dict[str, tuple[_Shard, list[int], list[int]]] = {}
+        groups: dict[str, tuple[Shard, list[int], list[int]]] = {}
         for pos, key in enumerate(ids):
             shard, row = self._entries[key]
             if shard.shape[1:] != first.shape[1:]:
@@ -380,7 +205,7 @@ class FeatureCache:
         for shard, positions, rows in groups.values():
             order = np.argsort(rows, kind="stable")
             out[np.asarray(positions)[order]] = shard.array[np.asarray(rows)[order]]
-        return _from_numpy(out, self.dtype)
+        return from_numpy(out, self.dtype)
 
     # ----------------------------------------------------------------------------- extraction
     def extract(
@@ -400,10 +225,10 @@ class FeatureCache:
         """
         started = time.perf_counter()
         self.refresh()
-        self._clean_orphans()
+        self._folder.clean_orphans()
         recs = list(dataset.records)
         paths = [dataset.image_path(r) for r in recs]
-        prints = [_fingerprint(p) for p in paths]
+        prints = [fingerprint(p) for p in paths]
         self._verify_keys(r.image_id for r in recs)
         # An absent file (None) with a cached entry is trusted: images may be removed after extraction.
         todo = [
@@ -430,7 +255,7 @@ class FeatureCache:
             disable=not progress or not todo,
             leave=False,
         )
-        loader = _Loader(self.encoder, num_workers)
+        loader = ImageLoader(self.encoder, num_workers)
         try:
             for idx, _, loaded in loader.batches(todo, [paths[i] for i in todo], batch_size):
                 good = []
@@ -445,8 +270,8 @@ class FeatureCache:
                     else:
                         good.append((i, item))
                 if good:
-                    feats = _to_numpy(
-                        _encode(self.encoder, [t for _, t in good], self.dtype), self.dtype
+                    feats = to_numpy(
+                        encode_pixels(self.encoder, [t for _, t in good], self.dtype), self.dtype
                     )
                     for row, (i, _) in enumerate(good):
                         buf_keys.append(recs[i].image_id)
@@ -485,30 +310,8 @@ class FeatureCache:
     def _write_shard(
         self, keys: list[str], arr: np.ndarray, prints: list[list[int] | None]
     ) -> None:
-        # Sequence numbers order shards by age (newer entries win); look at the folder, not just
-        # the shards this process knows, so a concurrent writer's shards count too.
-        prefixes = (p.stem.split("-", 1)[0] for p in self.dir.glob("*.json"))
-        seq = max((int(x) for x in prefixes if x.isdigit()), default=-1)
-        name = f"{seq + 1:08d}-{secrets.token_hex(4)}"
-        npy, index = self.dir / f"{name}.npy", self.dir / f"{name}.json"
-        with atomic_open(npy, "wb") as f:
-            w = _HashingWriter(f)
-            np.lib.format.write_array(w, np.ascontiguousarray(arr), allow_pickle=False)
-        fault_point("features.shard")
-        meta = {
-            "format": FORMAT_VERSION,
-            "identity": self.identity,
-            "dtype": self.dtype_name,
-            "shape": list(arr.shape),
-            "sha256": w.h.hexdigest(),
-            "keys": keys,
-            "fingerprints": prints,
-        }
-        atomic_write(index, json.dumps(meta))
-        shard = _Shard(name, npy, index, list(keys), tuple(arr.shape), meta["sha256"], list(prints))
-        shard.verified = True
-        shard.array = np.load(npy, mmap_mode="r", allow_pickle=False)
-        self._shards[name] = shard
+        shard = self._folder.write(keys, arr, prints)
+        self._shards[shard.name] = shard
         for row, key in enumerate(keys):
             self._entries[key] = (shard, row)
 
@@ -516,21 +319,7 @@ class FeatureCache:
         """Delete shards whose every entry a newer shard superseded."""
         live = {shard.name for shard, _ in self._entries.values()}
         for name in [n for n in self._shards if n not in live]:
-            shard = self._shards.pop(name)
-            shard.index.unlink(missing_ok=True)
-            shard.npy.unlink(missing_ok=True)
-
-    def _clean_orphans(self) -> None:
-        """Remove temporary files and index-less ``.npy`` files left by a dead writer."""
-        now = time.time()
-        for p in [*self.dir.glob(".*.tmp"), *self.dir.glob("*.npy")]:
-            if p.suffix == ".npy" and p.with_suffix(".json").exists():
-                continue
-            try:
-                if now - p.stat().st_mtime > _ORPHAN_AGE_S:
-                    p.unlink()
-            except FileNotFoundError:
-                pass
+            self._folder.delete(self._shards.pop(name))
 
 
 def _as_ids(items: Sequence[CaptionRecord | str]) -> list[str]:
@@ -567,12 +356,12 @@ class LiveFeatures:
         device: torch.device | str | None = None,
         num_workers: int | None = 0,
     ) -> None:
-        _check_encoder(encoder)
-        _storage(dtype)
+        check_encoder(encoder)
+        storage_dtype(dtype)
         self.encoder = encoder
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else None
-        self._loader = _Loader(encoder, num_workers)
+        self._loader = ImageLoader(encoder, num_workers)
         if isinstance(datasets, CaptionDataset):
             datasets = [datasets]
         self._paths: dict[str, Path] = {}
@@ -597,5 +386,5 @@ class LiveFeatures:
         for item in loaded:
             if isinstance(item, DataError):
                 raise item
-        out = _encode(self.encoder, loaded, self.dtype)  # type: ignore[arg-type]
+        out = encode_pixels(self.encoder, loaded, self.dtype)  # type: ignore[arg-type]
         return out.to(self.device) if self.device is not None else out
