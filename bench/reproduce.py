@@ -29,7 +29,8 @@ from bench.report.build import ReportSettings, build_report, shown
 from bench.sweep import queue, tracking
 from bench.sweep.coordinator import SweepReport, default_workers, run_sweeps
 from bench.sweep.plan import RunPlan
-from bench.sweep.profiles import PROFILES, Profile, get_profile
+from bench.sweep.profile import Profile
+from bench.sweep.profiles import PROFILES, get_profile
 from bench.sweep.spec import SweepSpec, find_spec, load_spec
 from ituning.errors import ArgumentParser, cli_main
 

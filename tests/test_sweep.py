@@ -23,7 +23,8 @@ from bench import SPECS_DIR
 from bench.sweep import queue as q
 from bench.sweep.cli import main
 from bench.sweep.coordinator import run_sweep
-from bench.sweep.profiles import LMChoice, get_profile
+from bench.sweep.profile import LMChoice
+from bench.sweep.profiles import get_profile
 from bench.sweep.spec import load_spec, parse_spec
 from ituning.errors import BackboneError
 

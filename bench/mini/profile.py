@@ -24,7 +24,7 @@ from bench.mini.backbones import (
 )
 from bench.sweep.budgets import MINI_BUDGET, TINY_BUDGET
 from bench.sweep.plan import RunPlan
-from bench.sweep.profiles import LMChoice, Profile
+from bench.sweep.profile import LMChoice, Profile
 from ituning.errors import BackboneError
 from ituning.files import file_lock
 

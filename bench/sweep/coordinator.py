@@ -30,7 +30,7 @@ from typing import Any
 from bench.sweep import queue as work_queue
 from bench.sweep import tracking
 from bench.sweep.plan import RunPlan
-from bench.sweep.profiles import Profile
+from bench.sweep.profile import Profile
 from bench.sweep.spec import SweepSpec
 from bench.sweep.worker import (
     DEFAULT_EXECUTOR,

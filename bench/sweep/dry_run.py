@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bench.sweep import axes, folders, tracking
 from bench.sweep.plan import RunPlan
-from bench.sweep.profiles import Profile
+from bench.sweep.profile import Profile
 from bench.sweep.spec import SweepSpec
 
 

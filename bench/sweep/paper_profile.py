@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from bench.sweep.budgets import PAPER_BUDGET, TINY_BUDGET
 from bench.sweep.plan import RunPlan
-from bench.sweep.profiles import LMChoice, Profile
+from bench.sweep.profile import LMChoice, Profile
 from ituning.errors import ConfigError, DataError
 from ituning.run_config import TrainConfig
 

@@ -1,148 +1,19 @@
-"""Profiles: what a sweep's abstract axes mean on a given machine.
+"""The named profiles, ``mini`` (default) and ``paper``: which one a name means, at which scale.
 
-A spec says "LM size large, drop half the layers, VLP on"; a profile binds that to backbones, data
-and a training budget and returns the one thing the library sees, a :class:`TrainConfig`. Both
-profiles go through :meth:`Profile.resolve`; they differ only in their tables and in what they
-check or build before a sweep (:meth:`Profile.check`, :meth:`Profile.prepare`):
-
-* ``mini`` (default, ``bench.mini.profile``): the harness's own pre-trained frozen mini backbones
-  and the synthetic Shapes world, both built on first use under the runs folder; sized for a
-  laptop or CI machine, with one single-threaded worker per core;
-* ``paper`` (``bench.sweep.paper_profile``): GPT-2 base/medium/large and CLIP ViT-B/16 from the
-  Hugging Face cache and the real datasets under ``--data-root``; one worker (one accelerator).
-
-``scale="tiny"`` shrinks a profile (data, backbones, budget) for tests: same code, smaller numbers.
+The profile kinds live in their own modules (``bench.mini.profile``, ``bench.sweep.paper_profile``)
+on the common base ``bench.sweep.profile.Profile``; they are imported when asked for, so reading a
+spec or a report does not load the training stack.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
 
-from pydantic import ValidationError
-
-from bench.sweep import axes
-from bench.sweep.budgets import Budget
-from bench.sweep.plan import Arch, RunPlan
-from bench.sweep.spec import Point, SweepSpec
-from ituning.errors import ConfigError, validation_line
-from ituning.run_config import TrainConfig
+from bench.sweep.profile import Profile
+from ituning.errors import ConfigError
 
 PROFILES = ("mini", "paper")
 SCALES = ("full", "tiny")
-
-
-@dataclass(frozen=True)
-class LMChoice:
-    """One LM size: what to load and the architecture numbers the axes resolve against."""
-
-    name: str
-    n_layers: int
-    d_lm: int
-
-
-@dataclass(frozen=True)
-class Profile:
-    """The binding of axes to a machine. Subclasses add what they check or build first."""
-
-    name: str
-    scale: str
-    runs_dir: Path
-    lms: dict[str, LMChoice]
-    vision: str
-    vision_pretrained: str | None
-    vision_width: int
-    data: dict[str, str | None]
-    budget: Budget
-    settings: dict[str, Any] = field(default_factory=dict)
-    #: One single-threaded worker per core (small CPU models) instead of one worker (a GPU).
-    cpu_workers: ClassVar[bool] = False
-    #: The task is the paper's own (real datasets), so differences to its numbers mean something.
-    paper_task: ClassVar[bool] = False
-
-    @property
-    def label(self) -> str:
-        """``mini``, ``mini-tiny``: the MLflow experiment and optuna study of this profile."""
-        return self.name if self.scale == "full" else f"{self.name}-{self.scale}"
-
-    def check(self, plans: Sequence[RunPlan] = ()) -> None:
-        """Validate what the user supplied (data files) and write nothing: a sweep runs this
-        before it opens any store, so a bad file is one error line with an empty run store."""
-
-    def prepare(self, plans: Sequence[RunPlan] = (), *, progress: bool = True) -> None:
-        """Build missing assets (after :meth:`check`)."""
-
-    # ------------------------------------------------------------------ resolution
-
-    def resolve(self, point: Point, overrides: dict[str, Any], *, source: str = "spec") -> RunPlan:
-        """The point's :class:`TrainConfig`: each axis's setting, then the budget, the profile's
-        settings and the spec's overrides; the library's config checks the method's rules."""
-        lm = self.lms[point["lm"]]
-        where = f"{source}: point [{point.label()}]"
-        tree: dict[str, Any] = {
-            "backbones": {"vision": self.vision, "vision_pretrained": self.vision_pretrained},
-            "data": {k: v for k, v in self.data.items() if v is not None},
-            "feature_cache": str(self.runs_dir / "features"),
-        }
-        for name, axis in axes.AXES.items():
-            _set(tree, axis.setting, axis.resolve(point[name], lm))
-        for dotted, value in {**self.budget.settings(), **self.settings, **overrides}.items():
-            _set(tree, dotted, value)
-        try:
-            config = TrainConfig.model_validate(tree)
-            config.itune.kept_layers(lm.n_layers)  # Dropping must keep a layer of this LM
-        except ValidationError as exc:
-            raise ConfigError(f"{where}: {validation_line(exc)}") from None
-        except ConfigError as exc:
-            drop = point["drop"]
-            raise ConfigError(
-                f"{where}: drop: {drop.to_yaml()} means {drop.resolve(lm.n_layers)} of the "
-                f"{lm.n_layers} layers of {_short(lm)} (profile {self.name}): {exc} (as a fraction "
-                f"of depth: below {(lm.n_layers - 0.5) / lm.n_layers:.3g})"
-            ) from None
-        arch = Arch(
-            lm_name=lm.name,
-            n_layers=lm.n_layers,
-            d_lm=lm.d_lm,
-            d_vis=self.vision_width,
-            trainable_params=trainable_params(self, lm, config),
-        )
-        return RunPlan(point=point, config=config, arch=arch)
-
-    def plan(self, spec: SweepSpec) -> list[RunPlan]:
-        """Every point of ``spec`` resolved; points that resolve to the same config run once."""
-        plans: dict[str, RunPlan] = {}
-        for point in spec.points():
-            plan = self.resolve(point, spec.overrides, source=spec.source)
-            plans.setdefault(plan.run_id, plan)
-        return list(plans.values())
-
-
-def trainable_params(profile: Profile, lm: LMChoice, config: TrainConfig) -> int:
-    """Trainable parameters without weights: ``ituning.params`` when the LM's architecture can be
-    read (shipped GPT-2 configs, a built mini folder), else the module formula on the profile's
-    architecture table (mini backbones not built yet)."""
-    try:
-        return _counted(lm.name, profile.vision, config.itune.model_dump_json())
-    except Exception:
-        from ituning.module import ITuningModule
-
-        per_layer = ITuningModule.num_parameters(
-            lm.d_lm, profile.vision_width, config.itune.bottleneck
-        )
-        return per_layer * (lm.n_layers - config.itune.drop_first)
-
-
-@functools.lru_cache(maxsize=256)
-def _counted(lm: str, vision: str, itune_json: str) -> int:
-    from ituning.config import ITuningConfig
-    from ituning.params import count_parameters
-
-    itune = ITuningConfig.model_validate_json(itune_json)
-    return int(count_parameters(lm, config=itune, vision=vision)["trainable"])
 
 
 def get_profile(
@@ -174,15 +45,3 @@ def profile_class(name: str) -> type[Profile]:
     from bench.mini.profile import MiniProfile
 
     return MiniProfile
-
-
-def _short(lm: LMChoice) -> str:
-    return Path(lm.name).name
-
-
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
