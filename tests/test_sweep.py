@@ -51,7 +51,7 @@ def _claim_all(url: str, name: str, out: multiprocessing.Queue) -> None:
 
 @pytest.mark.slow
 def test_three_processes_claim_every_point_exactly_once(tmp_path):
-    """Without BEGIN IMMEDIATE on SQLite this claimed ~4 of 60 points twice (see bench.queue)."""
+    """Without BEGIN IMMEDIATE on SQLite this claimed ~4 of 60 points twice (see bench.sweep.queue)."""
     n = 48
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     queue = q.WorkQueue(q.open_storage(url), "s")  # created before the workers start

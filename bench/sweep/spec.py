@@ -1,12 +1,12 @@
 """Sweep specs: the declarative YAML files under ``sweeps/`` and their grid of points.
 
-A spec names *what* to vary in the paper's own terms; a profile (``bench.profiles``) later says
+A spec names *what* to vary in the paper's own terms; a profile (``bench.sweep.profiles``) later says
 *with what* (backbones, data, budget). The same spec therefore runs under ``mini`` and ``paper``.
 
 Format (every key but ``name`` and ``axes`` is optional)::
 
-    name: table1                      # experiment name; letters, digits, '-', '_', '.'
-    description: Table 1 rows ...     # free text, shown by --dry-run and stored as an MLflow tag
+    name: table1                      # letters, digits, '-', '_', '.'; its runs get tag spec.<name>
+    description: Table 1 rows ...     # free text, shown by --dry-run; an MLflow experiment tag
     base:                             # the point every grid point starts from
       lm: base                        # LM size: base | medium | large
       lambda: 1.0                     # lambda of eq. (5), >= 1 (see overrides below)
