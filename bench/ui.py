@@ -13,6 +13,7 @@ Debian: ``apt install chromium``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -24,8 +25,12 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from bench import SPECS_DIR
 from bench.sweep import tracking
+from bench.sweep.axes import AXES
+from bench.sweep.spec import find_spec, load_spec
 from ituning.errors import ArgumentParser, ConfigError, cli_main
+from ituning.files import canonical_json, sha256_text
 
 READY_TIMEOUT_S = 60
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -99,10 +104,12 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
 
 
 def compare_path(runs_dir: Path, spec: str, experiment: str = "mini") -> str:
-    """Path (after the server's URL) of the profile's experiment page, in its chart view, showing
-    the FINISHED runs of ``spec``: MLflow leads the charts with the experiment's primary metric
-    (test CIDEr, ``tracking.PRIMARY_METRIC``) and a parallel-coordinates plot of the params that
-    differ, i.e. the spec's axes."""
+    """Path (after the server's URL) of the profile's experiment page in its chart view, showing
+    the FINISHED runs of ``spec`` and led by a section on the metric the sweeps are about: test
+    CIDEr per run, and a parallel-coordinates plot of the axes the spec varies against it.
+
+    The view is an MLflow *shared view* (what the UI's Share button stores): an experiment tag
+    ``mlflow.sharedViewState.<key>`` holding the filter and the charts, named in the URL."""
     client = tracking.client(tracking.default_tracking_uri(Path(runs_dir).resolve()))
     exp = client.get_experiment_by_name(experiment)
     query = f"attributes.status = 'FINISHED' and {tracking.spec_filter(spec)}"
@@ -111,16 +118,46 @@ def compare_path(runs_dir: Path, spec: str, experiment: str = "mini") -> str:
             f"--spec {spec}: no FINISHED run of it in experiment {experiment} of {runs_dir}; run "
             f"`python -m bench.sweep {spec}` first"
         )
-    params = {
-        "compareRunsMode": "CHART",
+    metric = tracking.UI_TAGS["mlflow.experiment.primaryMetric.name"]
+    state = {
         "searchFilter": query,
         "orderByKey": "attributes.start_time",
-        "orderByAsc": "true",
+        "orderByAsc": True,
+        "isAccordionReordered": True,
+        "compareRunSections": [
+            {"uuid": "sweep", "name": f"{spec}: {metric}", "display": True, "isReordered": False}
+        ],
+        "compareRunCharts": [
+            {**_CHART, "uuid": "metric", "type": "BAR", "metricKey": metric},
+            {
+                **_CHART,
+                "uuid": "axes",
+                "type": "PARALLEL",
+                "selectedParams": _varied_axes(spec),
+                "selectedMetrics": [metric],
+                "showAllRuns": True,
+            },
+        ],
     }
-    return f"/#/experiments/{exp.experiment_id}?{urllib.parse.urlencode(params, quote_via=urllib.parse.quote)}"
+    key = f"{spec}-{sha256_text(canonical_json(state), 8)}"
+    client.set_experiment_tag(exp.experiment_id, f"mlflow.sharedViewState.{key}", json.dumps(state))
+    query_string = urllib.parse.urlencode({"viewStateShareKey": key, "compareRunsMode": "CHART"})
+    return f"/#/experiments/{exp.experiment_id}/runs?{query_string}"
 
 
-def screenshot(page: str, out: Path, *, width: int = 1600, height: int = 1400) -> Path:
+_CHART = {"metricSectionId": "sweep", "isGenerated": False, "deleted": False}
+
+
+def _varied_axes(spec: str) -> list[str]:
+    """The axes whose value differs between the spec's points (all axes for an unknown spec)."""
+    try:
+        points = load_spec(find_spec(spec, SPECS_DIR)).points()
+    except ConfigError:
+        return list(AXES)
+    return [name for name in AXES if len({p[name] for p in points}) > 1]
+
+
+def screenshot(page: str, out: Path, *, width: int = 1600, height: int = 1100) -> Path:
     """Headless Chromium's PNG of ``page`` after its scripts ran (virtual time budget)."""
     browser = next((b for b in BROWSERS if shutil.which(b)), None)
     if browser is None:
@@ -133,7 +170,7 @@ def screenshot(page: str, out: Path, *, width: int = 1600, height: int = 1400) -
     cmd = [
         browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
         "--disable-background-networking", "--no-first-run", "--disable-extensions",
-        f"--window-size={width},{height}", "--virtual-time-budget=20000",
+        f"--window-size={width},{height}", "--virtual-time-budget=60000",
         f"--screenshot={tmp}", page,
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)

@@ -46,8 +46,18 @@ def test_server_answers_on_loopback_lists_the_runs_and_stops(tmp_path: Path) -> 
         path, _, fragment_query = page.partition("?")
         query = urllib.parse.parse_qs(fragment_query)
         assert query["compareRunsMode"] == ["CHART"]
-        exp_id = path.rsplit("/", 1)[1]
-        body = json.dumps({"experiment_ids": [exp_id], "filter": query["searchFilter"][0]}).encode()
+        assert path.endswith("/runs")  # the runs tab (model training), not the traces overview
+        exp_id = path.rsplit("/", 2)[1]
+        experiment = tracking.client(
+            tracking.default_tracking_uri(runs_dir.resolve())
+        ).get_experiment(exp_id)
+        view = json.loads(
+            experiment.tags[f"mlflow.sharedViewState.{query['viewStateShareKey'][0]}"]
+        )
+        first, parallel = view["compareRunCharts"]
+        assert first["type"] == "BAR" and first["metricKey"] == "test/cider"
+        assert parallel["selectedParams"] == ["drop"]  # the axis sweeps/dropping.yaml varies
+        body = json.dumps({"experiment_ids": [exp_id], "filter": view["searchFilter"]}).encode()
         request = urllib.request.Request(
             f"{url}/api/2.0/mlflow/runs/search",
             data=body,
@@ -55,13 +65,9 @@ def test_server_answers_on_loopback_lists_the_runs_and_stops(tmp_path: Path) -> 
         )
         with urllib.request.urlopen(request, timeout=10) as reply:
             served = {r["info"]["run_id"] for r in json.load(reply)["runs"]}
-        assert served == set(ids)  # the page's filter: FINISHED runs of the spec only
-        experiment = tracking.client(
-            tracking.default_tracking_uri(runs_dir.resolve())
-        ).get_experiment(exp_id)
-        assert (
-            experiment.tags[tracking.PRIMARY_METRIC_TAG] == "test/cider"
-        )  # the charts lead with it
+        assert served == set(ids)  # the view's filter: FINISHED runs of the spec only
+        assert experiment.tags["mlflow.experiment.primaryMetric.name"] == "test/cider"
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     with socket.socket() as sock:  # stopped: nothing listens there any more
         # (the server's closed connections may linger in TIME_WAIT: SO_REUSEADDR allows that,
         # but Linux still refuses the bind while a socket listens on the port)

@@ -44,10 +44,13 @@ from ituning.errors import ITuningError, first_line
 from ituning.faultpoints import fault_point
 
 DB_FILE = "mlflow.db"
-#: The metric the experiment is about: MLflow's UI leads its run charts (and their parallel
-#: coordinates) with the experiment tag ``mlflow.experiment.primaryMetric.name``.
-PRIMARY_METRIC = "test/cider"
-PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
+#: Experiment tags MLflow's UI reads: lead the run charts (and their parallel coordinates) with
+#: the metric the sweeps are about, and show the experiment as model training (runs, charts)
+#: rather than the overview of generative-AI traces.
+UI_TAGS = {
+    "mlflow.experiment.primaryMetric.name": "test/cider",
+    "mlflow.experimentKind": "custom_model_development",
+}
 ARTIFACT_DIR = "mlartifacts"
 FLUSH_S = 5.0
 PACKAGES = (
@@ -171,10 +174,9 @@ class Tracker:
     def _experiment(self, name: str, runs_dir: Path | None) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
-            if PRIMARY_METRIC_TAG not in found.tags:  # a store from before the tag existed
-                self.client.set_experiment_tag(
-                    found.experiment_id, PRIMARY_METRIC_TAG, PRIMARY_METRIC
-                )
+            for key, value in UI_TAGS.items():  # a store from before these tags
+                if key not in found.tags:
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
         location = None
         if self.uri.startswith("sqlite:") and runs_dir is not None:
@@ -184,7 +186,7 @@ class Tracker:
             return self.client.create_experiment(
                 name,
                 artifact_location=location,
-                tags={"mlflow.note.content": note, PRIMARY_METRIC_TAG: PRIMARY_METRIC},
+                tags={"mlflow.note.content": note, **UI_TAGS},
             )
         except Exception:  # created concurrently by another machine's coordinator
             found = self.client.get_experiment_by_name(name)
