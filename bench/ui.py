@@ -30,7 +30,7 @@ from bench.sweep import tracking
 from bench.sweep.axes import AXES
 from bench.sweep.spec import find_spec, load_spec
 from ituning.errors import ArgumentParser, ConfigError, cli_main
-from ituning.files import canonical_json, sha256_text
+from ituning.files import atomic_path, canonical_json, sha256_text
 
 READY_TIMEOUT_S = 60
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -165,19 +165,17 @@ def screenshot(page: str, out: Path, *, width: int = 1600, height: int = 1100) -
             "--screenshot needs Chromium on PATH (Debian/Ubuntu: apt install chromium)"
         )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    cmd = [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-        "--disable-background-networking", "--no-first-run", "--disable-extensions",
-        f"--window-size={width},{height}", "--virtual-time-budget=60000",
-        f"--screenshot={tmp}", page,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    if proc.returncode != 0 or not tmp.is_file():
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise ConfigError(f"{browser} could not take the screenshot: {last}")
-    os.replace(tmp, out)
+    with atomic_path(out, suffix=".tmp.png") as tmp:  # no half-written PNG under its name
+        cmd = [
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--disable-background-networking", "--no-first-run", "--disable-extensions",
+            f"--window-size={width},{height}", "--virtual-time-budget=60000",
+            f"--screenshot={tmp}", page,
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        if proc.returncode != 0 or not tmp.is_file():
+            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise ConfigError(f"{browser} could not take the screenshot: {last}")
     return out
 
 

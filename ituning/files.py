@@ -21,12 +21,14 @@ from typing import IO, Any
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path beside ``path`` to write to (by any writer that takes a file name); on a
-    clean exit it is synced and renamed over ``path``, on an error removed."""
+    clean exit it is synced and renamed over ``path``, on an error removed. ``suffix`` ends the
+    temporary name: ``.tmp`` keeps it out of globs for finished files; a writer that picks its
+    format by extension (a browser's screenshot) gets e.g. ``.tmp.png``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
     try:
         yield tmp
         with open(tmp, "rb") as fh:

@@ -295,7 +295,7 @@ class FaultHarness:
         from bench.sweep.spec import Point
 
         profile = get_profile(stores.PROFILE, runs_dir=self.template(), scale=stores.SCALE)
-        raw = profile.resolve(Point(vlp=vlp), {}).config.model_dump(mode="json")
+        raw = profile.resolve(Point().replace({"vlp": vlp}), {}).config.model_dump(mode="json")
         raw["feature_cache"] = str(features)
         path = self.scratch("config") / "config.json"
         return atomic_write_json(path, raw, indent=1)

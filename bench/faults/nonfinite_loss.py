@@ -78,7 +78,9 @@ def check_nonfinite_loss(h: FaultHarness, row: RowResult) -> None:
         for p in plans:
             if p is not bad and stores.result_rewritten(before, after, p.run_id):
                 t.lost += 1
-        expect(rerun.rc == 0 and "1 queued now" in rerun.out, f"rerun: {rerun.tail()}")
+        expect(
+            rerun.rc == 0 and "queued 1 of 3 distinct points" in rerun.out, f"rerun: {rerun.tail()}"
+        )
         expect(
             len(stores.finished_runs(after, bad.run_id)) == 1,
             "the point did not finish on the rerun",

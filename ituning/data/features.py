@@ -29,7 +29,6 @@ can move the last bit of a float32 result, which the float16 rounding usually, n
 
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -52,7 +51,7 @@ from ituning.data.feature_shards import (
 from ituning.data.image_encoding import Encoder, ImageLoader, check_encoder, encode_pixels
 from ituning.data.records import CaptionDataset, CaptionRecord
 from ituning.errors import DataError
-from ituning.files import atomic_write
+from ituning.files import atomic_write, sha256_text
 
 __all__ = [
     "FORMAT_VERSION",
@@ -99,7 +98,7 @@ class FeatureCache:
         self.dtype = dtype
         self.dtype_name, self.np_dtype = storage_dtype(dtype)
         self.shard_size = shard_size
-        digest = hashlib.sha256(self.identity.encode()).hexdigest()[:16]
+        digest = sha256_text(self.identity, 16)
         self.encoder_dir = Path(root) / digest
         self.dir = self.encoder_dir / self.dtype_name
         self.dir.mkdir(parents=True, exist_ok=True)
