@@ -125,7 +125,7 @@ def load_train_config(path: Path, overrides: dict | None = None) -> TrainConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
+        set_dotted(raw, dotted, value)
     return validate_train_config(raw, source=str(path))
 
 
@@ -136,7 +136,7 @@ def validate_train_config(raw: dict, *, source: str = "config") -> TrainConfig:
         raise ConfigError(validation_line(exc, source)) from None
 
 
-def _set_dotted(tree: dict, dotted: str, value) -> None:
+def set_dotted(tree: dict, dotted: str, value) -> None:
     keys = dotted.split(".")
     node = tree
     for depth, key in enumerate(keys[:-1]):

@@ -413,7 +413,7 @@ def _run(row: dict) -> Run:
         return {
             k.removeprefix(prefix): v
             for k, v in row.items()
-            if k.startswith(prefix) and v is not None and not _is_nan(v)
+            if k.startswith(prefix) and not pd.isna(v)
         }
 
     tags = section("tags.")
@@ -432,9 +432,5 @@ def _run(row: dict) -> Run:
         params=section("params."),
         metrics={k: float(v) for k, v in section("metrics.").items()},
         tags=tags,
-        start_ms=int(start.timestamp() * 1000) if start is not None and not _is_nan(start) else 0,
+        start_ms=0 if pd.isna(start) else int(start.timestamp() * 1000),
     )
-
-
-def _is_nan(value) -> bool:
-    return isinstance(value, float) and math.isnan(value) or value is pd.NaT

@@ -118,7 +118,8 @@ def run_sweeps(
     tracker = tracking.Tracker(tracking_uri, profile.label, runs_dir=profile.runs_dir)
     for spec in specs:
         tracker.describe_spec(spec.name, spec.description)
-    todo = _enqueue(specs, plans, distinct, asked, queue, tracker, profile, log)
+    finished_before = tracker.finished()
+    todo = _enqueue(specs, plans, distinct, asked, finished_before, queue, tracker, profile, log)
     if workers is None:
         workers = default_workers(profile, todo)
 
@@ -144,10 +145,10 @@ def run_sweeps(
         _run_workers(ctx, workers, tracker, len(distinct) if progress else 0, log)
 
     finished = tracker.finished()
-    for digest in distinct.keys() & finished.keys():  # specs that asked while it ran elsewhere
-        tracker.tag_specs(finished[digest], asked[digest])
+    for digest in distinct.keys() & finished.keys() - finished_before.keys():  # it may have run
+        tracker.tag_specs(finished[digest], asked[digest])  # elsewhere, queued by another spec
     trials = queue.by_digest()
-    return {spec.name: summarise(spec, plans[spec.name], finished, trials, log) for spec in specs}
+    return {spec.name: summarise(plans[spec.name], finished, trials, log) for spec in specs}
 
 
 def _enqueue(
@@ -155,17 +156,18 @@ def _enqueue(
     plans: dict[str, list[RunPlan]],
     distinct: dict[str, RunPlan],
     asked: dict[str, list[str]],
+    finished: dict[str, str],
     queue: work_queue.WorkQueue,
     tracker: tracking.Tracker,
     profile: Profile,
     log: Callable[[str], None],
 ) -> int:
-    """Re-queue points of dead workers, close their orphaned runs, enqueue what is not finished,
-    heaviest first (see :attr:`RunPlan.relative_cost`); returns how many points are left."""
+    """Tag the ``finished`` points with the specs that ask for them, re-queue points of dead
+    workers, close their orphaned runs, enqueue what is not finished, heaviest first (see
+    :attr:`RunPlan.relative_cost`); returns how many points are left."""
     requeued = queue.reap()
     running = {t.user_attrs.get("digest") for t in queue.trials((work_queue.TrialState.RUNNING,))}
     tracker.close_orphans(keep=running, study=queue.study_name)
-    finished = tracker.finished()
     for digest in distinct.keys() & finished.keys():
         tracker.tag_specs(finished[digest], asked[digest])
     todo = [p for p in distinct.values() if p.run_id not in finished]
@@ -242,7 +244,6 @@ def _watch(
 
 
 def summarise(
-    spec: SweepSpec,
     plans: list[RunPlan],
     finished: dict[str, str],
     trials: dict[str, list],

@@ -31,7 +31,7 @@ from bench.sweep.budgets import Budget
 from bench.sweep.plan import Arch, RunPlan
 from bench.sweep.spec import Point, SweepSpec
 from ituning.errors import ConfigError, validation_line
-from ituning.run_config import TrainConfig
+from ituning.run_config import TrainConfig, set_dotted
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,9 @@ class Profile:
             "feature_cache": str(self.runs_dir / "features"),
         }
         for name, axis in axes.AXES.items():
-            _set(tree, axis.setting, axis.resolve(point[name], lm))
+            set_dotted(tree, axis.setting, axis.resolve(point[name], lm))
         for dotted, value in {**self.budget.settings(), **self.settings, **overrides}.items():
-            _set(tree, dotted, value)
+            set_dotted(tree, dotted, value)
         try:
             config = TrainConfig.model_validate(tree)
             config.itune.kept_layers(lm.n_layers)  # Dropping must keep a layer of this LM
@@ -146,11 +146,3 @@ def _counted(lm: str, vision: str, itune_json: str) -> int:
 
 def _short(lm: LMChoice) -> str:
     return Path(lm.name).name
-
-
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value

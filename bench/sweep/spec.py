@@ -330,16 +330,12 @@ def _check_values(flat: dict[str, Any], fail) -> None:
     """Validate override values against TrainConfig with placeholder data paths."""
     from pydantic import ValidationError
 
-    from ituning.run_config import TrainConfig
+    from ituning.run_config import TrainConfig, set_dotted
 
     tree: dict[str, Any] = {"data": {"captions": "x.json", "image_root": "x"}}
-    for dotted, value in flat.items():
-        node = tree
-        keys = dotted.split(".")
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
     try:
+        for dotted, value in flat.items():
+            set_dotted(tree, dotted, value)
         TrainConfig.model_validate(tree)
     except ValidationError as exc:
         where, _, msg = validation_line(exc, prefix="overrides").partition(": ")
