@@ -34,7 +34,7 @@ from bench.sweep.profiles import PROFILES, get_profile
 from bench.sweep.spec import SweepSpec, find_spec, load_spec
 from ituning.errors import ArgumentParser, cli_main
 
-DEFAULT_SWEEPS = ("table1", "table2", "dropping")
+DEFAULT_SWEEPS = ("table1", "table2")
 
 
 @dataclass
@@ -139,6 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SPEC",
         help=f"sweep names in sweeps/ or YAML paths (default: {' '.join(DEFAULT_SWEEPS)})",
     )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="train every point with seeds 0..N-1 (default: each spec's seed axis; the claims' "
+        "specs have 3)",
+    )
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run folders and stores")
     p.add_argument("--out", type=Path, help="report folder (default reports/<profile>)")
     p.add_argument(
@@ -154,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers is not None and args.workers < 1:
         p.error("--workers must be >= 1")
     specs = [load_spec(find_spec(name, SPECS_DIR)) for name in args.sweeps]
+    if args.seeds is not None:
+        specs = [spec.with_seeds(args.seeds) for spec in specs]
     profile = get_profile(
         args.profile,
         runs_dir=args.runs_dir,

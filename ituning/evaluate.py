@@ -20,6 +20,7 @@ from ituning.data.records import CaptionDataset
 from ituning.decode import DecodeSettings, caption_dataset, generate_captions
 from ituning.inject import ITuningModel
 from ituning.metrics import CaptionScorer, naming_precision
+from ituning.phase_clock import PhaseClock
 from ituning.text import CaptionCodec
 
 VisualFn = Callable[[Sequence[str]], torch.Tensor]
@@ -51,12 +52,27 @@ def evaluate_split(
     out: EvalOutput,
     *,
     progress: bool = True,
+    clock: PhaseClock | None = None,
 ) -> dict[str, str]:
+    clock = clock or PhaseClock()
     ids = [r.image_id for r in dataset]
-    preds = caption_dataset(
-        model, codec, ids, visual, settings, desc=f"captioning {name}", progress=progress
-    )
+    with clock("decode"):
+        preds = caption_dataset(
+            model, codec, ids, visual, settings, desc=f"captioning {name}", progress=progress
+        )
     out.predictions[name] = preds
+    with clock("score"):
+        _score_split(name, dataset, preds, scorer, out)
+    return preds
+
+
+def _score_split(
+    name: str,
+    dataset: CaptionDataset,
+    preds: dict[str, str],
+    scorer: CaptionScorer,
+    out: EvalOutput,
+) -> None:
     refs = references(dataset)
     if any(r.domain for r in dataset):
         domains = {r.image_id: r.domain for r in dataset}
@@ -67,7 +83,6 @@ def evaluate_split(
         scores = scorer.score(preds, refs)
         out.metrics.update(_flat(name, scores.values))
         out.unavailable.update(scores.unavailable)
-    return preds
 
 
 def blank_image_control(

@@ -25,6 +25,7 @@ import yaml
 
 from ituning.errors import ArgumentParser, ConfigError, cli_main
 from ituning.files import atomic_write_json
+from ituning.phase_clock import PhaseClock
 from ituning.run_config import TrainConfig, load_train_config
 
 # torch, transformers and open_clip take seconds to import: they are imported where they are used,
@@ -240,22 +241,25 @@ def run_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(out_dir / "config.json", resolved)
     started = time.perf_counter()
+    clock = PhaseClock()
     dist = setup(config.device)
     try:
         torch.manual_seed(config.seed)
         stage("load")
-        lm, tokenizer = load_lm(config.backbones.lm)
-        encoder = load_vision(
-            config.backbones.vision,
-            config.backbones.vision_pretrained,
-            include_cls=config.itune.include_cls,
-        )
-        model = ITuningModel(lm, encoder.width, config.itune).to(dist.device)
-        encoder = encoder.to(dist.device)
-        codec = CaptionCodec(tokenizer, max_tokens=config.max_caption_tokens)
+        with clock("load"):
+            lm, tokenizer = load_lm(config.backbones.lm)
+            encoder = load_vision(
+                config.backbones.vision,
+                config.backbones.vision_pretrained,
+                include_cls=config.itune.include_cls,
+            )
+            model = ITuningModel(lm, encoder.width, config.itune).to(dist.device)
+            encoder = encoder.to(dist.device)
+            codec = CaptionCodec(tokenizer, max_tokens=config.max_caption_tokens)
         stage("features")
-        sources = [data.train, *data.evals.values(), *([data.vlp] if data.vlp else [])]
-        visual = _visual_source(config, encoder, sources, dist)
+        with clock("features"):
+            sources = [data.train, *data.evals.values(), *([data.vlp] if data.vlp else [])]
+            visual = _visual_source(config, encoder, sources, dist)
 
         trainer = StageTrainer(
             model,
@@ -270,20 +274,25 @@ def run_experiment(
         curves = {}
         if data.vlp is not None:
             stage("vlp")
-            curves["vlp"] = trainer.fit("vlp", data.vlp.records, config.vlp_epochs)
+            with clock("vlp"):
+                curves["vlp"] = trainer.fit("vlp", data.vlp.records, config.vlp_epochs)
         stage("train")
-        curves["train"] = trainer.fit("train", data.train.records, config.epochs)
+        with clock("train"):
+            curves["train"] = trainer.fit("train", data.train.records, config.epochs)
         train_time = time.perf_counter() - started
         if not dist.is_main:
             return RunResult(metrics={})
 
         stage("checkpoint")
         ckpt = out_dir / "checkpoint"
-        save_checkpoint(
-            model, ckpt, lm_id=config.backbones.lm, vision_id=_vision_identity(config, encoder)
-        )
+        with clock("checkpoint"):
+            save_checkpoint(
+                model, ckpt, lm_id=config.backbones.lm, vision_id=_vision_identity(config, encoder)
+            )
         stage("evaluate")
-        result = _evaluate(config, model, codec, encoder, visual, data, out_dir, progress, scorer)
+        result = _evaluate(
+            config, model, codec, encoder, visual, data, out_dir, progress, scorer, clock
+        )
         counts = model.parameter_counts()
         result.metrics.update(
             {
@@ -293,6 +302,7 @@ def run_experiment(
                 "train_time_s": train_time,
                 "train_captions_per_s": trainer.captions_per_s,
                 "wall_time_s": time.perf_counter() - started,
+                **clock.metrics(),
             }
         )
         result.artifacts.update({"config": out_dir / "config.json", "checkpoint": ckpt})
@@ -330,15 +340,22 @@ def _vision_identity(cfg: TrainConfig, encoder: VisionEncoder) -> dict:
 
 
 def _evaluate(
-    cfg, model, codec, encoder, visual, data: LoadedData, out_dir: Path, progress: bool, scorer
+    cfg,
+    model,
+    codec,
+    encoder,
+    visual,
+    data: LoadedData,
+    out_dir: Path,
+    progress: bool,
+    scorer,
+    clock: PhaseClock,
 ):
     from contextlib import nullcontext
 
-    import torch
-
     from ituning.data.records import natural_id
     from ituning.decode import DecodeSettings
-    from ituning.evaluate import EvalOutput, blank_image_control, evaluate_split, grounding
+    from ituning.evaluate import EvalOutput, evaluate_split, grounding
     from ituning.faultpoints import fault_point
     from ituning.metrics import CaptionScorer, write_coco_results
 
@@ -353,35 +370,53 @@ def _evaluate(
     with nullcontext(scorer) if scorer is not None else CaptionScorer() as scorer:
         for name, dataset in data.evals.items():
             preds = evaluate_split(
-                name, dataset, model, codec, visual, scorer, settings, out, progress=progress
+                name,
+                dataset,
+                model,
+                codec,
+                visual,
+                scorer,
+                settings,
+                out,
+                progress=progress,
+                clock=clock,
             )
             path = out_dir / f"predictions_{name}.json"
             write_coco_results({natural_id(k): v for k, v in preds.items()}, path)
             artifacts[f"predictions/{name}"] = path
             fault_point("evaluate.split")
             if cfg.eval.grounding and name != "nocaps":
-                grounding(name, dataset, preds, _shapes_lexicons(dataset), out)
+                with clock("controls"):
+                    grounding(name, dataset, preds, _shapes_lexicons(dataset), out)
         first = next(iter(data.evals.values()), None)
         if first is not None and len(first):  # Figure 3 of the first evaluated image
             from ituning.attention import figure_for_image
 
             figure = out_dir / "attention.png"
-            figure_for_image(model, codec, encoder, first.image_path(first[0]), figure, settings)
+            with clock("attention"):
+                figure_for_image(
+                    model, codec, encoder, first.image_path(first[0]), figure, settings
+                )
             artifacts["attention"] = figure
         if cfg.eval.blank_control:
-            blank = mean_colour_image(data.train, size=encoder.image_size)
-            with torch.inference_mode():
-                pixels = (
-                    encoder.preprocess(blank).unsqueeze(0).to(next(encoder.parameters()).device)
-                )
-                # rounded like the cached features of the real images it is compared with
-                blank_visual = encoder(pixels).to(_feature_dtype(cfg))
-            for name, dataset in data.evals.items():
-                if name != "nocaps":
-                    blank_image_control(
-                        name, dataset, model, codec, blank_visual, scorer, settings, out
-                    )
+            with clock("controls"):
+                _blank_controls(cfg, model, codec, encoder, data, scorer, settings, out)
     return RunResult(metrics=out.metrics, unavailable=out.unavailable, artifacts=artifacts)
+
+
+def _blank_controls(cfg, model, codec, encoder, data: LoadedData, scorer, settings, out) -> None:
+    import torch
+
+    from ituning.evaluate import blank_image_control
+
+    blank = mean_colour_image(data.train, size=encoder.image_size)
+    with torch.inference_mode():
+        pixels = encoder.preprocess(blank).unsqueeze(0).to(next(encoder.parameters()).device)
+        # rounded like the cached features of the real images it is compared with
+        blank_visual = encoder(pixels).to(_feature_dtype(cfg))
+    for name, dataset in data.evals.items():
+        if name != "nocaps":
+            blank_image_control(name, dataset, model, codec, blank_visual, scorer, settings, out)
 
 
 def _parse_overrides(pairs: list[str]) -> dict:

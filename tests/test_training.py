@@ -19,14 +19,13 @@ from ituning.data.karpathy import read_karpathy
 from ituning.distributed import DistContext
 from ituning.errors import CheckpointError, ConfigError
 from ituning.inject import ITuningModel
+from ituning.phase_clock import is_timing_metric
 from ituning.resume_state import load_state
 from ituning.schedule import warmup_cosine
 from ituning.stage_loop import INJECT_NONFINITE_ENV, NonFiniteLossError, StageTrainer
 from ituning.text import CaptionCodec
 from ituning.train import RESULT_FILE, load_data, run_experiment
 from ituning.vision import load_vision
-
-TIMING = {"train_time_s", "train_captions_per_s", "wall_time_s"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -69,7 +68,7 @@ def _weights(out: Path) -> bytes:
 
 
 def _untimed(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if k not in TIMING}
+    return {k: v for k, v in metrics.items() if not is_timing_metric(k)}
 
 
 @pytest.fixture(scope="module")

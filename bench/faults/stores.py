@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ituning.files import sha256_file
+from ituning.phase_clock import is_timing_metric
 
 #: The profile and scale every sweep of the suite runs on.
 PROFILE = "mini"
 SCALE = "tiny"
 #: Metrics that measure the machine, not the result: left out of every comparison.
-TIMING = frozenset({"train_time_s", "train_captions_per_s", "wall_time_s"})
 
 
 @dataclass
@@ -146,7 +146,7 @@ def outcome(folder: Path) -> dict | None:
         return None
     weights = folder / "checkpoint" / "modules.safetensors"
     return {
-        "metrics": {k: v for k, v in raw["metrics"].items() if k not in TIMING},
+        "metrics": {k: v for k, v in raw["metrics"].items() if not is_timing_metric(k)},
         "weights": sha256_file(weights) if weights.is_file() else None,
     }
 

@@ -25,13 +25,10 @@ import pandas as pd
 from bench.sweep import axes, tracking
 from bench.sweep.tracking import TrackingError
 from ituning.errors import first_line
-from ituning.files import canonical_json, sha256_text
 
 LM_ORDER = {size: i for i, size in enumerate(axes.LM_SIZES)}
 #: Datasets whose test split fills a paper column ("shapes" stands in for MSCOCO under mini).
 COLUMN_DATASETS = {"coco": ("coco", "shapes"), "flickr": ("flickr30k",)}
-#: Params that do not change what is trained: the seed.
-_NOT_SETTING = frozenset({"seed"})
 _SPEC_PREFIX = tracking.spec_tag("")
 
 
@@ -145,8 +142,7 @@ class Run:
     @property
     def setting(self) -> str:
         """Digest of every param but the seed: runs with equal settings are seeds of one group."""
-        items = sorted((k, v) for k, v in self.params.items() if k not in _NOT_SETTING)
-        return sha256_text(canonical_json(items), 12)
+        return tracking.setting_digest(self.params)
 
     def unavailable(self, metric: str) -> str | None:
         """Why ``metric`` (e.g. ``test/spice``) is missing, from the ``unavailable.*`` tags."""

@@ -30,6 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--dry-run", action="store_true", help="print the resolved runs and stop")
     p.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="train every point with seeds 0..N-1 (replaces the spec's seed axis)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         help="local worker processes; 0 = only enqueue (default: mini one per core, paper 1)",
@@ -58,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--workers must be >= 0")
 
     spec = load_spec(_shown(find_spec(args.spec, SPECS_DIR)))
+    if args.seeds is not None:
+        spec = spec.with_seeds(args.seeds)
     profile = get_profile(
         args.profile, runs_dir=args.runs_dir, data_root=args.data_root, scale=args.scale
     )

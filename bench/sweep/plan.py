@@ -84,6 +84,7 @@ class RunPlan:
             "digest": self.run_id,
             "config": self.config.canonical_json(),
             "label": self.point.label(),
+            "setting_label": self.point.label(seed=False),
             "axes": self.axis_params(),
             "arch": self.arch.as_params(),
             "specs": sorted(specs),

@@ -19,8 +19,8 @@ Format (every key but ``name`` and ``axes`` is optional)::
       vlp: [false, true]
     exclude:                          # drop product points matching every key given
       - {lm: base, vlp: true}
-    extra:                            # explicit points: base updated with the keys given
-      - {lm: large, vlp: true, drop: 0.5}
+    extra:                            # explicit points: base updated with the keys given, and
+      - {lm: large, vlp: true, drop: 0.5}   # crossed with every grid axis they leave out (seed)
     overrides:                        # TrainConfig settings for every point (dotted or nested)
       eval.nocaps: true
 
@@ -34,6 +34,7 @@ cannot be overridden: each has exactly one place where it is set. Overrides are 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -74,9 +75,12 @@ class Point:
         """The point as a spec would write it (used for tags and the queue)."""
         return {name: axes.AXES[name].to_yaml(value) for name, value in self.values}
 
-    def label(self) -> str:
-        """A short human name: ``large λ=1 r=d/2 drop=0.5 vlp s0``."""
-        parts = (axes.AXES[name].label(value) for name, value in self.values)
+    def label(self, *, seed: bool = True) -> str:
+        """A short human name: ``large λ=1 r=d/2 drop=0.5 vlp s0`` (without ``s0``: the name of
+        the setting that its seeds share)."""
+        parts = (
+            axes.AXES[name].label(value) for name, value in self.values if seed or name != "seed"
+        )
         return " ".join(p for p in parts if p)
 
 
@@ -88,20 +92,33 @@ class SweepSpec:
     base: Point
     axes: dict[str, tuple[Any, ...]]
     exclude: tuple[dict[str, Any], ...] = ()
-    extra: tuple[Point, ...] = ()
+    extra: tuple[dict[str, Any], ...] = ()  # partial points: the axis values each one sets
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def points(self) -> list[Point]:
-        """Product of the axes minus exclusions, then the extra points; duplicates removed."""
-        names = [a for a in axes.AXES if a in self.axes]
+        """Product of the axes minus exclusions, then the extra points (each crossed with the
+        grid axes it does not set, e.g. every seed); duplicates removed."""
         out: list[Point] = []
-        for combo in itertools.product(*(self.axes[a] for a in names)):
-            point = self.base.replace(dict(zip(names, combo, strict=True)))
+        for point in self._product(self.base, set()):
             if any(all(point[k] == v for k, v in ex.items()) for ex in self.exclude):
                 continue
             out.append(point)
-        out.extend(self.extra)
+        for partial in self.extra:
+            out.extend(self._product(self.base.replace(partial), set(partial)))
         return list(dict.fromkeys(out))
+
+    def _product(self, start: Point, fixed: set[str]) -> Iterator[Point]:
+        names = [a for a in axes.AXES if a in self.axes and a not in fixed]
+        for combo in itertools.product(*(self.axes[a] for a in names)):
+            yield start.replace(dict(zip(names, combo, strict=True)))
+
+    def with_seeds(self, n: int) -> SweepSpec:
+        """The same spec with its seed axis replaced by seeds ``0 .. n-1`` (``--seeds N``)."""
+        if n < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {n}")
+        grid = {**self.axes, "seed": tuple(range(n))}
+        extra = tuple({k: v for k, v in p.items() if k != "seed"} for p in self.extra)
+        return dataclasses.replace(self, axes=grid, extra=extra)
 
 
 # --------------------------------------------------------------------------- loading
@@ -166,8 +183,7 @@ def validate_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
         if not ex:
             raise fail(f"exclude[{i}]", "an empty exclusion would remove every point")
     extra = tuple(
-        base.replace(_partial(item, f"extra[{i}]", fail))
-        for i, item in enumerate(_list(raw, "extra", fail))
+        _partial(item, f"extra[{i}]", fail) for i, item in enumerate(_list(raw, "extra", fail))
     )
     overrides = _overrides(raw.get("overrides", {}) or {}, fail)
 

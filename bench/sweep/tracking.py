@@ -42,6 +42,7 @@ from typing import Any
 from bench import REPO_ROOT
 from ituning.errors import ITuningError, first_line
 from ituning.faultpoints import fault_point
+from ituning.files import canonical_json, sha256_text
 
 DB_FILE = "mlflow.db"
 #: Experiment tags MLflow's UI reads: lead the run charts (and their parallel coordinates) with
@@ -354,6 +355,13 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def setting_digest(params: Mapping[str, Any]) -> str:
+    """Digest of a run's params but its seed: the runs of one setting under several seeds share
+    it (the report groups by it; each run carries it in its ``setting`` tag, for MLflow's group-by)."""
+    items = sorted((k, _param_value(v)) for k, v in params.items() if k != "seed")
+    return sha256_text(canonical_json(items), 12)
+
+
 def _param_value(value: Any) -> str:
     if isinstance(value, list | tuple | dict):
         return json.dumps(value, sort_keys=True)
@@ -380,11 +388,28 @@ def environment_tags() -> dict[str, str]:
             tags[f"version.{pkg}"] = importlib.metadata.version(pkg)
     tags["version.python"] = platform.python_version()
     tags["hardware.platform"] = platform.platform()
-    tags["hardware.cpu"] = platform.processor() or platform.machine()
+    tags["hardware.cpu"] = cpu_model()
     tags["hardware.cores"] = str(os.cpu_count())
     tags["hardware.host"] = platform.node()
     tags["hardware.accelerator"] = _accelerator()
     return tags
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``AMD EPYC 7B13``), not just its architecture: runs are bit-for-bit
+    repeatable only on the same CPU type with the same thread count."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    if platform.system() == "Darwin":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True
+            )
+            if out.stdout.strip():
+                return out.stdout.strip()
+    return platform.processor() or platform.machine()
 
 
 def _accelerator() -> str:

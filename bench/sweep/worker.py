@@ -117,11 +117,12 @@ def run_point(
     with folders.run_lock(out_dir):
         reused = folders.has_result(out_dir)
         resumed = not reused and folders.has_checkpoint(out_dir)
-        run = tracker.start(
-            run_name=f"{claim.label} [{claim.digest}]",
-            params=run_params(ctx, claim, config),
-            tags=run_tags(ctx, claim, out_dir, reused=reused, resumed=resumed),
+        params = run_params(ctx, claim, config)
+        tags = run_tags(ctx, claim, out_dir, reused=reused, resumed=resumed)
+        tags["setting"] = (
+            f"{claim.attrs.get('setting_label', claim.label)} · {tracking.setting_digest(params)}"
         )
+        run = tracker.start(run_name=f"{claim.label} [{claim.digest}]", params=params, tags=tags)
         queue.set_attr(claim, "mlflow_run_id", run.run_id)
         try:
             result = executor(config, out_dir, run, progress=ctx.progress)
@@ -164,6 +165,12 @@ def run_params(ctx: WorkerContext, claim: work_queue.Claim, config) -> dict[str,
     }
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def run_tags(
     ctx: WorkerContext, claim: work_queue.Claim, out_dir: Path, *, reused: bool, resumed: bool
 ) -> dict[str, Any]:
@@ -176,6 +183,7 @@ def run_tags(
         "optuna.study": ctx.study_name,
         "optuna.trial": claim.number,
         "worker": f"{identity()['host']}:{os.getpid()}",
+        "hardware.threads": _torch_threads(),
         "stage": "queued",
         "reused_result": reused,
         "resumed": resumed,
