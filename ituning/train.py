@@ -122,7 +122,7 @@ def load_data(cfg: TrainConfig) -> LoadedData:
         evals["nocaps"] = read_nocaps(d.nocaps, d.nocaps_image_root or d.image_root)
     if d.limit_eval_images:
         evals = {
-            k: CaptionDataset(v.name, v.image_root, _first_images(v.records, d.limit_eval_images))
+            k: CaptionDataset(v.name, v.image_root, first_images(v.records, d.limit_eval_images))
             for k, v in evals.items()
         }
     vlp = None
@@ -140,7 +140,7 @@ def load_data(cfg: TrainConfig) -> LoadedData:
     return LoadedData(captions, train, evals, vlp)
 
 
-def _first_images(records, limit: int) -> tuple:
+def first_images(records, limit: int) -> tuple:
     """The first ``limit`` records, taken in turn from each domain where records have domains.
 
     A NoCaps-style file lists its domains one after the other: cutting it in file order would

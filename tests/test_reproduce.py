@@ -1,7 +1,8 @@
 """``bench.reproduce`` end to end at tiny size: backbones, data, sweeps, report; then nothing new.
 
-The first call is the tiny reproduction shared with ``test_report.py`` (three points, two specs);
-the second goes through the CLI and must train nothing, track nothing and rebuild the same files.
+The first call is the tiny reproduction shared with ``test_report.py`` (three settings at two
+seeds: six runs, two specs); the second goes through the CLI and must train nothing, track
+nothing and rebuild the same files.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_first_call_builds_assets_runs_sweeps_and_reports(tiny) -> None:
     result = tiny.result
     assert not result.failed
-    assert len(result.trained) == 3  # table1's three points; dropping shares two of them
+    assert len(result.trained) == 6  # table1's three settings x two seeds; dropping shares two
     assert set(result.sweeps) == {"table1", "dropping"}
     assert result.report == tiny.out / "README.md" and result.report.is_file()
     assert (tiny.runs_dir / "backbones").is_dir() and (tiny.runs_dir / "data").is_dir()
@@ -42,7 +43,11 @@ def test_first_call_builds_assets_runs_sweeps_and_reports(tiny) -> None:
     client = tracking.client(tiny.uri)
     exp = client.get_experiment_by_name("mini-tiny")
     runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    # a setting's seeds share one 'setting' tag (MLflow's group-by), its seed-free name first
+    settings = {r.data.tags["setting"] for r in runs}
+    assert len(settings) == 3 and any(t.startswith("large λ=1 r=d/2 drop=0.5 ·") for t in settings)
+    assert {r.data.tags["hardware.threads"] for r in runs} == {"1"}
     shared = client.search_runs([exp.experiment_id], tracking.spec_filter("dropping"))
     assert len(shared) == 2 and all(r.data.tags["spec.table1"] == "true" for r in shared)
 
@@ -56,7 +61,7 @@ def test_second_call_runs_nothing_and_rebuilds_the_same_report(tiny, capsys) -> 
     out = capsys.readouterr().out
     assert "trained 0 new points, 0 failed" in out
     assert "sweep dropping (profile mini-tiny): 2 points, 2 already finished" in out
-    assert "queued 0 of 3 distinct points" in out
+    assert "queued 0 of 6 distinct points" in out
     after = _files(tiny.out)
     assert after.keys() == before.keys()
     changed = [name for name in before if before[name] != after[name]]

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from bench import SPECS_DIR
 from bench.report import plots
 from bench.report.csv_tables import group_summary, write_csv
 from bench.report.markdown import count, point_label, table
 from bench.report.results import Group, Run
 from bench.report.settings import ReportInputs
 from bench.sweep.axes import AXES
+from bench.sweep.spec import find_spec, load_spec
 
 #: Metrics of every ablation's table and plot: (tracked metric, name in headers and legends).
 TABLE_METRICS = (("test/cider", "test CIDEr"), ("nocaps/overall/cider", "NoCaps overall CIDEr"))
@@ -106,16 +108,24 @@ ABLATIONS = (
 
 
 def ablations(inputs: ReportInputs) -> list[str]:
-    """Every subsection of :data:`ABLATIONS`, in order; an ablation not run says how to run it."""
-    specs = inputs.runs.specs()
+    """Every subsection of :data:`ABLATIONS`, in order, from the runs at its spec's points
+    (whichever sweep made them); what is missing says which command runs it."""
     lines: list[str] = []
     for ablation in ABLATIONS:
         lines += [f"### {ablation.title}", ""]
-        groups = inputs.runs.groups(ablation.spec) if ablation.spec in specs else []
+        spec = load_spec(find_spec(ablation.spec, SPECS_DIR))
+        settings = {p.label(seed=False): p for p in spec.points()}
+        groups = inputs.runs.groups_of(list(settings.values()))
+        command = f"python -m bench.sweep {ablation.spec} --profile {inputs.runs.profile}"
         if not (groups and _plot(inputs, ablation, groups)):
-            command = f"python -m bench.sweep {ablation.spec} --profile {inputs.runs.profile}"
-            lines += [f"Not run: `{command}`.", ""]
+            lines += [f"None of its {len(settings)} settings has runs: `{command}` makes them.", ""]
             continue
+        if len(groups) < len(settings):
+            lines += [
+                f"{len(groups)} of its {len(settings)} settings have runs (made by other sweeps); "
+                f"`{command}` makes the rest.",
+                "",
+            ]
         metrics = [m for m, _ in ablation.metrics]
         frame = group_summary(inputs.runs, groups, [*metrics, "trainable_params"])
         lines += [f"![{ablation.name} ablation]({ablation.image})", ""]

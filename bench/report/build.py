@@ -20,15 +20,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.report.ablations import ablations
-from bench.report.claims import HOLDS, MISSING, ClaimReport, check_claims
+from bench.report.claims import check_claims
 from bench.report.comparison_tables import NOCAPS_SPLIT, table1, table2
 from bench.report.examples import TABLE3_IMAGES, figure3, table3
 from bench.report.figures import figure1
 from bench.report.markdown import clean, fill
 from bench.report.paper import SOURCE, load_paper_tables
 from bench.report.provenance import provenance, settings_table
+from bench.report.resampling import Resamples
 from bench.report.results import load_runs
 from bench.report.settings import ReportInputs, ReportSettings, shown, shown_uri
+from bench.report.timing import time_breakdown
+from bench.report.verdicts import FAILS, HOLDS, INCONCLUSIVE, MISSING, VERDICTS, Verdict
 from bench.sweep.profiles import PROFILES, SCALES
 from ituning.errors import ArgumentParser, cli_main
 
@@ -65,8 +68,10 @@ def build_report(settings: ReportSettings, *, log: Callable[[str], None] = print
 def render(inputs: ReportInputs) -> str:
     """The README's text; draws the figures and writes the CSVs into ``inputs.out`` on the way."""
     runs = inputs.runs
+    cache = inputs.settings.runs_dir / "cache" / "resamples"
+    resamples = Resamples(inputs.settings.uri, inputs.scratch, cache)
     sections: dict[str, list[str]] = {
-        "claims": _claims(check_claims(runs, inputs.paper)),
+        "claims": _claims(check_claims(runs, inputs.paper, resamples), resamples),
         "table1": table1(inputs),
         "table2": table2(inputs),
         "figure1": figure1(inputs),
@@ -74,6 +79,7 @@ def render(inputs: ReportInputs) -> str:
         "table3": table3(inputs),
         "figure3": figure3(inputs),
         "settings": settings_table(inputs),
+        "timing": time_breakdown(inputs),
         "provenance": provenance(inputs),
     }
     text = fill(
@@ -91,20 +97,31 @@ def render(inputs: ReportInputs) -> str:
     return text.rstrip() + "\n"
 
 
-def _claims(report: ClaimReport) -> list[str]:
-    """One line per claim: a mark, the verdict, the evidence, the seed spread, the paper's own."""
-    lines = []
-    for v in report.verdicts:
-        mark = {HOLDS: "✅", MISSING: "⬜"}.get(v.verdict, "❌")
-        text = f"- {mark} **{v.verdict}**: {v.claim} {clean(v.evidence)}."
-        if v.spread:
-            text += f" Seeds: {v.spread}."
-        if v.paper:
-            text += f" ({v.paper})"
-        lines.append(text)
-    if report.not_checked:
-        lines += ["", "Not checked at this profile:", ""]
-        lines += [f"- {clean(n)}" for n in report.not_checked]
+MARKS = {HOLDS: "✅", FAILS: "❌", INCONCLUSIVE: "❔", MISSING: "⬜"}
+
+
+def _claims(verdicts: list[Verdict], resamples: Resamples) -> list[str]:
+    """A count of the verdicts, then one entry per claim: its verdict, what is tested, the
+    paper's sentence (or the table it is derived from), the evidence and the paper's numbers."""
+    counts = {v: sum(x.verdict == v for x in verdicts) for v in VERDICTS}
+    lines = [
+        ", ".join(f"{n} {v}" for v, n in counts.items() if n) + f" ({len(verdicts)} claims).",
+        "",
+    ]
+    for v in verdicts:
+        lines.append(f"- {MARKS.get(v.verdict, '➖')} **{v.verdict}**: {clean(v.claim)}")
+        lines.append(f"  - Paper: {clean(v.source)}" + (f" — {clean(v.paper)}" if v.paper else ""))
+        lines.append(f"  - Reproduced: {clean(v.evidence)}")
+        details = "; ".join(iv.sources() for iv in v.intervals if iv.known)
+        if details:
+            lines.append(f"  - Interval: {details}")
+    if resamples.problems:
+        first = next(iter(resamples.problems.items()))
+        lines += [
+            "",
+            f"Test-set resampling failed for {len(resamples.problems)} run metrics (their "
+            f"intervals use seeds only), e.g. {first[0]}: {clean(first[1])}",
+        ]
     return lines
 
 

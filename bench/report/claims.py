@@ -1,400 +1,432 @@
-"""The paper's claims, each turned into a verdict computed from the tracked runs.
+"""The paper's claims, each turned into a verdict from the tracked runs, with an interval.
 
-At the ``mini`` profile the absolute numbers cannot be the paper's (another task, other backbones),
-so what is checked is the *shape* of the results: does the bigger LM help, and most out of domain;
-does Dropping halve the parameters for free; does VLP help; do captions depend on the image and name
-the right objects. At the ``paper`` profile the published numbers are compared as well.
+Every compared difference gets an interval from both sources of noise, training seeds and the test
+set (``bench.report.intervals``), and a verdict by the rules of ``bench.report.verdicts``: ``holds``
+only when the interval lies on the claimed side, ``does not hold`` only when it excludes the
+claim, ``inconclusive`` otherwise. A setting with one seed never decides a difference. What each
+claim tests, and where the paper says it, is in ``claims.yaml``.
 
-A verdict is ``holds``, ``does not hold`` or ``not enough runs`` (saying which runs are missing and
-which sweep makes them). With several seeds per setting, each line also says whether the difference
-exceeds the seed spread: |difference| > 2 standard errors of the difference (Welch), i.e. roughly
-a 95 % interval; with one seed the spread is unknown and the line says so. Scores are on the
-paper's scale (CIDEr ×100), so "costs at most 1 CIDEr" means 1 point of that scale.
+At the ``mini`` profile the numbers cannot be the paper's (another task, other backbones): what is
+checked is the *shape* of the results. Claims against other captioners need those captioners run
+on the same data; the published rows are compared only at the ``paper`` profile
+(``bench.report.paper_claims``). Scores are on the paper's scale (CIDEr ×100).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 
+import yaml
+
+from bench.report.intervals import Interval, Term, contrast
 from bench.report.paper import PaperTables
-from bench.report.results import COLUMN_DATASETS, Group, RunSet, Stat
-
-HOLDS = "holds"
-FAILS = "does not hold"
-MISSING = "not enough runs"
-VERDICTS = (HOLDS, FAILS, MISSING)
+from bench.report.resampling import Resamples
+from bench.report.results import Group, RunSet
+from bench.report.verdicts import (
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    MISSING,
+    NOT_CHECKED,
+    Verdict,
+    combine,
+    non_inferiority,
+    superiority,
+)
 
 #: Dropping may cost at most this much test CIDEr (the paper: 122.2 -> 122.1) ...
 DROP_MAX_COST = 1.0
 #: ... while keeping at most this fraction of the trainable parameters ("halving": 95M -> 47M).
 DROP_MAX_PARAM_RATIO = 0.55
-#: Test CIDEr must be at least this multiple of the blank-image control's.
+#: The metrics on which Dropping "can even improve the performance on some metrics".
+DROP_METRICS = {
+    "test/cider": "test CIDEr",
+    "test/bleu4": "test BLEU-4",
+    "test/meteor": "test METEOR",
+    "test/rouge_l": "test ROUGE-L",
+    "nocaps/overall/cider": "NoCaps overall CIDEr",
+}
+#: Test CIDEr must be above this multiple of the blank-image control's.
 IMAGE_RATIO_MIN = 3.0
 #: Shape-naming precision of the largest model (chance is about 2 of the 7 shapes, ~0.3).
 GROUNDING_MIN = 0.8
-#: paper profile: a reproduced CIDEr within this of the published one "matches".
+#: "Comparable" and "matches": within this many points of a published number.
 PAPER_TOLERANCE = 2.0
-#: The large pre-trained captioners' trainable parameters (OSCAR-base, Unified VLP, XGPT: 135M).
-LARGE_SCALE_PARAMS = 135e6
-#: "Far fewer" trainable parameters: at most this fraction of theirs.
-FEW_PARAMS_RATIO = 0.2
+SIZES = ("base", "medium", "large")
 
 
-@dataclass(frozen=True)
-class Verdict:
-    claim: str
-    verdict: str
-    evidence: str
-    paper: str = ""  # the same comparison on the paper's own numbers
-    spread: str = ""  # seed-spread statement, when seeds allow one
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict {self.verdict!r} not in {VERDICTS}")
-
-
-@dataclass(frozen=True)
-class ClaimReport:
-    verdicts: list[Verdict]
-    not_checked: list[str]  # claims that mean nothing at this profile, with why
+@functools.cache
+def claim_texts() -> dict[str, dict[str, str]]:
+    raw = yaml.safe_load(resources.files("bench.report").joinpath("claims.yaml").read_text())
+    numbers = {
+        "drop_margin": DROP_MAX_COST,
+        "drop_params": DROP_MAX_PARAM_RATIO,
+        "paper_tolerance": PAPER_TOLERANCE,
+        "grounding_min": GROUNDING_MIN,
+        "image_ratio": IMAGE_RATIO_MIN,
+    }
+    return {k: {f: str(v).format(**numbers) for f, v in entry.items()} for k, entry in raw.items()}
 
 
-def spread_note(diff: float, stats: list[Stat]) -> str:
-    """Whether ``diff`` (a difference of means of ``stats``) exceeds the seed spread."""
-    if not stats or all(s.n == 1 for s in stats):
-        return "one seed per setting: seed spread unknown"
-    if any(s.n == 1 for s in stats):
-        return "some settings have one seed: seed spread unknown"
-    se = math.sqrt(sum((s.std or 0.0) ** 2 / s.n for s in stats))
-    seeds = "/".join(str(s.n) for s in stats)
-    verb = "exceeds" if abs(diff) > 2 * se else "is within"
-    return f"the difference {diff:+.2f} {verb} the seed spread (2·SE = {2 * se:.2f}; seeds {seeds})"
+@dataclass
+class ClaimContext:
+    """What the claims read: the runs, the paper's numbers, and the runs' test-set resamples."""
+
+    runs: RunSet
+    paper: PaperTables
+    resamples: Resamples | None = None
+
+    @property
+    def method(self) -> str:
+        from bench.report.resampling import METHOD
+
+        test = METHOD if self.resamples is not None else "no test-set resampling"
+        return f"95 % interval: seed variance + test-set variance ({test}), Welch–Satterthwaite df"
+
+    def term(self, group: Group, metric: str, coef: float = 1.0, offset: float = 0.0):
+        """``coef · (mean over the group's seeds of metric − offset)`` as a contrast term."""
+        runs = [r for r in group.runs if _finite(r.metrics.get(metric))]
+        if not runs:
+            return None
+        reps = self.resamples.matrix(runs, metric) if self.resamples is not None else None
+        seeds = [r.metrics[metric] - offset for r in runs]
+        return Term.of(coef, seeds, None if reps is None else reps - offset)
+
+    def verdict(self, key: str, verdict: str, evidence: str, paper: str = "", ivs=()) -> Verdict:
+        text = claim_texts()[key]
+        return Verdict(
+            key=key,
+            claim=text["claim"],
+            source=text["source"],
+            verdict=verdict,
+            evidence=evidence,
+            paper=paper,
+            method=self.method if any(iv.known for iv in ivs) else "",
+            intervals=tuple(ivs),
+        )
 
 
-def _join(notes: list[str]) -> str:
-    """Notes joined once each, in order (several "one seed" notes say it once)."""
-    return "; ".join(dict.fromkeys(n for n in notes if n))
+def check_claims(
+    runs: RunSet, paper: PaperTables, resamples: Resamples | None = None
+) -> list[Verdict]:
+    from bench.report import paper_claims
+
+    ctx = ClaimContext(runs, paper, resamples)
+    checks: list[Callable[[ClaimContext], Verdict]] = [
+        larger_lm,
+        larger_lm_out_of_domain,
+        paper_claims.gap_grows,
+        dropping,
+        dropping_improves,
+        vlp_helps,
+        paper_claims.fewer_params,
+        paper_claims.vs_clipcap,
+        paper_claims.vs_vlt5,
+        paper_claims.vs_oscar_nocaps,
+        agnostic,
+        grounding,
+        image_dependence,
+    ]
+    out = [check(ctx) for check in checks]
+    if runs.paper_task:
+        out.extend(paper_claims.published_numbers(ctx))
+    return out
 
 
-def _need(what: list[str], sweep: str) -> str:
+# ---------------------------------------------------------------------- helpers
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def need(what: list[str], sweep: str) -> str:
     return f"missing finished runs: {', '.join(what)} (sweep `{sweep}`)"
 
 
-def check_claims(runs: RunSet, paper: PaperTables) -> ClaimReport:
-    verdicts = [
-        larger_lm(runs),
-        larger_lm_out_of_domain(runs),
-        dropping(runs),
-        vlp_helps(runs),
-    ]
-    not_checked: list[str] = []
-    if runs.paper_task:
-        verdicts.append(fewer_params(runs, paper))
-        verdicts.extend(paper_deltas(runs, paper))
-    else:
-        not_checked.append(
-            "Comparable CIDEr to large pre-trained captioners with up to 10× fewer trainable "
-            "parameters: those captioners (OSCAR, VL-T5, ...) do not exist for the Shapes world; "
-            "checked at the paper profile only."
-        )
-    for check in (image_dependence, grounding):
-        verdict = check(runs)
-        if verdict is not None:
-            verdicts.append(verdict)
-        elif runs.paper_task:
-            not_checked.append(_CONTROL_NOTES[check.__name__])
-    return ClaimReport(verdicts, not_checked)
+def stat(group: Group, metric: str, digits: int = 1) -> str:
+    s = group.stat(metric)
+    return "n/a" if s is None else f"{s.fmt(digits)} (n={s.n})"
 
 
-_CONTROL_NOTES = {
-    "image_dependence": "Captions depend on the image (blank-image control): the paper profile's "
-    "budget does not run the control (eval.blank_control).",
-    "grounding": "Objects are named correctly (naming precision): needs object annotations, which "
-    "only the Shapes world has.",
-}
+def by_size(runs: RunSet, prefer=("table2", "table1")) -> dict[str, Group]:
+    """The paper-module groups of each LM size, no VLP, no Dropping."""
+    return {s: g for s in SIZES if (g := runs.pick(lm=s, vlp=False, prefer=prefer)) is not None}
+
+
+def chain(groups: dict[str, Group], metric: str) -> str:
+    return " → ".join(f"{size} {stat(g, metric)}" for size, g in groups.items())
+
+
+def paper_chain(paper: PaperTables, table: str, group: str, column: str) -> str:
+    rows = [r for r in getattr(paper, table).ours() if r.group == group and not r.drop_fraction]
+    return " → ".join(f"{r.values[column]:.1f}" for r in rows)
 
 
 # ---------------------------------------------------------------------- LM size
 
 
-def _by_size(runs: RunSet, prefer: tuple[str, ...]) -> dict[str, Group]:
-    out = {}
-    for size in ("base", "medium", "large"):
-        g = runs.pick(lm=size, vlp=False, prefer=prefer)
-        if g is not None:
-            out[size] = g
-    return out
-
-
-def _fmt_chain(groups: dict[str, Group], metric: str) -> str:
-    parts = []
-    for size, g in groups.items():
-        s = g.stat(metric)
-        parts.append(f"{size} {s.fmt() if s else 'n/a'}")
-    return " → ".join(parts)
-
-
-def larger_lm(runs: RunSet) -> Verdict:
-    claim = "A larger frozen LM gives a higher CIDEr (no VLP, no Dropping)."
-    paper = "paper: test 116.7 → 120.0 → 119.4, NoCaps overall 67.8 → 75.4 → 78.5"
-    sizes = _by_size(runs, ("table2", "table1"))
+def larger_lm(ctx: ClaimContext) -> Verdict:
+    paper = (
+        f"test {paper_chain(ctx.paper, 'table1', 'ours-no-vlp', 'coco_cider')}; "
+        f"NoCaps overall {paper_chain(ctx.paper, 'table2', 'ours', 'overall_cider')}"
+    )
+    sizes = by_size(ctx.runs)
     missing = [f"{s} LM (no VLP)" for s in ("base", "large") if s not in sizes]
     if missing:
-        return Verdict(claim, MISSING, _need(missing, "table2"), paper)
-    base, large = sizes["base"], sizes["large"]
-    diffs, stats, lines = [], [], []
+        return ctx.verdict("larger_lm", MISSING, need(missing, "table2"), paper)
+    lines, ivs, verdicts = [], [], []
     for metric, name in (("test/cider", "test CIDEr"), ("nocaps/overall/cider", "NoCaps overall")):
-        a, b = base.stat(metric), large.stat(metric)
+        a = ctx.term(sizes["base"], metric, -1.0)
+        b = ctx.term(sizes["large"], metric, 1.0)
         if a is None or b is None:
             continue
-        diffs.append(b.mean - a.mean)
-        stats.append((a, b))
-        lines.append(f"{name} {_fmt_chain(sizes, metric)} (base → large {b.mean - a.mean:+.2f})")
-    if not diffs:
-        return Verdict(claim, MISSING, "no test CIDEr in the base/large runs", paper)
-    verdict = HOLDS if all(d > 0 for d in diffs) else FAILS
-    spread = _join([spread_note(d, list(s)) for d, s in zip(diffs, stats, strict=True)])
-    return Verdict(claim, verdict, "; ".join(lines), paper, spread)
+        iv = contrast([a, b])
+        ivs.append(iv)
+        verdicts.append(superiority(iv))
+        lines.append(f"{name} {chain(sizes, metric)}; large − base {iv.fmt()}")
+    if not lines:
+        return ctx.verdict("larger_lm", MISSING, "no test CIDEr in the base/large runs", paper)
+    return ctx.verdict("larger_lm", combine(verdicts), "; ".join(lines), paper, ivs)
 
 
-def larger_lm_out_of_domain(runs: RunSet) -> Verdict:
-    claim = (
-        "The larger LM helps above all out of domain: the out-of-domain CIDEr gain (base → large) "
-        "exceeds the in-domain gain."
-    )
-    paper = "paper (NoCaps): in-domain 83.9 → 89.6 (+5.7), out-of-domain 48.1 → 64.8 (+16.7)"
-    sizes = _by_size(runs, ("table2", "table1"))
+def larger_lm_out_of_domain(ctx: ClaimContext) -> Verdict:
+    t2 = {r.lm_size: r.values for r in ctx.paper.table2.ours() if not r.drop_fraction}
+    gain = {d: t2["large"][f"{d}_cider"] - t2["base"][f"{d}_cider"] for d in ("in", "out")}
+    paper = f"NoCaps in-domain gain {gain['in']:+.1f}, out-of-domain {gain['out']:+.1f}"
+    sizes = by_size(ctx.runs)
     missing = [f"{s} LM (no VLP)" for s in ("base", "large") if s not in sizes]
     if missing:
-        return Verdict(claim, MISSING, _need(missing, "table2"), paper)
-    base, large = sizes["base"], sizes["large"]
-    stats = {
-        d: (base.stat(f"nocaps/{d}/cider"), large.stat(f"nocaps/{d}/cider"))
-        for d in ("in-domain", "out-of-domain")
-    }
-    if any(a is None or b is None for a, b in stats.values()):
-        return Verdict(
-            claim,
+        return ctx.verdict("larger_lm_out_of_domain", MISSING, need(missing, "table2"), paper)
+    metric = {d: f"nocaps/{d}/cider" for d in ("in-domain", "out-of-domain")}
+    terms = [
+        ctx.term(sizes["base"], metric["out-of-domain"], -1.0),
+        ctx.term(sizes["large"], metric["out-of-domain"], 1.0),
+        ctx.term(sizes["base"], metric["in-domain"], 1.0),
+        ctx.term(sizes["large"], metric["in-domain"], -1.0),
+    ]
+    if any(t is None for t in terms):
+        return ctx.verdict(
+            "larger_lm_out_of_domain",
             MISSING,
-            "the base/large runs have no in- and out-of-domain NoCaps-style scores (eval.nocaps "
-            "off, or the evaluated images hold no image of a domain)",
+            "the base/large runs have no in- and out-of-domain NoCaps-style scores",
             paper,
         )
-    gain_in = stats["in-domain"][1].mean - stats["in-domain"][0].mean
-    gain_out = stats["out-of-domain"][1].mean - stats["out-of-domain"][0].mean
+    iv = contrast(terms)
     evidence = (
-        f"in-domain {_fmt_chain(sizes, 'nocaps/in-domain/cider')} ({gain_in:+.2f}); "
-        f"out-of-domain {_fmt_chain(sizes, 'nocaps/out-of-domain/cider')} ({gain_out:+.2f})"
+        f"in-domain {chain(sizes, metric['in-domain'])}; out-of-domain "
+        f"{chain(sizes, metric['out-of-domain'])}; out-of-domain gain − in-domain gain {iv.fmt()}"
     )
-    verdict = HOLDS if gain_out > 0 and gain_out > gain_in else FAILS
-    spread = spread_note(gain_out - gain_in, [s for pair in stats.values() for s in pair])
-    return Verdict(claim, verdict, evidence, paper, spread)
+    return ctx.verdict("larger_lm_out_of_domain", superiority(iv), evidence, paper, [iv])
 
 
 # ---------------------------------------------------------------------- Dropping and VLP
 
 
-def dropping(runs: RunSet) -> Verdict:
-    claim = (
-        f"Dropping the modules of the lower half of the layers costs at most {DROP_MAX_COST:g} "
-        "test CIDEr (×100 scale) while halving the trainable parameters (large LM)."
-    )
-    paper = "paper: GPT2-Large + VLP 122.2 → 122.1 CIDEr, 95M → 47M parameters"
+def _dropping_pairs(ctx: ClaimContext) -> tuple[list[tuple[bool, Group, Group]], list[str]]:
     pairs, missing = [], []
-    for vlp, prefer in ((False, ("dropping", "table2")), (True, ("table1",))):
-        full = runs.pick(lm="large", vlp=vlp, prefer=prefer)
-        half = runs.pick(lm="large", vlp=vlp, drop_fraction=0.5, prefer=prefer)
+    for vlp, prefer in ((False, ("table2", "dropping")), (True, ("table1",))):
+        full = ctx.runs.pick(lm="large", vlp=vlp, prefer=prefer)
+        half = ctx.runs.pick(lm="large", vlp=vlp, drop_fraction=0.5, prefer=prefer)
         if full is not None and half is not None:
             pairs.append((vlp, full, half))
-        elif full is not None or half is not None:
-            missing.append(f"large{' + VLP' if vlp else ''} with {'half' if full else 'no'} drop")
+        else:
+            what = (
+                "no drop and half dropped"
+                if full is None and half is None
+                else ("no drop" if full is None else "half dropped")
+            )
+            missing.append(f"large{' + VLP' if vlp else ''}, {what}")
+    return pairs, missing
+
+
+def dropping(ctx: ClaimContext) -> Verdict:
+    t1 = [r for r in ctx.paper.table1.ours() if r.lm_size == "large" and r.vlp]
+    full_p, half_p = sorted(t1, key=lambda r: r.drop_fraction)
+    paper = (
+        f"GPT2-Large + VLP {full_p.values['coco_cider']:.1f} → "
+        f"{half_p.values['coco_cider']:.1f} CIDEr, {full_p.params} → {half_p.params} parameters"
+    )
+    pairs, missing = _dropping_pairs(ctx)
     if not pairs:
-        return Verdict(
-            claim, MISSING, _need(["large LM, drop 0 and drop 1/2 (no VLP)"], "dropping"), paper
-        )
-    lines, notes, ok = [], [], True
+        return ctx.verdict("dropping", MISSING, need(missing, "table1` + `table2"), paper)
+    lines, ivs, verdicts = [], [], []
     for vlp, full, half in pairs:
-        a, b = full.stat("test/cider"), half.stat("test/cider")
+        a, b = ctx.term(full, "test/cider", 1.0), ctx.term(half, "test/cider", -1.0)
         pa, pb = full.params_stat(), half.params_stat()
         if a is None or b is None or pa is None or pb is None:
             missing.append(f"test CIDEr / parameters of large{' + VLP' if vlp else ''}")
             continue
-        cost, ratio = a.mean - b.mean, pb.mean / pa.mean
-        ok = ok and cost <= DROP_MAX_COST and ratio <= DROP_MAX_PARAM_RATIO
+        cost = contrast([a, b])
+        ratio = pb.mean / pa.mean
+        verdicts.append(non_inferiority(cost, margin=DROP_MAX_COST))
+        if ratio > DROP_MAX_PARAM_RATIO:
+            verdicts.append(FAILS)
+        ivs.append(cost)
         lines.append(
-            f"large{' + VLP' if vlp else ''}: CIDEr {a.fmt()} → {b.fmt()} (cost {cost:+.2f}), "
-            f"parameters {_count(pa.mean)} → {_count(pb.mean)} (×{ratio:.2f}, "
-            f"{half.first.drop} of {half.first.n_layers} layers dropped)"
+            f"large{' + VLP' if vlp else ''}: CIDEr {stat(full, 'test/cider')} → "
+            f"{stat(half, 'test/cider')}, cost {cost.fmt()}; parameters {count(pa.mean)} → "
+            f"{count(pb.mean)} (×{ratio:.2f}, {half.first.drop} of {half.first.n_layers} layers "
+            "dropped)"
         )
-        notes.append(spread_note(cost, [a, b]))
-    if not lines:
-        return Verdict(claim, MISSING, "; ".join(missing), paper)
-    evidence = "; ".join(lines) + (f"; also missing: {', '.join(missing)}" if missing else "")
-    return Verdict(claim, HOLDS if ok else FAILS, evidence, paper, _join(notes))
+    if missing:
+        lines.append("not run: " + ", ".join(missing))
+    return ctx.verdict("dropping", combine(verdicts), "; ".join(lines), paper, ivs)
 
 
-def vlp_helps(runs: RunSet) -> Verdict:
-    claim = (
-        "Vision-language pre-training (VLP) raises the test CIDEr (mean gain over LM sizes > 0)."
+def dropping_improves(ctx: ClaimContext) -> Verdict:
+    rows = [r for r in ctx.paper.table1.ours() if r.lm_size == "large" and r.vlp]
+    full_p, half_p = sorted(rows, key=lambda r: r.drop_fraction)
+    names = {"coco": "COCO", "flickr": "Flickr30k", "cider": "CIDEr", "bleu4": "BLEU-4"}
+    names |= {"meteor": "METEOR", "spice": "SPICE"}
+    better = [
+        " ".join(names[part] for part in c.split("_"))
+        for c in ctx.paper.table1.columns
+        if (half_p.values[c] or 0) > (full_p.values[c] or 0)
+    ]
+    paper = f"Table 1, + VLP: dropping is higher on {', '.join(better) or 'no column'}"
+    pairs, missing = _dropping_pairs(ctx)
+    if not pairs:
+        return ctx.verdict("dropping_improves", MISSING, need(missing, "table1` + `table2"), paper)
+    tests = []
+    for vlp, full, half in pairs:
+        for metric in DROP_METRICS:
+            a, b = ctx.term(full, metric, -1.0), ctx.term(half, metric, 1.0)
+            if a is not None and b is not None:
+                tests.append((vlp, metric, a, b))
+    if not tests:
+        return ctx.verdict("dropping_improves", MISSING, "no shared metrics", paper)
+    level = 1 - 0.05 / len(tests)  # Bonferroni: any one of these may carry the claim
+    ivs = [(vlp, metric, contrast([a, b], level=level)) for vlp, metric, a, b in tests]
+    ups = [t for t in ivs if superiority(t[2]) == HOLDS]
+    if ups:
+        verdict = HOLDS
+    elif all(superiority(iv) == FAILS for _, _, iv in ivs):
+        verdict = FAILS
+    else:
+        verdict = INCONCLUSIVE
+    best = max(ivs, key=lambda t: t[2].estimate)
+    shown = ups or [best]
+    evidence = (
+        "; ".join(
+            f"large{' + VLP' if vlp else ''} {metric}: dropped − full {iv.fmt()}"
+            for vlp, metric, iv in shown
+        )
+        + f" ({len(ivs)} comparisons, each at the {level:.1%} level)"
     )
-    paper = "paper: base +1.6, medium −0.9, large +2.8 (mean +1.2)"
+    return ctx.verdict("dropping_improves", verdict, evidence, paper, [iv for *_, iv in ivs])
+
+
+def vlp_helps(ctx: ClaimContext) -> Verdict:
+    t1 = ctx.paper.table1.ours()
+    gains = {
+        s: on.values["coco_cider"] - off.values["coco_cider"]
+        for s in SIZES
+        for off in t1
+        for on in t1
+        if off.lm_size == on.lm_size == s and not off.vlp and on.vlp and not on.drop_fraction
+    }
+    paper = "VLP gain " + ", ".join(f"{s} {g:+.1f}" for s, g in gains.items())
+    paper += f" (mean {sum(gains.values()) / len(gains):+.1f})"
     pairs = []
-    for size in ("base", "medium", "large"):
-        off = runs.pick(lm=size, vlp=False, prefer=("vlp", "table1"))
-        on = runs.pick(lm=size, vlp=True, prefer=("vlp", "table1"))
+    for size in SIZES:
+        off = ctx.runs.pick(lm=size, vlp=False, prefer=("table1", "vlp"))
+        on = ctx.runs.pick(lm=size, vlp=True, prefer=("table1", "vlp"))
         if off is not None and on is not None:
             pairs.append((size, off, on))
     if not pairs:
-        return Verdict(
-            claim,
-            MISSING,
-            _need(["one LM size with and without VLP"], "vlp") + " or sweep `table1`",
-            paper,
+        return ctx.verdict(
+            "vlp_helps", MISSING, need(["an LM size with and without VLP"], "table1"), paper
         )
-    gains, lines, notes = [], [], []
+    k = len(pairs)
+    terms, lines = [], []
     for size, off, on in pairs:
-        a, b = off.stat("test/cider"), on.stat("test/cider")
+        a, b = ctx.term(off, "test/cider", -1.0 / k), ctx.term(on, "test/cider", 1.0 / k)
         if a is None or b is None:
             continue
-        gains.append(b.mean - a.mean)
-        lines.append(f"{size}: {a.fmt()} → {b.fmt()} ({b.mean - a.mean:+.2f})")
-        notes.append(spread_note(b.mean - a.mean, [a, b]))
-    if not gains:
-        return Verdict(claim, MISSING, "no test CIDEr in the VLP pairs", paper)
-    mean_gain = sum(gains) / len(gains)
-    evidence = "; ".join(lines) + f" (mean {mean_gain:+.2f})"
-    return Verdict(claim, HOLDS if mean_gain > 0 else FAILS, evidence, paper, _join(notes))
+        terms += [a, b]
+        gain = contrast([Term(-1.0, a.seeds, a.replicates), Term(1.0, b.seeds, b.replicates)])
+        lines.append(f"{size}: {stat(off, 'test/cider')} → {stat(on, 'test/cider')} ({gain.fmt()})")
+    if not terms:
+        return ctx.verdict("vlp_helps", MISSING, "no test CIDEr in the VLP pairs", paper)
+    iv = contrast(terms)
+    evidence = "; ".join(lines) + f"; mean gain {iv.fmt()}"
+    return ctx.verdict("vlp_helps", superiority(iv), evidence, paper, [iv])
 
 
-# ---------------------------------------------------------------------- paper profile only
+# ---------------------------------------------------------------------- other LM families
 
 
-def fewer_params(runs: RunSet, paper: PaperTables) -> Verdict:
-    baselines = [r for r in paper.table1.baselines() if r.group == "large-scale"]
-    weakest = min(r.values["coco_cider"] for r in baselines if r.values["coco_cider"])
-    limit = FEW_PARAMS_RATIO * LARGE_SCALE_PARAMS
-    claim = (
-        f"Comparable CIDEr with far fewer trainable parameters: some model with ≤ "
-        f"{_count(limit)} trainable parameters reaches the weakest large pre-trained captioner's "
-        f"test CIDEr ({weakest:g}) within {PAPER_TOLERANCE:g}."
+def agnostic(ctx: ClaimContext) -> Verdict:
+    return ctx.verdict(
+        "agnostic",
+        MISSING,
+        "every LM of these runs has GPT-2's architecture, the only family the harness injects "
+        "into so far; needs the claims' runs repeated with an LM of another family (e.g. a "
+        "Llama-architecture one)",
     )
-    paper_line = f"paper: I-Tuning GPT2-Base (14M) 116.7 vs OSCAR-base (135M) {weakest:g}"
-    found = []
-    for g in runs.groups():
-        if g.first.dataset not in COLUMN_DATASETS["coco"]:
-            continue
-        s, p = g.stat("test/cider"), g.params_stat()
-        if s is not None and p is not None and p.mean <= limit:
-            found.append((s.mean, p.mean, g))
-    if not found:
-        return Verdict(
-            claim, MISSING, _need([f"a model with ≤ {_count(limit)}"], "table1"), paper_line
-        )
-    best, params, g = max(found, key=lambda t: (t[0], -t[1]))
-    evidence = f"best: {g.first.label()} {best:.1f} CIDEr with {_count(params)} parameters"
-    verdict = HOLDS if best >= weakest - PAPER_TOLERANCE else FAILS
-    return Verdict(claim, verdict, evidence, paper_line)
 
 
-def paper_deltas(runs: RunSet, paper: PaperTables) -> list[Verdict]:
-    """One line per I-Tuning row of Tables 1 and 2: the reproduced CIDEr against the published."""
-    out = []
-    tables = (
-        (paper.table1, "coco_cider", "test/cider", "Table 1 test", ("table1",)),
-        (
-            paper.table2,
-            "overall_cider",
-            "nocaps/overall/cider",
-            "Table 2 NoCaps overall",
-            ("table2", "table1"),
-        ),
-    )
-    for table, column, metric, where, prefer in tables:
-        for row in table.ours():
-            published = row.values[column]
-            claim = (
-                f"{where} CIDEr of {row.model} matches the published {published:g} "
-                f"within {PAPER_TOLERANCE:g}."
+# ---------------------------------------------------------------------- controls
+
+
+def grounding(ctx: ClaimContext) -> Verdict:
+    metric = "grounding/test/shape_precision"
+    if not any(metric in r.metrics for r in ctx.runs.runs):
+        if ctx.runs.paper_task:
+            return ctx.verdict(
+                "grounding",
+                NOT_CHECKED,
+                "needs object annotations of the test images, which only the Shapes world has",
             )
-            g = runs.pick(
-                lm=row.lm_size, vlp=bool(row.vlp), drop_fraction=row.drop_fraction, prefer=prefer
-            )
-            s = g.stat(metric) if g is not None else None
-            if s is None:
-                out.append(Verdict(claim, MISSING, _need([row.model], prefer[0])))
-                continue
-            delta = s.mean - published
-            tol = max(PAPER_TOLERANCE, 2 * (s.std or 0.0))
-            out.append(
-                Verdict(
-                    claim,
-                    HOLDS if abs(delta) <= tol else FAILS,
-                    f"reproduced {s.fmt()} (Δ {delta:+.1f})",
-                    spread=spread_note(delta, [s]) if s.n > 1 else "",
-                )
-            )
-    return out
-
-
-# ---------------------------------------------------------------------- mini controls
-
-
-def image_dependence(runs: RunSet) -> Verdict | None:
-    claim = (
-        f"Captions depend on the image: test CIDEr ≥ {IMAGE_RATIO_MIN:g}× the CIDEr of the same "
-        "model captioning a blank (mean-colour) image, for every model."
-    )
-    rows = []
-    for g in runs.groups():
-        real, blank = g.stat("test/cider"), g.stat("control/test/blank_cider")
-        if real is None or blank is None:
-            continue
-        rows.append((_ratio(real.mean, blank.mean), g, real, blank))
-    if not rows:
-        if runs.paper_task:
-            return None
-        return Verdict(
-            claim, MISSING, "no run has the blank-image control (eval.blank_control = true)"
-        )
-    worst = min(rows, key=lambda t: (t[0], t[1].sort_key()))
-    ratio, g, real, blank = worst
-    shown = "∞" if math.isinf(ratio) else f"{ratio:.1f}×"
+        return ctx.verdict("grounding", MISSING, "no run has grounding scores (eval.grounding)")
+    largest = ctx.runs.largest()
+    term = ctx.term(largest, metric, 1.0, offset=GROUNDING_MIN) if largest else None
+    if term is None:
+        return ctx.verdict("grounding", MISSING, need(["the large LM"], "table1"))
+    term = Term(term.coef, term.seeds, None)  # a rate over test images: seed variance only
+    iv = contrast([term])
+    colour = stat(largest, "grounding/test/colour_precision", 2)
     evidence = (
-        f"lowest ratio {shown} ({g.first.label()}: test {real.fmt()} vs blank {blank.fmt()}) "
-        f"over {len(rows)} models"
+        f"{largest.first.label()}: shape precision {stat(largest, metric, 2)} (− {GROUNDING_MIN:g}"
+        f": {iv.fmt(2)}), colour precision {colour}"
     )
-    return Verdict(claim, HOLDS if ratio >= IMAGE_RATIO_MIN else FAILS, evidence)
+    return ctx.verdict("grounding", superiority(iv), evidence, "", [iv])
 
 
-def grounding(runs: RunSet) -> Verdict | None:
-    claim = (
-        f"Objects are named correctly: the largest model's shape words name a shape present in the "
-        f"image with precision ≥ {GROUNDING_MIN:g} (chance ≈ 0.3)."
+def image_dependence(ctx: ClaimContext) -> Verdict:
+    rows = []
+    for g in ctx.runs.groups():
+        ratios = [
+            _ratio(r.metrics["test/cider"], r.metrics["control/test/blank_cider"])
+            for r in g.runs
+            if "test/cider" in r.metrics and "control/test/blank_cider" in r.metrics
+        ]
+        if ratios and all(math.isfinite(x) for x in ratios):
+            iv = contrast([Term.of(1.0, [x - IMAGE_RATIO_MIN for x in ratios])])
+            rows.append((iv, g, sum(ratios) / len(ratios)))
+        elif ratios:  # a blank caption scoring 0: the image matters completely
+            rows.append((None, g, math.inf))
+    if not rows:
+        if ctx.runs.paper_task:
+            return ctx.verdict(
+                "image_dependence", NOT_CHECKED, "the paper budget does not run the control"
+            )
+        return ctx.verdict("image_dependence", MISSING, "no run has the blank-image control")
+    verdicts = [HOLDS if iv is None else superiority(iv) for iv, _, _ in rows]
+    worst = min(rows, key=lambda t: (t[2], t[1].sort_key()))
+    iv, g, mean = worst
+    shown = "∞" if math.isinf(mean) else f"{mean:.1f}×"
+    evidence = (
+        f"lowest mean ratio {shown} ({g.first.label()}, {len(g.runs)} seeds"
+        + (f"; ratio − {IMAGE_RATIO_MIN:g}: {iv.fmt(2)}" if iv is not None else "")
+        + f") over {len(rows)} models"
     )
-    metric, mentions = "grounding/test/shape_precision", "grounding/test/shape_mentions"
-    if not any(k in r.metrics for r in runs.runs for k in (metric, mentions)):
-        if runs.paper_task:
-            return None
-        return Verdict(claim, MISSING, "no run has grounding scores (eval.grounding = true)")
-    largest = runs.largest()
-    if largest is None or largest.stat(mentions) is None and largest.stat(metric) is None:
-        return Verdict(claim, MISSING, _need(["the large LM with grounding scores"], "table1"))
-    shape = largest.stat(metric)
-    if shape is None:  # grounding ran, but no caption named a shape: nothing named correctly
-        return Verdict(claim, FAILS, f"{largest.first.label()} named no shape in its test captions")
-    colour = largest.stat("grounding/test/colour_precision")
-    others = []
-    for g in runs.groups():
-        s = g.stat(metric)
-        if s is not None and g is not largest and g.is_default():
-            others.append(f"{g.first.label()} {s.fmt(2)}")
-    evidence = f"{largest.first.label()}: shape precision {shape.fmt(2)}" + (
-        f", colour precision {colour.fmt(2)}" if colour else ""
-    )
-    if others:
-        evidence += f" (other models, shape: {', '.join(others)})"
-    return Verdict(claim, HOLDS if shape.mean >= GROUNDING_MIN else FAILS, evidence)
+    return ctx.verdict("image_dependence", combine(verdicts), evidence, "", [iv] if iv else [])
 
 
 def _ratio(real: float, blank: float) -> float:
@@ -404,9 +436,12 @@ def _ratio(real: float, blank: float) -> float:
     return math.inf if real > 0 else 0.0
 
 
-def _count(n: float) -> str:
+def count(n: float) -> str:
     if n >= 1e6:
         return f"{n / 1e6:.1f}M"
     if n >= 1e3:
         return f"{n / 1e3:.1f}k"
     return f"{n:.0f}"
+
+
+__all__ = ["Interval", "check_claims", "claim_texts", "ClaimContext"]

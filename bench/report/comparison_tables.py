@@ -38,9 +38,10 @@ def table1(inputs: ReportInputs) -> list[str]:
     """Table 1 (captioning test split, MSCOCO and Flickr30k) and its CSV ``table1.csv``."""
     paper_table = inputs.paper.table1
     header = ["Model", "Row", "#Params"]
+    coco = "COCO (mini: Shapes test)" if inputs.mini else "COCO"
     for column in paper_table.columns:
         family, metric = column.split("_", 1)
-        header.append(f"{'COCO' if family == 'coco' else 'F30k'} {METRIC_TITLES[metric]}")
+        header.append(f"{coco if family == 'coco' else 'F30k'} {METRIC_TITLES[metric]}")
 
     def locate(column: str) -> tuple[str, str]:
         family, metric = column.split("_", 1)
@@ -80,12 +81,21 @@ def _comparison(
         rows.append([prow.model, "paper", prow.params, *_paper_cells(prow, columns)])
         numbers.append(_paper_numbers(prow, columns))
     for prow in paper_table.ours():
-        rows.append([f"**{prow.model}**", "paper", prow.params, *_paper_cells(prow, columns)])
+        name = f"**{prow.model}**{_block(prow, paper_table)}"
+        rows.append([name, "paper", prow.params, *_paper_cells(prow, columns)])
         groups = _groups(inputs, prow, columns, prefer, locate)
         rows += _reproduced_rows(inputs, prow, columns, groups, sweep, locate, notes)
         numbers.append(_paper_numbers(prow, columns) | _numbers(inputs, groups, columns, locate))
     frame = pd.DataFrame.from_records(numbers, columns=_csv_columns(columns))
     return [*table(header, rows), *notes.lines(), "", write_csv(inputs, f"{sweep}.csv", frame)]
+
+
+def _block(prow: PaperRow, paper_table: PaperTable) -> str:
+    """`` (no VLP)`` / `` (+ VLP)`` where a table has I-Tuning rows of both kinds, whose names
+    the paper prints alike."""
+    if len({bool(r.vlp) for r in paper_table.ours()}) < 2:
+        return ""
+    return " (+ VLP)" if prow.vlp else " (no VLP)"
 
 
 def _groups(

@@ -11,12 +11,13 @@ are computed from).
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pandas as pd
 
 from bench.report.csv_tables import group_summary, write_csv
 from bench.report.markdown import clean, count, point_label, table
-from bench.report.results import Run
+from bench.report.results import LM_ORDER, Run
 from bench.report.settings import ReportInputs, shown_uri
 from bench.sweep import tracking
 from bench.sweep.axes import AXES
@@ -36,6 +37,7 @@ BUDGET_PARAMS = (
     ("epochs", "epochs"),
     ("vlp_epochs", "VLP epochs"),
     ("batch_captions", "batch (captions)"),
+    ("captions_per_image", "captions per image per epoch"),
     ("optim.lr", "lr"),
     ("eval.beam", "beam"),
     ("data.limit_train_images", "train images limit"),
@@ -105,10 +107,13 @@ def provenance(inputs: ReportInputs) -> list[str]:
         f"{here.get('git_commit', 'unknown')[:12]}",
         "- Packages (from the runs' tags): "
         + (", ".join(f"{p} {distinct('version.' + p)}" for p in packages) or "unknown"),
+        *_data_and_backbones(runs),
         f"- Hardware: {distinct('hardware.platform')}; CPU {distinct('hardware.cpu')}, "
-        f"{distinct('hardware.cores')} cores; accelerator {distinct('hardware.accelerator')}",
-        f"- Wall time: {total:.0f} s over {len(runs)} runs (training, evaluation; a point shared "
-        "by several specs ran once)",
+        f"{distinct('hardware.cores')} cores, {distinct('hardware.threads')} torch thread(s) per "
+        f"run; accelerator {distinct('hardware.accelerator')}",
+        f"- Summed run time: {total:.0f} s over {len(runs)} runs (each run's training and "
+        "evaluation; a point shared by several specs ran once; elapsed time and phases: "
+        "the previous section)",
         f"- Rebuild this report: `{inputs.settings.command()}`",
         "",
     ]
@@ -118,9 +123,64 @@ def provenance(inputs: ReportInputs) -> list[str]:
     for r in runs:
         wall = f"{r.wall_time_s:.0f}" if r.wall_time_s is not None else "–"
         rows.append([r.config_hash, r.label(), ", ".join(r.specs), str(r.seed), wall, _started(r)])
-    header = ["run id", "point", "specs", "seed", "wall time (s)", "started (UTC)"]
+    header = [
+        "config hash (in the MLflow run name)",
+        "point",
+        "specs",
+        "seed",
+        "wall time (s)",
+        "started (UTC)",
+    ]
     lines += table(header, rows)
     return [*lines, "", write_csv(inputs, "runs.csv", _runs_frame(inputs, runs))]
+
+
+def _data_and_backbones(runs: list[Run]) -> list[str]:
+    """The data's sizes (read from the runs' data files) and the backbones' depths and widths."""
+    if not runs:
+        return []
+    lms = sorted(
+        {(r.lm_size, r.lm_name, r.n_layers, r.d_lm) for r in runs},
+        key=lambda t: (LM_ORDER.get(t[0], 9), t[1]),
+    )
+    vision = sorted({r.params.get("vision.width", "?") for r in runs})
+    lines = [
+        "- Backbones (frozen): "
+        + ", ".join(
+            f"{size} = {name} ({layers} layers × {width})" for size, name, layers, width in lms
+        )
+        + f"; vision encoder {', '.join(sorted({Path(r.params.get('backbones.vision', '?')).name for r in runs}))}"
+        f" (token width {', '.join(vision)})"
+    ]
+    sizes = _split_sizes(runs[0])
+    if sizes:
+        lines.append(f"- Data ({Path(runs[0].params.get('data.captions', '?')).name}): {sizes}")
+    return lines
+
+
+def _split_sizes(run: Run) -> str:
+    """``4000 train / 500 val / 500 test images, 5 captions each; NoCaps-style 200 per domain``."""
+    import json
+
+    try:
+        raw = json.loads(Path(run.params["data.captions"]).read_text())
+        splits: dict[str, int] = {}
+        for image in raw["images"]:
+            splits[image["split"]] = splits.get(image["split"], 0) + 1
+        text = " / ".join(f"{n} {name}" for name, n in splits.items()) + " images"
+        nocaps = run.params.get("data.nocaps")
+        if nocaps and nocaps != "null" and Path(nocaps).is_file():
+            images = json.loads(Path(nocaps).read_text())["images"]
+            domains: dict[str, int] = {}
+            for image in images:
+                domains[image.get("domain", "?")] = domains.get(image.get("domain", "?"), 0) + 1
+            text += "; NoCaps-style " + ", ".join(f"{n} {d}" for d, n in domains.items())
+        regions = run.params.get("data.vlp_image_data")
+        if regions and regions != "null" and Path(regions).is_file():
+            text += f"; VLP {len(json.loads(Path(regions).read_text()))} images"
+        return text
+    except (OSError, KeyError, ValueError, TypeError):
+        return ""
 
 
 def _started(run: Run) -> str:

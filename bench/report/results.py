@@ -67,6 +67,7 @@ class Run:
     metrics: dict[str, float]
     tags: dict[str, str]
     start_ms: int
+    end_ms: int = 0
 
     def axis(self, name: str):
         """The value of sweep axis ``name`` (its MLflow param, with its natural type)."""
@@ -144,6 +145,18 @@ class Run:
         """Digest of every param but the seed: runs with equal settings are seeds of one group."""
         return tracking.setting_digest(self.params)
 
+    def matches(self, point) -> bool:
+        """Whether this run is a seed of the spec point ``point`` (a ``bench.sweep.spec.Point``),
+        resolved against this run's own LM: a point's runs are found whichever spec made them."""
+        lm = _RunLM(self.params.get("lm.name", ""), self.n_layers, self.d_lm)
+        for name, axis in axes.AXES.items():
+            if name == "seed":
+                continue
+            value = point[name]
+            if axis.logged(value, axis.resolve(value, lm)) != self.axis(name):
+                return False
+        return True
+
     def unavailable(self, metric: str) -> str | None:
         """Why ``metric`` (e.g. ``test/spice``) is missing, from the ``unavailable.*`` tags."""
         leaf = metric.rsplit("/", 1)[-1]
@@ -158,6 +171,13 @@ class Run:
         extra = "" if self.lam == 1.0 else f", λ={self.lam:g}"
         width = "" if self.paper_bottleneck else f", r={self.bottleneck}"
         return f"{self.lm_size} ({self.lm_name}){drop}{vlp}{extra}{width}"
+
+
+@dataclass(frozen=True)
+class _RunLM:
+    name: str
+    n_layers: int
+    d_lm: int
 
 
 @dataclass(frozen=True)
@@ -280,6 +300,11 @@ class RunSet:
             for _, ids in frame.groupby("setting", sort=False)["run_id"]
         ]
         return sorted(groups, key=Group.sort_key)
+
+    def groups_of(self, points) -> list[Group]:
+        """The groups (every seed) of the settings of ``points``: what a spec's grid has
+        produced, whichever spec made the runs."""
+        return [g for g in self.groups() if any(g.first.matches(p) for p in points)]
 
     def pick(
         self,
@@ -413,7 +438,7 @@ def _run(row: dict) -> Run:
         }
 
     tags = section("tags.")
-    start = row.get("start_time")
+    start, end = row.get("start_time"), row.get("end_time")
     return Run(
         mlflow_id=row["run_id"],
         config_hash=tags["config_hash"],
@@ -429,4 +454,5 @@ def _run(row: dict) -> Run:
         metrics={k: float(v) for k, v in section("metrics.").items()},
         tags=tags,
         start_ms=0 if pd.isna(start) else int(start.timestamp() * 1000),
+        end_ms=0 if end is None or pd.isna(end) else int(end.timestamp() * 1000),
     )

@@ -25,7 +25,8 @@ def describe(
     b = profile.budget
     lines.append(
         f"  budget: {b.epochs} epochs (VLP {b.vlp_epochs}), batch {b.batch_captions} captions "
-        f"(micro {b.micro_batch_images} images), lr {b.lr:g}, beam {b.beam}"
+        f"({b.captions_per_image} per image; micro {b.micro_batch_images} images), lr {b.lr:g}, "
+        f"beam {b.beam}"
     )
     finished = tracking.finished_if_stored(
         tracking_uri or tracking.default_tracking_uri(profile.runs_dir), profile.label

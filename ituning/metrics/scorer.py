@@ -274,23 +274,7 @@ class CaptionScorer:
     def _tokenize(
         self, preds: dict[str, str], refs: dict[str, list[str]]
     ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        """PTB-tokenise predictions and references in one JVM call (it is line-wise)."""
-        batch: dict[tuple[str, str], list[dict[str, str]]] = {}
-        for i, caption in preds.items():
-            batch[("res", i)] = [{"caption": sanitise_caption(caption)}]
-        for i, captions in refs.items():
-            batch[("gts", i)] = [{"caption": sanitise_caption(c)} for c in captions]
-        tokens = PTBTokenizer().tokenize(batch)
-        misaligned = [k for k, v in batch.items() if len(tokens.get(k, ())) != len(v)]
-        if misaligned:
-            raise DataError(
-                f"the PTB tokenizer returned a different number of lines for {len(misaligned)} "
-                f"images (e.g. {_preview(k[1] for k in misaligned)}): a caption contains a line "
-                "break the sanitiser missed"
-            )
-        res = {i: tokens[("res", i)] for i in preds}
-        gts = {i: tokens[("gts", i)] for i in refs}
-        return res, gts
+        return ptb_tokenize(preds, refs)
 
     def _aggregate(
         self,
@@ -336,3 +320,26 @@ class CaptionScorer:
             per_image=per_image,
             n_images=len(ids),
         )
+
+
+def ptb_tokenize(
+    preds: Mapping[str, str], refs: Mapping[str, Sequence[str]]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """PTB-tokenise predictions and references in one JVM call (it is line-wise), as the COCO
+    evaluation does before every metric; ids may be any hashable keys."""
+    batch: dict[tuple[str, object], list[dict[str, str]]] = {}
+    for i, caption in preds.items():
+        batch[("res", i)] = [{"caption": sanitise_caption(caption)}]
+    for i, captions in refs.items():
+        batch[("gts", i)] = [{"caption": sanitise_caption(c)} for c in captions]
+    tokens = PTBTokenizer().tokenize(batch)
+    misaligned = [k for k, v in batch.items() if len(tokens.get(k, ())) != len(v)]
+    if misaligned:
+        raise DataError(
+            f"the PTB tokenizer returned a different number of lines for {len(misaligned)} "
+            f"images (e.g. {_preview(str(k[1]) for k in misaligned)}): a caption contains a line "
+            "break the sanitiser missed"
+        )
+    res = {i: tokens[("res", i)] for i in preds}
+    gts = {i: tokens[("gts", i)] for i in refs}
+    return res, gts
