@@ -189,7 +189,9 @@ def test_tables_are_written_as_csv_with_their_numbers(tmp_path: Path, monkeypatc
     out = tmp_path / "report"
     out.mkdir()
     (out / "ablation_vlp.csv").write_text("stale\n")  # from an earlier build: removed
-    settings = ReportSettings(out_dir=out, tracking_uri="sqlite:///unused.db", attention=False)
+    settings = ReportSettings(
+        out_dir=out, tracking_uri=f"sqlite:///{tmp_path / 'unused.db'}", attention=False
+    )
     text = build_report(settings, log=lambda _: None).read_text()
 
     written = {p.name for p in out.glob("*.csv")}

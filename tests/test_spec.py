@@ -235,13 +235,13 @@ def test_paper_profile_reproduces_the_papers_parameter_counts(paper):
     assert (cfg.backbones.lm, cfg.itune.drop_first, cfg.itune.bottleneck) == ("gpt2-large", 18, 640)
     assert (cfg.batch_captions, cfg.epochs, cfg.vlp_epochs, cfg.eval.beam) == (4096, 30, 10, 5)
     assert cfg.data.captions == Path("data/coco/dataset_coco.json")
-    assert len({p.run_id for p in plans}) == 7
+    assert len({p.run_id for p in plans}) == 21  # 7 rows x 3 seeds
 
 
 def test_table1_and_table2_share_their_no_vlp_runs(paper):
     t1 = {p.run_id for p in paper.plan(load_spec(SPECS_DIR / "table1.yaml"))}
     t2 = {p.run_id for p in paper.plan(load_spec(SPECS_DIR / "table2.yaml"))}
-    assert len(t1 & t2) == 3 and len(t2) == 4
+    assert len(t1 & t2) == 9 and len(t2) == 12  # 3 seeds of 3 shared and 4 table2 rows
 
 
 def test_every_shipped_spec_resolves_under_paper(paper):
@@ -306,7 +306,7 @@ def test_cli_dry_run_prints_runs_with_layer_counts_and_params(capsys, tmp_path):
     assert rc == 0
     assert "0.5 -> 18" in out and "0.75 -> 27" in out
     assert "47.24M (47,243,520)" in out
-    assert "4 runs" in out
+    assert "12 runs" in out
     assert not any(tmp_path.iterdir())  # a dry run touches no store
 
 
@@ -334,3 +334,19 @@ def test_lambda_below_one_is_refused_by_the_librarys_rule_unless_overridden(pape
         "name: t\naxes: {lambda: [0.5]}\noverrides: {itune.allow_scale_below_one: true}\n"
     )
     assert paper.plan(allowed)[0].config.itune.scale == 0.5
+
+
+def test_extras_take_every_seed_and_seeds_option_replaces_the_axis():
+    spec = parse_spec(
+        "name: t\naxes: {lm: [base], seed: [0, 1, 2]}\nextra:\n  - {lm: large, drop: 0.5}\n"
+        "  - {lm: medium, seed: 7}\n"
+    )
+    labels = [p.label() for p in spec.points()]
+    assert sum(lbl.startswith("large") for lbl in labels) == 3  # the extra, at each seed
+    assert [lbl for lbl in labels if lbl.startswith("medium")] == ["medium λ=1 r=d/2 drop=0 s7"]
+    five = spec.with_seeds(5)
+    assert {p["seed"] for p in five.points()} == set(range(5))
+    assert len(five.points()) == 15  # base, large and medium, each at seeds 0-4
+    assert spec.points()[0].label(seed=False) == "base λ=1 r=d/2 drop=0"
+    with pytest.raises(ConfigError, match="--seeds must be >= 1"):
+        spec.with_seeds(0)

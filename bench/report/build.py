@@ -68,8 +68,7 @@ def build_report(settings: ReportSettings, *, log: Callable[[str], None] = print
 def render(inputs: ReportInputs) -> str:
     """The README's text; draws the figures and writes the CSVs into ``inputs.out`` on the way."""
     runs = inputs.runs
-    cache = inputs.settings.runs_dir / "cache" / "resamples"
-    resamples = Resamples(inputs.settings.uri, inputs.scratch, cache)
+    resamples = Resamples(inputs.settings.uri, inputs.scratch, inputs.settings.cache / "resamples")
     sections: dict[str, list[str]] = {
         "claims": _claims(check_claims(runs, inputs.paper, resamples), resamples),
         "table1": table1(inputs),

@@ -24,6 +24,8 @@ from ituning.errors import ITuningError, first_line
 
 N_RESAMPLES = 1000
 SEED = 0
+#: Part of every cache key: bump it when the resampled scores would change for the same run.
+CACHE_VERSION = 1
 METHOD = (
     f"paired bootstrap over test images ({N_RESAMPLES} resamples, the same for every run, each "
     "re-scored at corpus level with CIDEr's document frequencies recomputed)"
@@ -91,7 +93,9 @@ class Resamples:
     def _cache_file(self, run: Run, metric: str) -> Path | None:
         if self.cache is None:
             return None
-        slug = hashlib.sha256(f"{metric}|{N_RESAMPLES}|{SEED}".encode()).hexdigest()[:10]
+        slug = hashlib.sha256(
+            f"{metric}|{N_RESAMPLES}|{SEED}|{CACHE_VERSION}".encode()
+        ).hexdigest()[:10]
         return self.cache / f"{run.config_hash}-{slug}.npy"
 
     def _compute(self, run: Run, where: EvalSet) -> np.ndarray:

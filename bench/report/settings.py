@@ -53,6 +53,14 @@ class ReportSettings:
     def uri(self) -> str:
         return self.tracking_uri or tracking.default_tracking_uri(self.runs_dir)
 
+    @property
+    def cache(self) -> Path:
+        """Where derived numbers of finished runs are kept (test-set resamples): beside the
+        tracking store when it is a SQLite file, else under the runs folder."""
+        if self.uri.startswith("sqlite:///"):
+            return Path(self.uri.removeprefix("sqlite:///")).parent / "cache"
+        return self.runs_dir / "cache"
+
     def command(self) -> str:
         """The command that rebuilds this report (paths as the user gave them)."""
         parts = ["python -m bench.report", f"--profile {self.profile}"]
