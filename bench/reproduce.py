@@ -1,7 +1,8 @@
 """From a fresh machine to the report in one command: ``python -m bench.reproduce [options]``.
 
-1. resolve the sweeps (default ``table1``, ``table2``, ``dropping``) under the profile and show the
-   plan: how many points, how many already finished;
+1. resolve the sweeps (default ``table1`` and ``table2``: every point a claim compares, at the
+   specs' three seeds; ``--seeds N`` changes that) under the profile and show the plan: how many
+   points, how many already finished;
 2. build what the profile needs and lacks (``mini``: the pre-trained mini backbones and the Shapes
    world, once, cached under ``--runs-dir``; ``paper``: check the data root);
 3. run the sweeps under one coordinator (``bench.sweep.coordinator.run_sweeps``, tracked in

@@ -382,7 +382,11 @@ def environment_tags() -> dict[str, str]:
     if commit:
         tags["git_commit"] = commit
         tags["mlflow.source.git.commit"] = commit
-        tags["git_dirty"] = str(bool(_git(root, "status", "--porcelain", "--untracked-files=no")))
+        # reports/ is what the harness itself rewrites: not a change to the code that ran
+        changed = _git(
+            root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"
+        )
+        tags["git_dirty"] = str(bool(changed))
     for pkg in PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             tags[f"version.{pkg}"] = importlib.metadata.version(pkg)
