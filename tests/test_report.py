@@ -383,3 +383,22 @@ def test_a_point_run_again_with_another_budget_shows_the_newest_runs(tmp_path: P
         assert runs.pick(lm="base", vlp=False).first.metrics["test/cider"] == 120.0
         row = next(x for x in table1(_inputs(runs, tmp_path)) if "reproduced: mini-base" in x)
         assert "| 120.0 |" in row
+
+
+def test_time_breakdown_tells_elapsed_from_summed_time(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from bench.report.timing import time_breakdown
+
+    a = make_run("base", metrics={"time/train_s": 8.0, "time/decode_s": 2.0})
+    b = make_run("large", n_layers=8, metrics={"time/train_s": 15.0, "time/score_s": 5.0})
+    a = replace(a, start_ms=0, end_ms=10_000, tags={"worker": "h:1"})
+    b = replace(b, start_ms=1_000, end_ms=21_000, tags={"worker": "h:2"})
+    lines = time_breakdown(_inputs(runset(a, b), tmp_path))
+    text = "\n".join(lines)
+    assert "Summed run time 30 s" in text and "elapsed" in text and "21 s" in text
+    assert "with 2 worker processes" in text
+    frame = pd.read_csv(tmp_path / "time_by_phase.csv")
+    assert frame.set_index("lm").loc["large", "time/train_s"] == 15.0
+    row = next(line for line in lines if line.startswith("| all"))
+    assert "23 (77 %)" in row  # training: 23 of 30 s

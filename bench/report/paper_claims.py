@@ -44,9 +44,7 @@ def _row(rows: list[PaperRow], model: str) -> PaperRow:
     return next(r for r in rows if r.model == model)
 
 
-def _versus(
-    ctx: ClaimContext, key: str, lm: str, metric: str, row: PaperRow, column: str, where: str
-):
+def _versus(ctx: ClaimContext, lm: str, metric: str, row: PaperRow, column: str, where: str):
     """Reproduced ``lm`` (no VLP) minus a published baseline cell: (interval, evidence) or a
     missing-run line."""
     group = ctx.runs.pick(lm=lm, vlp=False, prefer=("table2", "table1"))
@@ -64,7 +62,7 @@ def _versus(
 def _compare(ctx: ClaimContext, key: str, cells: list[tuple], paper: str) -> Verdict:
     ivs, lines, verdicts = [], [], []
     for lm, metric, row, column, where in cells:
-        iv, text = _versus(ctx, key, lm, metric, row, column, where)
+        iv, text = _versus(ctx, lm, metric, row, column, where)
         lines.append(text)
         verdicts.append(MISSING if iv is None else superiority(iv))
         if iv is not None:
