@@ -201,6 +201,9 @@ def test_controls_grounding_and_image_dependence():
     assert C.grounding(ctx(*named)).verdict == HOLDS
     assert C.grounding(ctx(*wrong)).verdict == FAILS
     assert C.grounding(ctx(make_run())).verdict == MISSING
+    silent = make_run("large", n_layers=8, metrics={"grounding/test/shape_mentions": 0.0})
+    v = C.grounding(ctx(silent))
+    assert v.verdict == FAILS and "named no shape" in v.evidence
     assert C.grounding(ctx(make_run(profile="paper"), profile="paper")).verdict == NOT_CHECKED
 
     def with_blank(ratio, n=3):

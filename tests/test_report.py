@@ -280,21 +280,24 @@ def _section(text: str, title: str) -> str:
 def test_report_tables_from_tracked_runs(tiny) -> None:
     text = (tiny.out / "README.md").read_text()
     runs = load_runs(tiny.uri, profile="mini", scale="tiny")
-    assert {r.lm_size for r in runs.runs} == {"base", "large"} and len(runs.runs) == 3
+    assert {r.lm_size for r in runs.runs} == {"base", "large"} and len(runs.runs) == 6
     base = next(r for r in runs.runs if r.lm_size == "base")
     table1 = _section(text, "Table 1")
     lines = table1.splitlines()
-    i = lines.index(next(x for x in lines if x.startswith("| **I-Tuning (GPT2-Base)** | paper")))
+    i = lines.index(
+        next(x for x in lines if x.startswith("| **I-Tuning (GPT2-Base)** (no VLP) | paper"))
+    )
     assert "| 14M | 116.7 | 34.8 | 28.3 | 21.8 | 61.5 |" in lines[i]
-    assert "reproduced: mini-base, 1 seed" in lines[i + 1]
-    assert f"| {base.metrics['test/cider']:.1f} |" in lines[i + 1]
+    assert "reproduced: mini-base, 2 seeds" in lines[i + 1]
+    bases = [r.metrics["test/cider"] for r in runs.runs if r.lm_size == "base"]
+    assert f"| {statistics.fmean(bases):.1f} ± {statistics.stdev(bases):.1f} |" in lines[i + 1]
     assert lines[i + 2].startswith("| **I-Tuning (GPT2-Medium)**")  # mini: no Δ row
     assert "OSCAR-base (no tags) | paper | 135M | 115.6" in table1
     assert "dataset absent" in table1 and "not run" in table1
     assert "SPICE unavailable" in table1 or "test/spice" in str(base.metrics)
     table2 = _section(text, "Table 2")
     assert "I-Tuning (GPT2-Large), dropping** | paper | 47M | 88.3" in table2
-    assert "reproduced: mini-large, 1 seed" in table2
+    assert "reproduced: mini-large, 2 seeds" in table2
     assert "<br>" in _section(text, "Table 3")
     # provenance: commit, versions, hardware, wall time per run, rebuild command
     prov = _section(text, "Provenance")
@@ -317,10 +320,12 @@ def test_report_figures_are_images(tiny) -> None:
             assert im.width >= 64 and im.height >= 64
             lo_hi = im.convert("L").getextrema()
             assert lo_hi[0] < lo_hi[1], f"{name} is blank"
+    lam = _section(text, "Ablations").split("### ")[1]  # lambda: only its λ=1 point was run
     assert (
-        "None of its 5 settings has runs: `python -m bench.sweep lambda --profile mini` makes them."
-        in text
+        "1 of its 5 settings have runs (made by other sweeps); `python -m bench.sweep lambda "
+        in lam
     )
+    assert "--profile mini --scale tiny` makes the rest." in lam
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ def test_server_answers_on_loopback_lists_the_runs_and_stops(tmp_path: Path) -> 
         )
         first, parallel = view["compareRunCharts"]
         assert first["type"] == "BAR" and first["metricKey"] == "test/cider"
-        assert parallel["selectedParams"] == ["drop"]  # the axis sweeps/dropping.yaml varies
+        assert parallel["selectedParams"] == ["drop", "seed"]  # what sweeps/dropping.yaml varies
         body = json.dumps({"experiment_ids": [exp_id], "filter": view["searchFilter"]}).encode()
         request = urllib.request.Request(
             f"{url}/api/2.0/mlflow/runs/search",

@@ -117,6 +117,8 @@ def ablations(inputs: ReportInputs) -> list[str]:
         settings = {p.label(seed=False): p for p in spec.points()}
         groups = inputs.runs.groups_of(list(settings.values()))
         command = f"python -m bench.sweep {ablation.spec} --profile {inputs.runs.profile}"
+        if inputs.runs.scale != "full":
+            command += f" --scale {inputs.runs.scale}"
         if not (groups and _plot(inputs, ablation, groups)):
             lines += [f"None of its {len(settings)} settings has runs: `{command}` makes them.", ""]
             continue

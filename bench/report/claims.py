@@ -375,8 +375,8 @@ def agnostic(ctx: ClaimContext) -> Verdict:
 
 
 def grounding(ctx: ClaimContext) -> Verdict:
-    metric = "grounding/test/shape_precision"
-    if not any(metric in r.metrics for r in ctx.runs.runs):
+    metric, mentions = "grounding/test/shape_precision", "grounding/test/shape_mentions"
+    if not any(k in r.metrics for r in ctx.runs.runs for k in (metric, mentions)):
         if ctx.runs.paper_task:
             return ctx.verdict(
                 "grounding",
@@ -385,11 +385,14 @@ def grounding(ctx: ClaimContext) -> Verdict:
             )
         return ctx.verdict("grounding", MISSING, "no run has grounding scores (eval.grounding)")
     largest = ctx.runs.largest()
-    term = ctx.term(largest, metric, 1.0, offset=GROUNDING_MIN) if largest else None
-    if term is None:
+    if largest is None:
         return ctx.verdict("grounding", MISSING, need(["the large LM"], "table1"))
-    term = Term(term.coef, term.seeds, None)  # a rate over test images: seed variance only
-    iv = contrast([term])
+    term = ctx.term(largest, metric, 1.0, offset=GROUNDING_MIN)
+    if term is None:  # grounding ran, but no caption named a shape: nothing named correctly
+        return ctx.verdict(
+            "grounding", FAILS, f"{largest.first.label()} named no shape in its test captions"
+        )
+    iv = contrast([Term(term.coef, term.seeds, None)])  # a rate over images: seed variance only
     colour = stat(largest, "grounding/test/colour_precision", 2)
     evidence = (
         f"{largest.first.label()}: shape precision {stat(largest, metric, 2)} (− {GROUNDING_MIN:g}"
