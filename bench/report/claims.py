@@ -22,9 +22,9 @@ from importlib import resources
 
 import yaml
 
-from bench.report.intervals import Interval, Term, contrast
+from bench.report.intervals import Term, contrast
 from bench.report.paper import PaperTables
-from bench.report.resampling import Resamples
+from bench.report.resampling import METHOD, Resamples
 from bench.report.results import Group, RunSet
 from bench.report.verdicts import (
     FAILS,
@@ -82,8 +82,6 @@ class ClaimContext:
 
     @property
     def method(self) -> str:
-        from bench.report.resampling import METHOD
-
         test = METHOD if self.resamples is not None else "no test-set resampling"
         return f"95 % interval: seed variance + test-set variance ({test}), Welch–Satterthwaite df"
 
@@ -445,6 +443,3 @@ def count(n: float) -> str:
     if n >= 1e3:
         return f"{n / 1e3:.1f}k"
     return f"{n:.0f}"
-
-
-__all__ = ["Interval", "check_claims", "claim_texts", "ClaimContext"]
