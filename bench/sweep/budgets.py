@@ -76,7 +76,7 @@ PAPER_BUDGET = Budget(
 # 3e-3 / 6e-3 / 1e-2 gave CIDEr 109 / 126 / 147 / 146 and shape-naming precision 0.54 / 0.75 /
 # 0.83 / 0.81; 3 epochs at 6e-3 gave 129 and 0.76. Captions per image at seed 0 (CIDEr, training
 # seconds): mini-base 5: 138.3, 72 s; 2: 135.1, 36 s; 1: 121.3, 19 s; mini-large 5: 202.0, 618 s;
-# 2: 183.4, 164 s; 1: 160.5 (a spec with axes {lm: [base, large]} and overrides
+# 2: 183.4, 164 s; 1: 160.5, 98 s (a spec with axes {lm: [base, large]} and overrides
 # {captions_per_image: K, batch_captions: 64*K}). Two captions keep most of the score at a third
 # to a quarter of the training.
 # Micro-batches of 16 images, split by caption length, halved the step time against one
