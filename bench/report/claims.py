@@ -23,6 +23,7 @@ from importlib import resources
 import yaml
 
 from bench.report.intervals import Term, contrast
+from bench.report.markdown import count
 from bench.report.paper import PaperTables
 from bench.report.resampling import METHOD, Resamples
 from bench.report.results import Group, RunSet
@@ -435,11 +436,3 @@ def _ratio(real: float, blank: float) -> float:
     if blank > 0:
         return real / blank
     return math.inf if real > 0 else 0.0
-
-
-def count(n: float) -> str:
-    if n >= 1e6:
-        return f"{n / 1e6:.1f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f}k"
-    return f"{n:.0f}"

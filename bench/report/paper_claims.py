@@ -9,15 +9,9 @@ large pre-trained captioners (OSCAR, VL-T5) cannot be run there at all (``not ch
 
 from __future__ import annotations
 
-from bench.report.claims import (
-    PAPER_TOLERANCE,
-    ClaimContext,
-    by_size,
-    count,
-    need,
-    stat,
-)
+from bench.report.claims import PAPER_TOLERANCE, ClaimContext, by_size, need, stat
 from bench.report.intervals import contrast
+from bench.report.markdown import count
 from bench.report.paper import PaperRow
 from bench.report.verdicts import (
     MISSING,

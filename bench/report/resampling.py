@@ -4,8 +4,8 @@ For one evaluation set (the test split, or one NoCaps-style domain, or all of No
 ``N_RESAMPLES`` draws of its images with replacement are applied to every run evaluated on it,
 so two runs are compared on the same resampled images (a *paired* bootstrap). Each resample is
 re-scored at corpus level, with CIDEr's document frequencies recomputed from the resampled
-references (``ituning.metrics.cider_resample``); the scores are cached per run under
-``<runs>/cache/resamples`` (a finished run's predictions never change), so a report rebuild only
+references (``ituning.metrics.cider_resample``); the scores are cached per run (``cache`` below,
+beside the tracking store: a finished run's predictions never change), so a report rebuild only
 computes the runs it has not seen.
 """
 
@@ -63,6 +63,7 @@ class Resamples:
         self.cache = cache
         self.problems: dict[str, str] = {}
         self._refs: dict[tuple, tuple] = {}  # (file, split, domain) -> (resampler, weights)
+        self._hyps: dict[tuple[str, str], dict[str, str]] = {}  # (run, split) -> captions
 
     def of(self, run: Run, metric: str) -> np.ndarray | None:
         where = EvalSet.of(metric)
@@ -100,20 +101,31 @@ class Resamples:
 
     def _compute(self, run: Run, where: EvalSet) -> np.ndarray:
         from ituning.data.records import natural_id
+
+        hyps = self._hypotheses(run, where.split)
+        resampler, weights, ids = self._references(run, where)
+        missing = [i for i in ids if natural_id(i) not in hyps]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} evaluated images have no prediction in "
+                f"predictions_{where.split}.json"
+            )
+        return 100.0 * resampler.scores({i: hyps[natural_id(i)] for i in ids}, weights)
+
+    def _hypotheses(self, run: Run, split: str) -> dict[str, str]:
+        """A run's PTB-tokenised captions of one split, read and tokenised once for all the
+        evaluation sets (NoCaps domains) drawn from it."""
         from ituning.metrics.results_file import read_coco_results
         from ituning.metrics.scorer import ptb_tokenize
 
-        name = f"predictions_{where.split}.json"
-        path = fetch_artifact(
-            self.uri, run, name, f"predictions/{name}", self.scratch / "resamples" / run.config_hash
-        )
-        predictions = read_coco_results(path)
-        resampler, weights, ids = self._references(run, where)
-        missing = [i for i in ids if natural_id(i) not in predictions]
-        if missing:
-            raise ValueError(f"{len(missing)} evaluated images have no prediction in {name}")
-        hyps, _ = ptb_tokenize({i: predictions[natural_id(i)] for i in ids}, {})
-        return 100.0 * resampler.scores({i: h[0] for i, h in hyps.items()}, weights)
+        key = (run.config_hash, split)
+        if key not in self._hyps:
+            name = f"predictions_{split}.json"
+            scratch = self.scratch / "resamples" / run.config_hash
+            path = fetch_artifact(self.uri, run, name, f"predictions/{name}", scratch)
+            tokens, _ = ptb_tokenize(read_coco_results(path), {})
+            self._hyps[key] = {i: t[0] for i, t in tokens.items()}
+        return self._hyps[key]
 
     def _references(self, run: Run, where: EvalSet):
         from ituning.metrics.cider_resample import CiderResampler, bootstrap_weights

@@ -454,5 +454,5 @@ def _run(row: dict) -> Run:
         metrics={k: float(v) for k, v in section("metrics.").items()},
         tags=tags,
         start_ms=0 if pd.isna(start) else int(start.timestamp() * 1000),
-        end_ms=0 if end is None or pd.isna(end) else int(end.timestamp() * 1000),
+        end_ms=0 if pd.isna(end) else int(end.timestamp() * 1000),
     )
