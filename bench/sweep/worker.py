@@ -118,10 +118,7 @@ def run_point(
         reused = folders.has_result(out_dir)
         resumed = not reused and folders.has_checkpoint(out_dir)
         params = run_params(ctx, claim, config)
-        tags = run_tags(ctx, claim, out_dir, reused=reused, resumed=resumed)
-        tags["setting"] = (
-            f"{claim.attrs.get('setting_label', claim.label)} · {tracking.setting_digest(params)}"
-        )
+        tags = run_tags(ctx, claim, out_dir, params, reused=reused, resumed=resumed)
         run = tracker.start(run_name=f"{claim.label} [{claim.digest}]", params=params, tags=tags)
         queue.set_attr(claim, "mlflow_run_id", run.run_id)
         try:
@@ -172,13 +169,22 @@ def _torch_threads() -> int:
 
 
 def run_tags(
-    ctx: WorkerContext, claim: work_queue.Claim, out_dir: Path, *, reused: bool, resumed: bool
+    ctx: WorkerContext,
+    claim: work_queue.Claim,
+    out_dir: Path,
+    params: dict[str, Any],
+    *,
+    reused: bool,
+    resumed: bool,
 ) -> dict[str, Any]:
     return {
         **tracking.environment_tags(),
         **{tracking.spec_tag(s): "true" for s in claim.attrs.get("specs", [])},
         "config_hash": claim.digest,
         "point": claim.label,
+        # a setting's seeds share it: MLflow's group-by, and the report's grouping digest
+        "setting": f"{claim.attrs.get('setting_label', claim.label)} · "
+        f"{tracking.setting_digest(params)}",
         "run_folder": str(out_dir),
         "optuna.study": ctx.study_name,
         "optuna.trial": claim.number,
