@@ -25,7 +25,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from ituning.errors import BackboneError
+from ituning.errors import BackboneError, first_line
 
 #: Hub ids whose architecture ships with the package, with their aliases.
 SHIPPED_CONFIGS = {
@@ -86,6 +86,25 @@ def _check_folder(path: Path, what: str) -> None:
         )
 
 
+#: Weight files that are pickles: unpickling one can run any code, so none is ever read.
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def _check_safetensors_only(folder: Path) -> None:
+    """Refuse a folder whose weights are pickles before transformers sees it (transformers would
+    unpickle them, if only with ``weights_only``)."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
+    if pickles:
+        raise BackboneError(
+            f"language model folder '{folder}' holds pickle weights ({pickles[0]}); only "
+            "safetensors weights are accepted: convert them once, on a machine you trust, with "
+            "AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder) (writes "
+            f"model.safetensors), then delete {pickles[0]}"
+        )
+
+
 def lm_config(name_or_path: str) -> PretrainedConfig:
     """The LM's architecture without weights: shipped JSON for GPT-2 sizes, else config.json."""
     if name_or_path in SHIPPED_CONFIGS:
@@ -116,16 +135,22 @@ def load_lm(
     src: str | Path = Path(name_or_path).expanduser() if local else name_or_path
     if local:
         _check_folder(Path(src), "language model")
+        _check_safetensors_only(Path(src))
     try:
         config = with_fused_activation(AutoConfig.from_pretrained(src))
-        lm = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=dtype or torch.float32)
+        lm = AutoModelForCausalLM.from_pretrained(
+            src, config=config, dtype=dtype or torch.float32, use_safetensors=True
+        )
         tokenizer = AutoTokenizer.from_pretrained(src)
-    except OSError as exc:
+    except Exception as exc:  # a folder is user input: malformed JSON, truncated weights, ...
         if local:
             raise BackboneError(
-                f"cannot load language model from '{src}': {str(exc).splitlines()[0]}"
+                f"cannot load language model from '{src}' ({type(exc).__name__}: "
+                f"{first_line(exc)}); re-save it with save_pretrained(folder)"
             ) from None
-        raise _offline_error("language model", name_or_path, exc) from None
+        if isinstance(exc, OSError):
+            raise _offline_error("language model", name_or_path, exc) from None
+        raise
     n_embeddings = lm.get_input_embeddings().num_embeddings
     if len(tokenizer) <= 1:  # transformers builds an empty tokenizer when the files are missing
         raise BackboneError(

@@ -1,4 +1,5 @@
-"""Checkpoints hold only module weights (safetensors) + config + backbone identities; exact round trip."""
+"""Checkpoints hold only module weights (safetensors) + config + backbone identities; exact round
+trip; the weights' digest is checked on load. Malformed metadata is fuzzed in test_checkpoint_fuzz."""
 
 from __future__ import annotations
 
@@ -10,10 +11,17 @@ import pytest
 import torch
 from safetensors import safe_open
 
+import ituning.checkpoint
 from ituning.backbones import load_lm
-from ituning.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+from ituning.checkpoint import (
+    build_from_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from ituning.config import ITuningConfig
 from ituning.errors import CheckpointError
+from ituning.files import sha256_file
 from ituning.inject import ITuningModel
 from ituning.vision import load_vision, save_clip_folder
 
@@ -57,6 +65,7 @@ def test_checkpoint_holds_only_module_weights(trained):
     assert meta["config"] == CONFIG.model_dump(mode="json")
     assert meta["lm"]["weights_sha256"] and meta["vision"]["identity"]
     assert meta["kept_layers"] == [1, 2, 3] and meta["d_vis"] == 32
+    assert meta["modules_sha256"] == sha256_file(ckpt / "modules.safetensors")
 
 
 def test_save_load_round_trip_reproduces_outputs_exactly(trained):
@@ -75,8 +84,11 @@ def test_save_load_round_trip_reproduces_outputs_exactly(trained):
 
 def test_unusable_checkpoints_raise_one_line(trained, tmp_path):
     _, _, ckpt = trained
-    with pytest.raises(CheckpointError, match="no ituning.json"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no ituning.json; was it saved"):
+        load_checkpoint(tmp_path / "empty")
     data = (ckpt / "modules.safetensors").read_bytes()
     (ckpt / "modules.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated") as err:
@@ -113,3 +125,79 @@ def test_weights_of_another_shape_are_refused(trained, tiny):
     wider = ITuningModel(tiny.gpt2(), 32, ITuningConfig(drop_first=1, bottleneck=4))
     with pytest.raises(CheckpointError, match="wrong shapes"):
         wider.load_module_state_dict(state)
+
+
+def _flip_middle_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_weight_byte_is_refused_not_captioned(trained):
+    """One flipped bit in a tensor still parses as safetensors: only the recorded digest tells."""
+    _, _, ckpt = trained
+    _flip_middle_byte(ckpt / "modules.safetensors")
+    for check in (verify_checkpoint, load_checkpoint, build_from_checkpoint):
+        with pytest.raises(CheckpointError) as err:
+            check(ckpt)
+        assert str(err.value) == (
+            f"{ckpt / 'modules.safetensors'}: the module weights do not match the sha256 recorded "
+            "in ituning.json at save (corrupt or replaced); restore the checkpoint folder from a "
+            "copy or retrain the run"
+        )
+
+
+def test_a_checkpoint_of_older_code_without_a_digest_still_loads(trained):
+    model, _, ckpt = trained
+    meta = json.loads((ckpt / "ituning.json").read_text())
+    del meta["modules_sha256"]
+    (ckpt / "ituning.json").write_text(json.dumps(meta))
+    verify_checkpoint(ckpt)
+    _, loaded, state = load_checkpoint(ckpt)
+    assert loaded.modules_sha256 is None
+    assert all(torch.equal(state[k], v) for k, v in model.module_state_dict().items())
+
+
+def test_verify_checkpoint_loads_no_tensor_and_no_backbone(trained, monkeypatch):
+    _, _, ckpt = trained
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("verify_checkpoint must stay cheap")
+
+    for name in ("load_file", "load_lm", "load_vision"):
+        monkeypatch.setattr(ituning.checkpoint, name, forbidden)
+    verify_checkpoint(ckpt)
+
+
+def test_a_save_killed_between_weights_and_metadata_reads_as_not_saved(trained, monkeypatch):
+    """Re-saving removes the old metadata first: new weights never sit beside an old digest."""
+    model, vision, ckpt = trained
+
+    def killed(name):
+        raise KeyboardInterrupt(name)
+
+    monkeypatch.setattr(ituning.checkpoint, "fault_point", killed)
+    with pytest.raises(KeyboardInterrupt, match="checkpoint.save"):
+        save_checkpoint(model, ckpt, lm_id="elsewhere", vision_id=vision.spec())
+    with pytest.raises(CheckpointError, match="no ituning.json; was it saved"):
+        verify_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("d_vis", 33, "records d_vis=33, but its vision encoder"),
+        ("config", {**CONFIG.model_dump(), "bottleneck": 16}, "k_down shapes"),
+    ],
+)
+def test_metadata_that_disagrees_with_the_weights_is_refused_before_building(
+    trained, key, value, message
+):
+    """A damaged width is named as such, before modules of the size it says are allocated."""
+    _, _, ckpt = trained
+    meta = json.loads((ckpt / "ituning.json").read_text())
+    meta[key] = value
+    (ckpt / "ituning.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=message) as err:
+        build_from_checkpoint(ckpt)
+    assert "\n" not in str(err.value)
