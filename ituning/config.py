@@ -7,14 +7,53 @@ run's ``TrainConfig``) the usual ``ValidationError`` carries the same message.
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ituning.errors import ConfigError, validation_line
 
+#: r may be at most this many times d_lm: the bound of the fraction form of the sweep axis, and
+#: of an absolute width once the LM is known (a typo such as 10^9 would allocate gigabytes).
+MAX_BOTTLENECK_RATIO = 4
+#: An absolute sanity bound on r before the LM is known: 4 x d_lm of an 8192-wide LM, twice over.
+MAX_BOTTLENECK = 1 << 16
 
-class ITuningConfig(BaseModel):
+
+class Settings(BaseModel):
+    """Base of the configuration models: frozen, no unknown keys, finite floats, and no booleans
+    where a number goes. Pydantic's lax mode reads ``epochs: true`` as 1, a typo that would run;
+    ints stay valid for float fields (``lr: 1``), and values serialise as before (run ids)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            types = typing.get_args(annotation) or (annotation,)
+            if bool not in types and (int in types or float in types):
+                kind = "a number" if float in types else "an integer"
+                raise ValueError(f"expected {kind}, got {str(value).lower()}")
+        return value
+
+
+def bottleneck_limit(d_lm: int) -> int:
+    """The widest bottleneck r allowed on an LM of hidden width ``d_lm``."""
+    return MAX_BOTTLENECK_RATIO * d_lm
+
+
+class ITuningConfig(Settings):
     """Shape and placement of the I-Tuning modules.
 
     * ``bottleneck`` (r): width of the cross-attention bottleneck. ``None`` means ``d_lm // 2``,
@@ -33,9 +72,9 @@ class ITuningConfig(BaseModel):
       so "none" is a first-class option and an ablation axis, not a hidden switch.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    bottleneck: int | None = Field(default=None, ge=1, description="r; None -> d_lm // 2")
+    bottleneck: int | None = Field(
+        default=None, ge=1, le=MAX_BOTTLENECK, description="r; None -> d_lm // 2"
+    )
     scale: float = Field(default=1.0, gt=0, description="lambda in eq. (5)")
     allow_scale_below_one: bool = False
     drop_first: int = Field(default=0, ge=0, description="I-Tuning Dropping: first N layers")
@@ -59,8 +98,16 @@ class ITuningConfig(BaseModel):
         return self
 
     def resolved_bottleneck(self, d_lm: int) -> int:
-        """r for an LM of hidden width ``d_lm``."""
-        return self.bottleneck if self.bottleneck is not None else max(1, d_lm // 2)
+        """r for an LM of hidden width ``d_lm``; ConfigError if wider than
+        :func:`bottleneck_limit`."""
+        if self.bottleneck is None:
+            return max(1, d_lm // 2)
+        if self.bottleneck > bottleneck_limit(d_lm):
+            raise ConfigError(
+                f"bottleneck r = {self.bottleneck} is wider than {MAX_BOTTLENECK_RATIO} x d_lm = "
+                f"{bottleneck_limit(d_lm)} of this LM (d_lm = {d_lm}); use at most that"
+            )
+        return self.bottleneck
 
     def kept_layers(self, n_layers: int) -> list[int]:
         """Indices of the layers that carry a module; ConfigError if Dropping removes them all."""

@@ -15,7 +15,19 @@ from typing import TypeVar
 
 
 class ITuningError(Exception):
-    """Base class: the message must be a single line that names the artefact and the fix."""
+    """Base class: the message must be a single line that names the artefact and the fix.
+
+    ``exit_code`` is what a command returns for it: 2, the user's input was wrong and nothing ran;
+    :class:`RunFailed` says work was attempted and failed (1).
+    """
+
+    exit_code = 2
+
+
+class RunFailed(ITuningError):
+    """Work started and did not finish (a worker died, a result could not be recorded)."""
+
+    exit_code = 1
 
 
 class ConfigError(ITuningError, ValueError):
@@ -38,7 +50,8 @@ F = TypeVar("F", bound=Callable[..., int | None])
 
 
 def cli_main(fn: F) -> F:
-    """Wrap a ``main(argv) -> int`` so that ITuningError becomes ``error: ...`` on stderr, exit 2."""
+    """Wrap a ``main(argv) -> int`` so that ITuningError becomes ``error: ...`` on stderr and its
+    ``exit_code`` (2 for bad input)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -46,7 +59,7 @@ def cli_main(fn: F) -> F:
             return fn(*args, **kwargs)
         except ITuningError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return exc.exit_code
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
@@ -59,7 +72,7 @@ class ArgumentParser(argparse.ArgumentParser):
     code 2. The stock parser prints the whole usage block first, burying the line that matters."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+        self.exit(2, f"error: {self.prog}: {printable(message)} (see --help)\n")
 
 
 def validation_line(exc: Exception, source: str = "", *, prefix: str = "") -> str:
@@ -70,6 +83,14 @@ def validation_line(exc: Exception, source: str = "", *, prefix: str = "") -> st
     loc = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
     msg = err["msg"].removeprefix("Value error, ")
     return ": ".join(part for part in (source, loc, msg) if part)
+
+
+def printable(text: str) -> str:
+    """``text`` with newlines and other unprintable characters escaped (``\\n``): an error line
+    quotes names and values a user wrote, and the contract is one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def first_line(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -93,18 +94,53 @@ def canonical_json(payload: Any) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
-def read_text(path: str | os.PathLike[str], what: str) -> str:
-    """A UTF-8 text file a user supplied (a spec, a config), or a one-line ``ConfigError`` naming
-    the file and what is wrong with it."""
-    from ituning.errors import ConfigError
+MAX_INPUT_BYTES = 1 << 20  # a spec or a run config is a few KB of YAML
 
+
+def read_text(path: str | os.PathLike[str], what: str, limit: int = MAX_INPUT_BYTES) -> str:
+    """A UTF-8 text file a user supplied (a spec, a config), or a one-line ``ConfigError`` naming
+    the file and what is wrong with it. Only a regular file of at most ``limit`` bytes is read:
+    a FIFO would block the open forever and ``/dev/zero`` fill the memory, so the file is checked
+    with ``stat`` before it is opened (non-blocking, checked again on the open descriptor in case
+    it was swapped) and at most ``limit + 1`` bytes are read (``/proc`` files report size 0)."""
+    from ituning.errors import ConfigError, printable
+
+    shown = printable(os.fspath(path))
     try:
-        return Path(path).read_text(encoding="utf-8")
+        _check_regular(os.stat(path), shown, what, limit)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            _check_regular(os.fstat(fh.fileno()), shown, what, limit)
+            data = fh.read(limit + 1)
+    except ConfigError:
+        raise
     except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} not found") from None
+        raise ConfigError(f"{shown}: {what} not found") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        why = getattr(exc, "strerror", None) or printable(str(exc))
+        raise ConfigError(f"{shown}: cannot read the {what} ({why})") from None
+    if len(data) > limit:
+        raise ConfigError(_too_big(shown, what, limit))
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{path}: byte {exc.start}: not UTF-8 text; a {what} is a YAML text file"
+            f"{shown}: byte {exc.start}: not UTF-8 text; a {what} is a YAML text file"
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+
+
+def _check_regular(st: os.stat_result, shown: str, what: str, limit: int) -> None:
+    from ituning.errors import ConfigError
+
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{shown}: is a folder; give the {what}'s YAML file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(
+            f"{shown}: not a regular file (a pipe, device or socket); a {what} is a YAML text file"
+        )
+    if st.st_size > limit:
+        raise ConfigError(_too_big(shown, what, limit))
+
+
+def _too_big(shown: str, what: str, limit: int) -> str:
+    return f"{shown}: more than {limit:,} bytes; a {what} is a few KB of YAML text"

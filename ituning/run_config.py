@@ -1,9 +1,9 @@
 """The fully resolved description of one training-and-evaluation run.
 
-Every default lives here, once. A sweep point (``bench``) resolves to exactly one
-:class:`TrainConfig`; its canonical JSON is what the run id hashes, so two runs with equal configs
-are the same run. Paths are kept as given (relative to the working directory) so that the hash does
-not depend on where a checkout lives.
+Every default, and every bound beyond which a value is a typo, lives here once. A sweep point
+(``bench``) resolves to exactly one :class:`TrainConfig`; its canonical JSON is what the run id
+hashes, so two runs with equal configs are the same run. Paths are kept as given (relative to the
+working directory) so that the hash does not depend on where a checkout lives.
 """
 
 from __future__ import annotations
@@ -11,19 +11,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from ituning.config import ITuningConfig
-from ituning.errors import ConfigError, first_line, validation_line
+from ituning.config import ITuningConfig, Settings
+from ituning.errors import ConfigError, printable, validation_line
 from ituning.files import canonical_json, read_text, sha256_text
+from ituning.yaml_input import load_yaml
+
+#: ``torch.manual_seed`` takes a signed 64-bit integer; a larger seed validates and then fails.
+SEED_MAX = 2**63 - 1
+# Upper bounds of counts: far above any real setting (the paper's budget: 30 epochs, batches of
+# 4096 captions, beam 5, 20 new tokens; see bench/sweep/budgets.py), so that a value beyond one
+# is a typo, refused before it hangs a run or allocates gigabytes.
+MAX_EPOCHS = 10_000
+MAX_BATCH_CAPTIONS = 1 << 20
+MAX_BATCH_IMAGES = 4096
+MAX_CAPTIONS_PER_IMAGE = 100
+MAX_TOKENS = 512
+MAX_BEAM = 64
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BackboneSpec(_Strict):
+class BackboneSpec(Settings):
     """Which frozen backbones to load: HF names or local folders (see ``ituning.backbones``)."""
 
     lm: str = "gpt2"
@@ -31,7 +39,7 @@ class BackboneSpec(_Strict):
     vision_pretrained: str | None = "openai"
 
 
-class DataSpec(_Strict):
+class DataSpec(Settings):
     """Where the captioning, NoCaps-style and VLP data live (all optional but ``captions``)."""
 
     captions: Path = Field(description="Karpathy-format dataset_*.json")
@@ -45,7 +53,7 @@ class DataSpec(_Strict):
     limit_eval_images: int | None = Field(default=None, ge=1)
 
 
-class OptimSpec(_Strict):
+class OptimSpec(Settings):
     """AdamW with linear warm-up then cosine decay (the paper names AdamW only)."""
 
     lr: float = Field(default=1e-4, gt=0)
@@ -54,33 +62,35 @@ class OptimSpec(_Strict):
     grad_clip: float | None = Field(default=1.0, gt=0)
 
 
-class EvalSpec(_Strict):
+class EvalSpec(Settings):
     """Decoding and scoring. Beam 5 is the paper's setting."""
 
     splits: tuple[str, ...] = ("test",)
     nocaps: bool = True
-    beam: int = Field(default=5, ge=1)
-    max_new_tokens: int = Field(default=20, ge=1)
+    beam: int = Field(default=5, ge=1, le=MAX_BEAM)
+    max_new_tokens: int = Field(default=20, ge=1, le=MAX_TOKENS)
     length_penalty: float = 1.0
-    batch_images: int = Field(default=32, ge=1)
+    batch_images: int = Field(default=32, ge=1, le=MAX_BATCH_IMAGES)
     blank_control: bool = False
     grounding: bool = False
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Settings):
     backbones: BackboneSpec = BackboneSpec()
     itune: ITuningConfig = ITuningConfig()
     data: DataSpec
     optim: OptimSpec = OptimSpec()
     eval: EvalSpec = EvalSpec()
-    epochs: int = Field(default=30, ge=1)
+    epochs: int = Field(default=30, ge=1, le=MAX_EPOCHS)
     vlp: bool = False
-    vlp_epochs: int = Field(default=10, ge=1)
-    batch_captions: int = Field(default=4096, ge=1, description="effective batch, by accumulation")
-    micro_batch_images: int = Field(default=32, ge=1)
-    captions_per_image: int = Field(default=5, ge=1)
-    max_caption_tokens: int = Field(default=32, ge=4)
-    seed: int = 0
+    vlp_epochs: int = Field(default=10, ge=1, le=MAX_EPOCHS)
+    batch_captions: int = Field(
+        default=4096, ge=1, le=MAX_BATCH_CAPTIONS, description="effective batch, by accumulation"
+    )
+    micro_batch_images: int = Field(default=32, ge=1, le=MAX_BATCH_IMAGES)
+    captions_per_image: int = Field(default=5, ge=1, le=MAX_CAPTIONS_PER_IMAGE)
+    max_caption_tokens: int = Field(default=32, ge=4, le=MAX_TOKENS)
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     features: Literal["cache", "live"] = "cache"
     feature_cache: Path = Path("runs/features")
     feature_dtype: Literal["float16", "float32"] = "float16"
@@ -118,22 +128,19 @@ class TrainConfig(_Strict):
 def load_train_config(path: Path, overrides: dict | None = None) -> TrainConfig:
     """Read a YAML/JSON config file, apply dotted ``overrides``, validate; one-line errors."""
     text = read_text(path, "config file")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({first_line(exc)})") from None
+    raw = load_yaml(text, printable(str(path)), "config file")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(printable(f"{path}: expected a mapping at the top level"))
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
-    return validate_train_config(raw, source=str(path))
+    return validate_train_config(raw, source=printable(str(path)))
 
 
 def validate_train_config(raw: dict, *, source: str = "config") -> TrainConfig:
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(validation_line(exc, source)) from None
+        raise ConfigError(printable(validation_line(exc, source))) from None
 
 
 def set_dotted(tree: dict, dotted: str, value) -> None:
@@ -143,5 +150,5 @@ def set_dotted(tree: dict, dotted: str, value) -> None:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             where = ".".join(keys[: depth + 1])
-            raise ConfigError(f"override {dotted!r}: {where} is a value, not a section")
+            raise ConfigError(printable(f"override {dotted!r}: {where} is a value, not a section"))
     node[keys[-1]] = value

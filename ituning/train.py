@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
-from ituning.errors import ArgumentParser, ConfigError, cli_main
+from ituning.errors import ArgumentParser, ConfigError, cli_main, printable
 from ituning.files import atomic_write_json
 from ituning.phase_clock import PhaseClock
 from ituning.run_config import TrainConfig, load_train_config
+from ituning.yaml_input import load_yaml
 
 # torch, transformers and open_clip take seconds to import: they are imported where they are used,
 # so that `python -m ituning.train` reports a bad configuration at once and `bench` can read
@@ -425,11 +424,8 @@ def _parse_overrides(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE (e.g. --set epochs=3)")
         key, value = pair.split("=", 1)
-        try:
-            overrides[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:  # e.g. a !!python tag: refused, never constructed
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"--set {key}: value is not plain YAML data ({problem})") from None
+        # Plain data within the limits of a config file (a !!python tag is refused, never built).
+        overrides[key] = load_yaml(value, printable(f"--set {key}"), "--set value")
     return overrides
 
 

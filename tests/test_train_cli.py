@@ -76,12 +76,29 @@ def test_a_bad_config_exits_2_with_one_error_line(config_file, tmp_path):
         (["--set", "epochs"], "--set 'epochs': expected KEY=VALUE"),
         (["--set", "eval.beam=x"], "eval.beam: Input should be a valid integer"),
         (["--set", "epochs.x=1"], "override 'epochs.x': epochs is a value, not a section"),
+        (["--set", "epochs=true"], "epochs: expected an integer, got true"),
+        (["--set", "seed=9223372036854775808"], "seed: Input should be less than or equal to"),
+        (["--set", "eval.beam=1000000"], "eval.beam: Input should be less than or equal to 64"),
+        (["--set", "optim.lr=.nan"], "optim.lr: Input should be a finite number"),
+        (["--set", "eval.splits=" + "[" * 5000 + "]" * 5000], "--set eval.splits: line 1: nested"),
+        (["--set", "eval.splits={[1]: 2}"], "a mapping key must be text, got a list"),
+        (["--set", "x=!!python/name:os.system"], "--set x: line 1: YAML tag !!python/name"),
     ],
 )
 def test_bad_configs_and_overrides_are_one_line_errors(config_file, capsys, argv, message):
     assert train_cli.main(["--config", str(config_file), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+@pytest.mark.timeout(30)  # before the fix: the open of a FIFO blocked forever
+def test_a_config_that_is_not_a_regular_file_is_a_one_line_error(tmp_path, capsys):
+    fifo = tmp_path / "run.yaml"
+    os.mkfifo(fifo)
+    for path, problem in ((fifo, "not a regular file"), (tmp_path, "is a folder")):
+        assert train_cli.main(["--config", str(path)]) == 2
+        assert capsys.readouterr().err.strip().startswith(f"error: {path}: {problem}")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_missing_config_file_is_a_one_line_error(tmp_path, capsys):

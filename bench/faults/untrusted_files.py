@@ -73,7 +73,7 @@ def scan_unsafe_loads(roots: Sequence[Path]) -> list[str]:
     patterns = [
         (re.compile(r"torch\.load\((?![^)]*weights_only=True)"), "torch.load without weights_only"),
         (re.compile(r"\bpickle\.loads?\(|\bdill\.|\bjoblib\.load"), "pickle load"),
-        (re.compile(r"yaml\.(unsafe_load|full_load)|yaml\.load\((?![^)]*Loader=_SpecLoader)"), "yaml load"),
+        (re.compile(r"yaml\.(unsafe_load|full_load)|yaml\.load\((?![^)]*Loader=LimitedLoader)"), "yaml load"),
         (re.compile(r"allow_pickle=True"), "np.load allow_pickle"),
     ]  # fmt: skip
     for root in roots:

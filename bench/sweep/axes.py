@@ -27,6 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ituning.config import MAX_BOTTLENECK, MAX_BOTTLENECK_RATIO, bottleneck_limit
+from ituning.errors import ConfigError
+from ituning.run_config import SEED_MAX
+
 LM_SIZES = ("base", "medium", "large")
 
 
@@ -65,9 +69,17 @@ class Bottleneck:
     width: int | None = None
 
     def resolve(self, d_lm: int) -> int:
+        """r on an LM of width ``d_lm``. An absolute width has the bound of the fraction form,
+        checked here where the LM is known: ``{width: 1000000000}`` is refused, not allocated."""
         from ituning.config import ITuningConfig
 
         if self.width is not None:
+            if self.width > bottleneck_limit(d_lm):
+                raise ConfigError(
+                    f"bottleneck: {{width: {self.width}}} is wider than {MAX_BOTTLENECK_RATIO} x "
+                    f"d_lm = {bottleneck_limit(d_lm)} of this LM (d_lm = {d_lm}); give a width "
+                    f"<= {bottleneck_limit(d_lm)} or a fraction of d_lm"
+                )
             return self.width
         if self.fraction is None:
             return ITuningConfig().resolved_bottleneck(d_lm)
@@ -151,6 +163,8 @@ def _vlp(value: Any) -> bool:
 def _seed(value: Any) -> int:
     if not _integer(value) or value < 0:
         raise ValueError(f"expected an integer >= 0, got {value!r}")
+    if value > SEED_MAX:  # torch.manual_seed takes a signed 64-bit integer
+        raise ValueError(f"expected an integer <= 2**63 - 1 = {SEED_MAX}, got {value!r}")
     return value
 
 
@@ -175,13 +189,14 @@ def _bottleneck(value: Any) -> Bottleneck:
         return Bottleneck()
     if isinstance(value, dict):
         w = _single(value, "width")
-        if not _integer(w) or w < 1:
-            raise ValueError(f"width: expected an integer >= 1, got {w!r}")
+        if not _integer(w) or not 1 <= w <= MAX_BOTTLENECK:
+            raise ValueError(f"width: expected an integer in 1..{MAX_BOTTLENECK}, got {w!r}")
         return Bottleneck(width=w)
-    if not _number(value) or not 0 < value <= 4:
+    if not _number(value) or not 0 < value <= MAX_BOTTLENECK_RATIO:
         hint = f"; write {{width: {value}}} for an absolute width" if _integer(value) else ""
         raise ValueError(
-            f"expected null, a fraction of d_lm in (0, 4] or {{width: N}}, got {value!r}{hint}"
+            f"expected null, a fraction of d_lm in (0, {MAX_BOTTLENECK_RATIO}] or {{width: N}}, "
+            f"got {value!r}{hint}"
         )
     return Bottleneck() if value == 0.5 else Bottleneck(fraction=float(value))
 

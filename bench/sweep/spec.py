@@ -26,31 +26,44 @@ Format (every key but ``name`` and ``axes`` is optional)::
 
 The axes (their notation, defaults and rules of resolution) are declared once, in
 ``bench.sweep.axes``. Settings that an axis decides (``itune.scale``, ``itune.bottleneck``,
-``itune.drop_first``, ``vlp``, ``seed``, ...) and profile-owned ones (``backbones.*``, ``data.*``)
-cannot be overridden: each has exactly one place where it is set. Overrides are checked against
-:class:`TrainConfig` when the spec is loaded, before anything runs; the method's own rules (e.g.
-λ >= 1) are checked by the library's config when the profile resolves each point.
+``itune.drop_first``, ``vlp``, ``seed``, ...) and profile-owned ones (``backbones.*``, ``data.*``,
+and every path, e.g. ``feature_cache``) cannot be overridden: each has exactly one place where it
+is set. Overrides are checked against :class:`TrainConfig` when the spec is loaded, before anything
+runs; the method's own rules (e.g. λ >= 1) are checked by the library's config when the profile
+resolves each point.
+
+A spec is untrusted input with limits: a regular file of at most
+:data:`~ituning.files.MAX_INPUT_BYTES` (:func:`ituning.files.read_text`), plain YAML of bounded depth and expanded size with text keys
+(:mod:`ituning.yaml_input`), a name of at most :data:`NAME_MAX` characters, and at most
+:data:`MAX_POINTS` points, counted from the axis lengths before any point is enumerated.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.sweep import axes
-from ituning.errors import ConfigError, validation_line
+from ituning.errors import ConfigError, printable, validation_line
 from ituning.files import read_text
+from ituning.yaml_input import load_yaml
 
 TOP_KEYS = ("name", "description", "base", "axes", "exclude", "extra", "overrides")
 _PROFILE_OWNED = ("backbones", "data")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Points a spec may have, counted from its axis lengths before any is enumerated; also the cap on
+#: one axis, the extra and the exclude lists. Each point is a training run: the paper's tables
+#: are a few dozen, and 10,000 runs is beyond any machine this harness targets.
+MAX_POINTS = 10_000
+NAME_MAX = 100  # its runs get the MLflow tag key spec.<name> (at most 250 characters)
+DESCRIPTION_MAX = 5_000  # an MLflow experiment tag
+_NAME_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{NAME_MAX - 1}}}")
 
 
 @dataclass(frozen=True)
@@ -98,14 +111,34 @@ class SweepSpec:
     def points(self) -> list[Point]:
         """Product of the axes minus exclusions, then the extra points (each crossed with the
         grid axes it does not set, e.g. every seed); duplicates removed."""
-        out: list[Point] = []
-        for point in self._product(self.base, set()):
-            if any(all(point[k] == v for k, v in ex.items()) for ex in self.exclude):
-                continue
-            out.append(point)
+        excluded = self._excluded()
+        out = [point for point in self._product(self.base, set()) if not excluded(point)]
         for partial in self.extra:
             out.extend(self._product(self.base.replace(partial), set(partial)))
         return list(dict.fromkeys(out))
+
+    def size(self) -> int:
+        """The points before exclusions and duplicates are removed, from the axis lengths alone
+        (no point is enumerated): the grid's product plus, for each extra point, the product of
+        the grid axes it leaves out. What :data:`MAX_POINTS` bounds."""
+        return math.prod(len(v) for v in self.axes.values()) + sum(
+            math.prod(len(v) for a, v in self.axes.items() if a not in partial)
+            for partial in self.extra
+        )
+
+    def _excluded(self) -> Callable[[Point], bool]:
+        """Whether a point matches an exclusion: one set lookup per group of exclusions naming
+        the same axes, instead of comparing every point with every exclusion."""
+        groups: dict[tuple[str, ...], set[tuple[Any, ...]]] = {}
+        for ex in self.exclude:
+            names = tuple(sorted(ex))
+            groups.setdefault(names, set()).add(tuple(ex[k] for k in names))
+
+        def excluded(point: Point) -> bool:
+            values = dict(point.values)
+            return any(tuple(values[k] for k in names) in hit for names, hit in groups.items())
+
+        return excluded
 
     def _product(self, start: Point, fixed: set[str]) -> Iterator[Point]:
         names = [a for a in axes.AXES if a in self.axes and a not in fixed]
@@ -116,9 +149,19 @@ class SweepSpec:
         """The same spec with its seed axis replaced by seeds ``0 .. n-1`` (``--seeds N``)."""
         if n < 1:
             raise ConfigError(f"--seeds must be >= 1, got {n}")
+        if n > MAX_POINTS:
+            raise ConfigError(f"--seeds {n}: a spec has at most {MAX_POINTS:,} points; use fewer")
         grid = {**self.axes, "seed": tuple(range(n))}
         extra = tuple({k: v for k, v in p.items() if k != "seed"} for p in self.extra)
-        return dataclasses.replace(self, axes=grid, extra=extra)
+        spec = dataclasses.replace(self, axes=grid, extra=extra)
+        if spec.size() > MAX_POINTS:
+            raise ConfigError(
+                printable(
+                    f"--seeds {n}: {spec.source} would have {spec.size():,} points, more than "
+                    f"the {MAX_POINTS:,} a spec may have; use fewer seeds"
+                )
+            )
+        return spec
 
 
 # --------------------------------------------------------------------------- loading
@@ -132,26 +175,31 @@ def load_spec(path: Path | str) -> SweepSpec:
 
 
 def parse_spec(text: str, *, source: str = "spec") -> SweepSpec:
-    raw = _safe_load(text, source)
+    raw = load_yaml(text, printable(source), "spec")
     return validate_spec(raw, source=source)
 
 
 def validate_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
     def fail(where: str, msg: str) -> ConfigError:
-        return ConfigError(f"{source}: {where}: {msg}")
+        return ConfigError(printable(f"{source}: {where}: {msg}"))
 
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping with keys {', '.join(TOP_KEYS)}")
+        raise ConfigError(
+            printable(f"{source}: expected a mapping with keys {', '.join(TOP_KEYS)}")
+        )
     _no_unknown(raw, TOP_KEYS, "", fail)
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise fail(
             "name",
-            f"expected a name of letters, digits, '-', '_', '.' (got {name!r})",
+            f"expected a name of letters, digits, '-', '_', '.' (at most {NAME_MAX} characters; "
+            f"got {name!r})",
         )
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise fail("description", f"expected text, got {_typename(description)}")
+    if len(description) > DESCRIPTION_MAX:
+        raise fail("description", f"longer than {DESCRIPTION_MAX:,} characters; shorten it")
 
     base_raw = raw.get("base", {}) or {}
     if not isinstance(base_raw, dict):
@@ -168,6 +216,10 @@ def validate_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
             values = [values]
         if not values:
             raise fail(f"axes.{key}", "empty axis; give at least one value")
+        if len(values) > MAX_POINTS:
+            raise fail(
+                f"axes.{key}", f"{len(values):,} values; a spec has at most {MAX_POINTS:,} points"
+            )
         parsed = [_axis_value(key, v, f"axes.{key}[{i}]", fail) for i, v in enumerate(values)]
         seen: set[Any] = set()
         for i, v in enumerate(parsed):
@@ -197,6 +249,13 @@ def validate_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
         extra=extra,
         overrides=overrides,
     )
+    if spec.size() > MAX_POINTS:
+        raise fail(
+            "axes",
+            f"{spec.size():,} points (the product of the axis lengths, plus each extra point "
+            f"crossed with the axes it leaves out), more than the {MAX_POINTS:,} a spec may have; "
+            "split it into several specs",
+        )
     if not spec.points():
         raise fail("exclude", "the exclusions remove every point of the grid")
     return spec
@@ -205,69 +264,36 @@ def validate_spec(raw: Any, *, source: str = "spec") -> SweepSpec:
 def find_spec(name_or_path: str, search_dir: Path) -> Path:
     """``table1`` -> ``<search_dir>/table1.yaml``; an existing path is returned unchanged."""
     path = Path(name_or_path)
-    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name_or_path:
+    if _exists(path) or path.suffix in (".yaml", ".yml") or "/" in name_or_path:
         return path
     candidate = search_dir / f"{name_or_path}.yaml"
-    if candidate.exists():
+    if _exists(candidate):
         return candidate
     known = sorted(p.stem for p in search_dir.glob("*.yaml"))
     raise ConfigError(
-        f"{name_or_path}: no such sweep spec (give a YAML path or one of: {', '.join(known)})"
+        printable(
+            f"{name_or_path}: no such sweep spec (give a YAML path or one of: {', '.join(known)})"
+        )
     )
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, False for a name the system refuses (too long): read_text says why."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-class _SpecLoader(yaml.SafeLoader):
-    """safe_load that also refuses duplicate keys (a silently shadowed axis is a lost run)."""
-
-
-def _construct_mapping(loader: _SpecLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-# YAML 1.2 floats: PyYAML (YAML 1.1) reads ``1e-4`` and ``1.0e30`` as strings.
-_SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _safe_load(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.constructor.ConstructorError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
-        problem = exc.problem or ""
-        if "constructor for the tag" in problem:
-            tag = problem.split("tag", 1)[1].strip().strip("'").replace("tag:yaml.org,2002:", "!!")
-            raise ConfigError(
-                f"{source}: line {line}: YAML tag {tag} is not allowed; a spec is plain data "
-                "(mappings, lists, numbers, strings)"
-            ) from None
-        raise ConfigError(f"{source}: line {line}: {problem}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: {where}not valid YAML ({problem})") from None
-
-
 def _no_unknown(raw: Mapping, allowed: Iterable[str], where: str, fail) -> None:
     for key in raw:
         if key not in allowed:
-            at = f"{where}.{key}" if where else str(key)
+            plain = isinstance(key, str) and key.isprintable() and key.strip() == key != ""
+            shown = key if plain else repr(key)  # '' or ' lm' or 'a\nb': quoted
+            at = f"{where}.{shown}" if where else shown
             raise fail(at, f"unknown key (allowed: {', '.join(allowed)})")
 
 
@@ -275,6 +301,8 @@ def _list(raw: Mapping, key: str, fail) -> list:
     value = raw.get(key, []) or []
     if not isinstance(value, list):
         raise fail(key, f"expected a list of points, got {_typename(value)}")
+    if len(value) > MAX_POINTS:
+        raise fail(key, f"{len(value):,} points; a spec has at most {MAX_POINTS:,}")
     return value
 
 
@@ -325,21 +353,38 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def _check_path(model: type, dotted: str, fail) -> None:
+    """``dotted`` names a TrainConfig setting that a spec may set. No path is one: the profile
+    puts every path a run uses under its own folders (``feature_cache`` under ``--runs-dir``, the
+    data under ``--data-root``), and a spec runs unchanged under every profile, so a path in a
+    spec would be wrong under one of them (and an absolute or ``..`` one would write outside the
+    runs folder). Refusing paths outright is simpler to state and check than judging them."""
     from pydantic import BaseModel
 
     node: Any = model
     for i, part in enumerate(dotted.split(".")):
         fields = getattr(node, "model_fields", None)
+        where = ".".join(dotted.split(".")[: i + 1])
         if fields is None or part not in fields:
-            allowed = ", ".join(k for k in (fields or {}) if k not in _PROFILE_OWNED)
-            where = ".".join(dotted.split(".")[: i + 1])
+            allowed = ", ".join(
+                k for k, f in (fields or {}).items() if k not in _PROFILE_OWNED and not _is_path(f)
+            )
             raise fail(f"overrides.{where}", f"unknown setting (allowed here: {allowed})")
+        if _is_path(fields[part]):
+            raise fail(
+                f"overrides.{where}",
+                "a path, set by the profile under --runs-dir or --data-root, not by a spec",
+            )
         annotation = fields[part].annotation
         node = (
             annotation
             if isinstance(annotation, type) and issubclass(annotation, BaseModel)
             else None
         )
+
+
+def _is_path(field: Any) -> bool:
+    annotation = field.annotation
+    return annotation is Path or Path in typing.get_args(annotation)
 
 
 def _check_values(flat: dict[str, Any], fail) -> None:
