@@ -169,6 +169,27 @@ def test_unreachable_stores_fail_fast_naming_the_url(tmp_path):
     assert mask_url("sqlite:///runs/optuna.db") == "sqlite:///runs/optuna.db"
 
 
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "FOLDER", "NOT_A_DB"])
+def test_sqlite_urls_that_cannot_be_a_shared_store_are_one_line_at_once(tmp_path, url):
+    """A folder named as the tracking store kept MLflow retrying for minutes; an in-memory
+    optuna storage ended in a traceback (the workers cannot see it anyway)."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "text.db").write_text("not a database\n" * 100)
+    url = {
+        "FOLDER": f"sqlite:///{tmp_path / 'folder'}",
+        "NOT_A_DB": f"sqlite:///{tmp_path / 'text.db'}",
+    }.get(url, url)
+    started = time.monotonic()
+    with pytest.raises(TrackingError) as tracking_error:
+        check_reachable(url)
+    with pytest.raises(QueueError) as queue_error:
+        open_storage(url)
+    assert time.monotonic() - started < 10
+    for message in (str(tracking_error.value), str(queue_error.value)):
+        assert "\n" not in message and ("in-memory" in message or "not a" in message)
+        assert "sqlite:///runs/" in message  # the example of a good URL
+
+
 @pytest.mark.slow
 def test_through_a_real_tracking_server(tmp_path, store_template):
     """What several machines share: ``mlflow server`` (1 worker, no job runner) over HTTP."""

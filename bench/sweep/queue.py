@@ -42,6 +42,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from bench.sweep.store_urls import mask_url, sqlite_problem
 from bench.sweep.worker_identity import identity, process_alive, same_machine
 from ituning.errors import ITuningError, first_line
 from ituning.files import file_lock
@@ -66,17 +67,6 @@ class Claim:
     config_json: str
     label: str
     attrs: dict[str, Any]
-
-
-def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        cred, _, host = rest.rpartition("@")
-        if ":" in cred:
-            cred = cred.split(":", 1)[0] + ":***"
-        return f"{scheme}://{cred}@{host}"
-    return url
 
 
 def default_storage_url(runs_dir: Path) -> str:
@@ -108,6 +98,9 @@ def open_storage(
     study_name: str | None = None,
 ) -> RDBStorage:
     """Connect (creating tables if needed); QueueError naming the URL if that fails."""
+    problem = sqlite_problem(url, "sqlite:///runs/optuna.db")
+    if problem:
+        raise QueueError(f"optuna storage {mask_url(url)}: {problem}")
     if url.startswith("sqlite:///"):
         try:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import REPO_ROOT
+from bench.sweep.store_urls import mask_url, sqlite_problem
 from ituning.errors import ITuningError, first_line
 from ituning.faultpoints import fault_point
 from ituning.files import canonical_json, sha256_text
@@ -78,13 +79,14 @@ def default_tracking_uri(runs_dir: Path) -> str:
 def _quiet() -> None:
     for name in ("alembic", "mlflow", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # It logs each database error with a page of traceback, then raises it: the caller reports
+    # the error (one line, in the run's failure reason) and decides what it means.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
     """Fail fast (TrackingError naming the URI) if the store or server cannot be used."""
-    from bench.sweep.queue import mask_url
-
     shown = mask_url(uri)
     if uri.startswith(("http://", "https://")):
         try:
@@ -105,6 +107,9 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
             f"tracking URI {shown}: MLflow 3 refuses the plain file store; use a database URI "
             "such as sqlite:///runs/mlflow.db or an http:// tracking server"
         )
+    problem = sqlite_problem(uri, "sqlite:///runs/mlflow.db")
+    if problem:
+        raise TrackingError(f"MLflow tracking store {shown}: {problem}")
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         # Not created by a check: a sweep that fails a later check leaves no store behind.
         _check_creatable(Path(uri.removeprefix("sqlite:///")), shown)
@@ -222,11 +227,21 @@ class Tracker:
 
     def finished(self) -> dict[str, str]:
         """config hash -> run id of its FINISHED run: the one record that a point is done."""
+        return {digest: run.info.run_id for digest, run in self.finished_runs().items()}
+
+    def finished_runs(self) -> dict[str, Any]:
+        """config hash -> its FINISHED MLflow run (with tags: where and by whom it was trained)."""
         return {
-            r.data.tags["config_hash"]: r.info.run_id
+            r.data.tags["config_hash"]: r
             for r in self.runs(status="FINISHED")
             if "config_hash" in r.data.tags
         }
+
+    def supersede(self, run_id: str, reason: str) -> None:
+        """A FINISHED run whose result was lost becomes FAILED with the reason, so the point is
+        queued and trained again (``bench.sweep.integrity``)."""
+        self.client.set_tag(run_id, "failure_reason", reason[:7000])
+        self.client.set_terminated(run_id, status="FAILED")
 
     def close_orphans(
         self, digest: str | None = None, *, keep: set[str] = frozenset(), study: str | None = None
