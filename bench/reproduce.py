@@ -14,7 +14,7 @@
 ``--tiny`` runs the same pipeline at test size (``--scale tiny`` of the sweeps: tiny backbones,
 data and budget) into ``reports/<profile>-tiny``: a smoke test of every step, not a result.
 ``--profile paper --data-root DIR`` is the real reproduction (GPU machine, GPT-2 and CLIP weights
-in the Hugging Face cache). The exit status is 1 when a point failed (the report is still written,
+in the Hugging Face cache). The exit status is 1 when a point failed or a worker died (the report is still written,
 saying which), 2 for a usage or configuration error before anything ran.
 """
 
@@ -48,6 +48,10 @@ class ReproduceResult:
     @property
     def failed(self) -> dict[str, str]:
         return {k: v for rep in self.sweeps.values() for k, v in rep.failed.items()}
+
+    @property
+    def ok(self) -> bool:
+        return all(rep.ok for rep in self.sweeps.values())
 
 
 def reproduce(
@@ -180,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not args.quiet,
         attention=not args.no_attention,
     )
-    return 1 if result.failed else 0
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

@@ -302,3 +302,28 @@ def tiny_finished_run(make_train_config, tmp_path_factory: pytest.TempPathFactor
     with torch_threads(1):
         run_experiment(cfg, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny mini backbones and Shapes world, built once for the end-to-end sweep tests."""
+    from bench.sweep.profiles import get_profile
+
+    path = tmp_path_factory.mktemp("sweep") / "runs"
+    get_profile("mini", runs_dir=path, scale="tiny").prepare(progress=False)
+    return path
+
+
+def link_tiny_assets(runs: Path, assets: Path) -> Path:
+    """``runs`` (created) sharing the tiny assets' backbones and world by symlinks."""
+    runs.mkdir(parents=True, exist_ok=True)
+    for shared in ("backbones", "data"):
+        (runs / shared).symlink_to(assets / shared, target_is_directory=True)
+    return runs
+
+
+@pytest.fixture
+def runs_dir(tiny_assets: Path, tmp_path: Path) -> Path:
+    """A runs folder of its own (stores, run folders) over the shared tiny assets: one MLflow
+    experiment holds every run of a profile, so tests must not share stores."""
+    return link_tiny_assets(tmp_path / "runs", tiny_assets)

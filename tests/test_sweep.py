@@ -131,25 +131,6 @@ def test_a_heartbeat_keeps_a_long_point_alive(tmp_path):
 # ---------------------------------------------------------------------- end to end, tiny
 
 
-@pytest.fixture(scope="module")
-def tiny_assets(tmp_path_factory) -> Path:
-    """The tiny backbones and Shapes world, built once for the end-to-end tests."""
-    path = tmp_path_factory.mktemp("sweep") / "runs"
-    get_profile("mini", runs_dir=path, scale="tiny").prepare(progress=False)
-    return path
-
-
-@pytest.fixture
-def runs_dir(tiny_assets, tmp_path) -> Path:
-    """A runs folder of its own (stores, run folders) over the shared tiny assets: one MLflow
-    experiment holds every run of a profile, so tests must not share stores."""
-    path = tmp_path / "runs"
-    path.mkdir()
-    for shared in ("backbones", "data"):
-        (path / shared).symlink_to(tiny_assets / shared, target_is_directory=True)
-    return path
-
-
 def _spec(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(text)

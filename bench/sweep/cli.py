@@ -62,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.workers is not None and args.workers < 0:
         p.error("--workers must be >= 0")
+    if args.heartbeat < 1:
+        p.error("--heartbeat must be >= 1")
+    if args.grace <= args.heartbeat:  # a live worker would be declared dead between heartbeats
+        p.error("--grace must be longer than --heartbeat")
 
     spec = load_spec(_shown(find_spec(args.spec, SPECS_DIR)))
     if args.seeds is not None:
@@ -87,8 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         plans=plans,
     )
     print(f"sweep {spec.name}: {time.perf_counter() - started:.0f} s")
-    if report.failed:
-        print(f"error: {len(report.failed)} of {report.points} points failed", file=sys.stderr)
+    if not report.ok:
+        dead = f"; {len(report.dead_workers)} worker(s) died" if report.dead_workers else ""
+        print(
+            f"error: {len(report.failed)} of {report.points} points failed{dead} (listed above)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

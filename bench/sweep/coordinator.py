@@ -6,13 +6,16 @@
    nothing written), the MLflow store/server and the optuna storage must answer (URL in the
    message), then the profile builds its assets (mini backbones and Shapes world);
 3. the profile's study and experiment are created (before any worker: concurrent SQLite creation
-   races); points whose worker died are re-queued and their orphaned MLflow runs closed; every
-   distinct point without a FINISHED MLflow run is enqueued once, heaviest first, whichever spec
-   asked for it;
+   races); points whose worker died are re-queued and their orphaned MLflow runs closed; the run
+   folders of finished points are checked (``bench.sweep.integrity``: a lost or corrupt result or
+   checkpoint is restored from MLflow, or the point trains again); every distinct point without a
+   FINISHED MLflow run is enqueued once, heaviest first, whichever spec asked for it;
 4. ``--workers N`` worker processes (``bench.sweep.worker``; in-process for N = 1, none for N = 0,
    "enqueue only") claim this invocation's points until none is queued;
-5. one summary per spec: exit 0 when every point has a FINISHED run (or is still running
-   elsewhere), 1 when any point failed (listed), 2 for a user error before anything ran.
+5. one summary per spec: exit 0 when every point has a FINISHED run (or is still running on a
+   live worker elsewhere), 1 when any point failed or a worker died (each listed: a point whose
+   worker died, or that no worker was left to run, is failed, never "pending"), 2 for a user
+   error before anything ran.
 
 Several machines share one sweep by pointing ``--storage`` at one PostgreSQL/MySQL database and
 ``--tracking-uri`` at one MLflow server: each invocation drains the same queue.
@@ -29,6 +32,7 @@ from typing import Any
 
 from bench.sweep import queue as work_queue
 from bench.sweep import tracking
+from bench.sweep.integrity import check_finished
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import Profile
 from bench.sweep.spec import SweepSpec
@@ -40,6 +44,8 @@ from bench.sweep.worker import (
     work,
     worker_entry,
 )
+from bench.sweep.worker_identity import process_alive, same_machine
+from ituning.errors import ITuningError
 
 
 @dataclass
@@ -47,11 +53,12 @@ class SweepReport:
     points: int
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    pending: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # running on a live worker elsewhere
+    dead_workers: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.dead_workers
 
 
 def default_workers(profile: Profile, todo: int) -> int:
@@ -118,7 +125,7 @@ def run_sweeps(
     tracker = tracking.Tracker(tracking_uri, profile.label, runs_dir=profile.runs_dir)
     for spec in specs:
         tracker.describe_spec(spec.name, spec.description)
-    finished_before = tracker.finished()
+    finished_before = tracker.finished_runs()
     todo = _enqueue(specs, plans, distinct, asked, finished_before, queue, tracker, profile, log)
     if workers is None:
         workers = default_workers(profile, todo)
@@ -138,17 +145,29 @@ def run_sweeps(
         heartbeat_s=heartbeat_s,
         grace_s=grace_s,
     )
+    dead: list[str] = []
     if workers == 1:
         with torch_threads(ctx.threads):
-            work(ctx, log=log)
+            try:
+                work(ctx, log=log)
+            except ITuningError as exc:
+                dead.append(f"worker {ctx.name}: {exc}")
     elif workers > 1:
-        _run_workers(ctx, workers, tracker, len(distinct) if progress else 0, log)
+        dead = _run_workers(ctx, workers, tracker, len(distinct) if progress else 0)
 
     finished = tracker.finished()
     for digest in distinct.keys() & finished.keys() - finished_before.keys():  # it may have run
         tracker.tag_specs(finished[digest], asked[digest])  # elsewhere, queued by another spec
     trials = queue.by_digest()
-    return {spec.name: summarise(plans[spec.name], finished, trials, log) for spec in specs}
+    reports = {
+        spec.name: summarise(
+            plans[spec.name], finished, trials, log, dead=dead, drained=workers > 0
+        )
+        for spec in specs
+    }
+    for line in dead:
+        log(f"  {line}")
+    return reports
 
 
 def _enqueue(
@@ -156,20 +175,23 @@ def _enqueue(
     plans: dict[str, list[RunPlan]],
     distinct: dict[str, RunPlan],
     asked: dict[str, list[str]],
-    finished: dict[str, str],
+    finished: dict[str, Any],
     queue: work_queue.WorkQueue,
     tracker: tracking.Tracker,
     profile: Profile,
     log: Callable[[str], None],
 ) -> int:
-    """Tag the ``finished`` points with the specs that ask for them, re-queue points of dead
-    workers, close their orphaned runs, enqueue what is not finished, heaviest first (see
+    """Re-queue points of dead workers, close their orphaned runs, check the ``finished`` points'
+    folders (dropping from ``finished`` those to train again), tag the rest with the specs that
+    ask for them, enqueue what is not finished, heaviest first (see
     :attr:`RunPlan.relative_cost`); returns how many points are left."""
     requeued = queue.reap()
     running = {t.user_attrs.get("digest") for t in queue.trials((work_queue.TrialState.RUNNING,))}
     tracker.close_orphans(keep=running, study=queue.study_name)
+    for digest in check_finished(tracker, finished, distinct.keys(), profile.runs_dir, log):
+        del finished[digest]
     for digest in distinct.keys() & finished.keys():
-        tracker.tag_specs(finished[digest], asked[digest])
+        tracker.tag_specs(finished[digest].info.run_id, asked[digest])
     todo = [p for p in distinct.values() if p.run_id not in finished]
     todo.sort(key=lambda p: -p.relative_cost)  # stable: equal costs keep the specs' order
     added = queue.enqueue(p.queue_attrs(asked[p.run_id]) for p in todo)
@@ -192,11 +214,9 @@ def _enqueue(
     return len(todo)
 
 
-def _run_workers(
-    ctx: WorkerContext, n: int, tracker: tracking.Tracker, shown: int, log: Callable[[str], None]
-) -> None:
+def _run_workers(ctx: WorkerContext, n: int, tracker: tracking.Tracker, shown: int) -> list[str]:
     """``n`` spawned workers; with ``shown`` points, a progress bar of finished points (the
-    workers' own bars would garble each other)."""
+    workers' own bars would garble each other). Returns a line for each worker that died."""
     mp = multiprocessing.get_context("spawn")
     procs = []
     for i in range(n):
@@ -214,9 +234,11 @@ def _run_workers(
             if proc.is_alive():
                 proc.terminate()
         raise
-    for proc in procs:
-        if proc.exitcode not in (0, None):
-            log(f"worker {proc.name} (pid {proc.pid}) exited with code {proc.exitcode}")
+    return [
+        f"worker {proc.name} (pid {proc.pid}) died: exit code {proc.exitcode}"
+        for proc in procs
+        if proc.exitcode != 0
+    ]
 
 
 def _watch(
@@ -248,8 +270,16 @@ def summarise(
     finished: dict[str, str],
     trials: dict[str, list],
     log: Callable[[str], None],
+    *,
+    dead: Sequence[str] = (),
+    drained: bool = False,
 ) -> SweepReport:
-    report = SweepReport(points=len(plans))
+    """Each point is done (a FINISHED run), failed (with its reason) or pending: pending only while
+    a live worker elsewhere runs it, or when this invocation ran no worker (``--workers 0``).
+    After our workers ``drained`` the queue, a point still queued, or running under a worker of
+    this machine that is gone, failed: its worker died (``dead`` says how)."""
+    report = SweepReport(points=len(plans), dead_workers=list(dead))
+    why_dead = f" ({'; '.join(dead)})" if dead else ""
     for plan in plans:
         digest = plan.run_id
         if digest in finished:
@@ -258,8 +288,13 @@ def summarise(
         history = sorted(trials.get(digest, []), key=lambda t: t.number)
         last = history[-1] if history else None
         state = last.state if last is not None else None
+        name = f"[{plan.point.label()}]"
         if state == work_queue.TrialState.FAIL and "failure" in last.user_attrs:
-            report.failed[digest] = f"[{plan.point.label()}] {last.user_attrs['failure']}"
+            report.failed[digest] = f"{name} {last.user_attrs['failure']}"
+        elif state == work_queue.TrialState.RUNNING and _worker_gone(last):
+            report.failed[digest] = f"{name} its worker died while running it{why_dead}"
+        elif drained and state != work_queue.TrialState.RUNNING:
+            report.failed[digest] = f"{name} not run: no worker was left to run it{why_dead}"
         else:
             report.pending.append(digest)
     log(
@@ -270,3 +305,12 @@ def summarise(
     for digest, reason in report.failed.items():
         log(f"  failed {digest} {reason}")
     return report
+
+
+def _worker_gone(trial) -> bool:
+    """A RUNNING trial's worker ran on this machine and is gone: its process died, or it was
+    this process's own (in-process) worker, which has returned."""
+    worker = trial.system_attrs.get("worker")
+    if worker is None or not same_machine(worker):
+        return False
+    return worker.get("pid") == os.getpid() or not process_alive(worker)

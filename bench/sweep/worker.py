@@ -8,9 +8,11 @@ was killed between writing the result and logging it) is logged again without tr
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import inspect
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Callable
@@ -21,10 +23,13 @@ from typing import Any
 from bench.sweep import axes, folders, tracking
 from bench.sweep import queue as work_queue
 from bench.sweep.worker_identity import identity
-from ituning.errors import ITuningError
+from ituning.errors import ITuningError, RunFailed, first_line
 from ituning.faultpoints import fault_point
 
 DEFAULT_EXECUTOR = "ituning.train:run_experiment"
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_SIGNS = ("database or disk is full", "No space left on device")
+NEARLY_FULL_BYTES = 16 << 20  # less free space than this after a failed write: the disk is full
 Executor = Callable[..., Any]
 
 
@@ -68,7 +73,11 @@ def worker_entry(ctx: WorkerContext) -> None:
     if ctx.threads:
         os.environ["OMP_NUM_THREADS"] = str(ctx.threads)
     with torch_threads(ctx.threads):
-        work(ctx)
+        try:
+            work(ctx)
+        except ITuningError as exc:  # one line; the coordinator sees the exit code
+            print(f"error: [{ctx.name}] {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
 
 
 def work(ctx: WorkerContext, log: Callable[[str], None] = print) -> list[str]:
@@ -115,6 +124,10 @@ def run_point(
     out_dir = folders.run_dir(Path(ctx.runs_dir), claim.digest)
     log(f"[{ctx.name}] {claim.digest} {claim.label}: running in {out_dir}")
     with folders.run_lock(out_dir):
+        damaged = folders.damaged_parts(out_dir) if folders.has_result(out_dir) else {}
+        if damaged:  # a result without its intact checkpoint: rebuild both
+            folders.set_aside(out_dir, {*damaged, folders.RESULT_FILE})
+            log(f"[{ctx.name}] {claim.digest}: {'; '.join(damaged.values())}; rebuilding it")
         reused = folders.has_result(out_dir)
         resumed = not reused and folders.has_checkpoint(out_dir)
         params = run_params(ctx, claim, config)
@@ -127,25 +140,83 @@ def run_point(
             run.end("KILLED", "interrupted by the user")
             queue.fail(claim, "interrupted by the user")
             raise
-        except ITuningError as exc:
-            reason = str(exc)
-            run.end("FAILED", reason)
-            queue.fail(claim, reason)
-            return f"FAILED: {reason}"
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}".strip()
-            _log_traceback(run, out_dir)
-            run.end("FAILED", reason)
-            queue.fail(claim, reason)
-            return f"FAILED (bug, traceback in the MLflow run): {reason.splitlines()[0]}"
-        run.log_result(result, out_dir)
-        tracker.tag_specs(run.run_id, queue.specs_of(claim))  # specs that asked meanwhile too
-        run.end("FINISHED")
+            reason, bug = failure_reason(exc, out_dir)
+            if bug:
+                _log_traceback(run, out_dir)
+            record_failure(run, queue, claim, reason)
+            if bug:
+                return f"FAILED (bug, traceback in the MLflow run): {reason.splitlines()[0]}"
+            return f"FAILED: {reason}"
+        try:
+            run.log_result(result, out_dir)
+            tracker.tag_specs(run.run_id, queue.specs_of(claim))  # specs that asked meanwhile too
+            run.end("FINISHED")
+        except Exception as exc:  # not FINISHED without its result: the next sweep logs it again
+            reason = (
+                f"its result could not be recorded in MLflow: {failure_reason(exc, out_dir)[0]}"
+            )
+            record_failure(run, queue, claim, reason)
+            return f"FAILED: {reason}"
         fault_point("sweep.finished")
     score = result.metrics.get("test/cider", 0.0)
     queue.complete(claim, score)
     cider = f", test CIDEr {score:.3f}" if "test/cider" in result.metrics else ""
     return ("reused the finished run folder" if reused else "finished") + cider
+
+
+def failure_reason(exc: BaseException, out_dir: Path | None = None) -> tuple[str, bool]:
+    """``(one-line reason, is it a bug)`` of a point's failure. A full disk is the machine's
+    state, not a bug: its reason says so and what to do. It is recognised by its errno or message
+    anywhere in the exception's chain, or, since some writers (``torch.save``) report it as a
+    bare ``RuntimeError``, by the run folder's filesystem having almost no space left."""
+    if isinstance(exc, ITuningError):
+        return str(exc), False
+    if _disk_full(exc, out_dir):
+        return (
+            f"disk full ({first_line(exc)}); free space on the run folder's filesystem and "
+            "rerun (the point resumes from its last saved state)",
+            False,
+        )
+    return f"{type(exc).__name__}: {exc}".strip(), True
+
+
+def _disk_full(exc: BaseException, out_dir: Path | None) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(sign in str(seen) for sign in DISK_FULL_SIGNS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if out_dir is None:
+        return False
+    try:
+        return shutil.disk_usage(out_dir).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+def record_failure(
+    run: tracking.TrackedRun, queue: work_queue.WorkQueue, claim: work_queue.Claim, reason: str
+) -> None:
+    """The MLflow run FAILED and the trial FAIL, both with ``reason``. When a store refuses even
+    that (its disk is full too), :class:`RunFailed` stops this worker, naming the point: the
+    coordinator reports it, and the next sweep closes the run and re-queues the point."""
+    refused = []
+    try:
+        run.end("FAILED", reason)
+    except Exception as exc:
+        refused.append(f"MLflow ({first_line(exc)})")
+    try:
+        queue.fail(claim, reason)
+    except Exception as exc:
+        refused.append(f"the optuna queue ({first_line(exc)})")
+    if refused:
+        raise RunFailed(
+            f"point {claim.digest} [{claim.label}] failed: {reason}; and the failure could not be "
+            f"recorded in {' or '.join(refused)}"
+        )
 
 
 def run_params(ctx: WorkerContext, claim: work_queue.Claim, config) -> dict[str, Any]:
@@ -215,13 +286,13 @@ class SharedScorerExecutor:
             try:
                 run.metric(name, value, step)
             except Exception as exc:  # tracking trouble must not kill a long training run
-                print(f"warning: MLflow metric not logged ({exc})", file=sys.stderr)
+                print(f"warning: MLflow metric not logged ({first_line(exc)})", file=sys.stderr)
 
         def on_stage(name: str) -> None:
             try:
                 run.stage(name)
             except Exception as exc:
-                print(f"warning: MLflow stage not logged ({exc})", file=sys.stderr)
+                print(f"warning: MLflow stage not logged ({first_line(exc)})", file=sys.stderr)
 
         kwargs: dict[str, Any] = {"on_metric": on_metric, "on_stage": on_stage}
         if self.takes_progress:
