@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -121,8 +122,15 @@ class FaultHarness:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         timeout: float = 900,
+        memory: int | None = None,
     ) -> Proc:
-        """``python args`` to the end (killed, and the trial failed, past ``timeout``)."""
+        """``python args`` to the end (killed, and the trial failed, past ``timeout``); with
+        ``memory``, its address space is limited to that many bytes (a memory bomb then fails
+        with a MemoryError instead of taking the machine)."""
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, *args],
@@ -132,6 +140,7 @@ class FaultHarness:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=limit if memory else None,
         )
         try:
             out, err = proc.communicate(timeout=timeout)

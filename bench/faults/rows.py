@@ -1,4 +1,4 @@
-"""The registry of fault rows R1 ... R8 and the loop that runs them.
+"""The registry of fault rows R1 ... R12 and the loop that runs them.
 
 The ids are public: the committed report (``reports/reliability.md``) and ``--rows`` name rows by
 them. Each row names the fault, what must hold after it, the unit tests that also cover it, and
@@ -13,14 +13,18 @@ from pathlib import Path
 
 from bench.faults.concurrent_starts import check_concurrent_starts
 from bench.faults.damaged_artefacts import check_damaged_artefacts
+from bench.faults.disk_full import check_disk_full
 from bench.faults.harness import FaultHarness
+from bench.faults.lost_results import check_lost_results
 from bench.faults.malformed_inputs import check_malformed_inputs
 from bench.faults.nonfinite_loss import check_nonfinite_loss
+from bench.faults.resource_bombs import check_resource_bombs
 from bench.faults.sweep_kills import check_sweep_kills
 from bench.faults.training_kills import check_training_kills
 from bench.faults.trials import FaultRow, RowResult, one_line
 from bench.faults.unreachable_stores import check_unreachable_stores
 from bench.faults.untrusted_files import check_untrusted_files
+from bench.faults.worker_death import check_worker_death
 
 ROWS: dict[str, FaultRow] = {
     row.id: row
@@ -80,6 +84,37 @@ ROWS: dict[str, FaultRow] = {
             "refused; nothing executed or opened outside the data root; UI on loopback",
             "test_spec.py, test_data_loaders.py, test_faults.py",
             check_untrusted_files,
+        ),
+        FaultRow(
+            "R9",
+            "disk full: the runs folder, or only the MLflow artifacts, on a small tmpfs",
+            "exit 1 naming the points; nothing FINISHED without its result; after freeing "
+            "space the rerun finishes each point once, results as uninterrupted",
+            "test_sweep_integrity.py (full disk)",
+            check_disk_full,
+        ),
+        FaultRow(
+            "R10",
+            "a finished point's result or checkpoint deleted or corrupted",
+            "the rerun restores it from MLflow or retrains it (run marked FAILED); results as "
+            "uninterrupted; a corrupt checkpoint is one error line",
+            "test_sweep_integrity.py, test_checkpoint.py, test_checkpoint_fuzz.py",
+            check_lost_results,
+        ),
+        FaultRow(
+            "R11",
+            "resource bombs and hostile values: alias bombs, 10^6-point grids, FIFO, /dev/zero, "
+            "deep nesting, 2^64 seeds, absurd widths and beams, stores that are folders",
+            "exit 2, one error line, nothing written, within 30 s and a 1 GiB address space",
+            "test_spec_limits.py, test_input_fuzz.py, test_tracking.py",
+            check_resource_bombs,
+        ),
+        FaultRow(
+            "R12",
+            "a worker process SIGKILLed mid-point, its coordinator alive",
+            "exit 1 naming the point (never 'pending'); the rerun finishes it once",
+            "test_sweep_integrity.py (worker killed)",
+            check_worker_death,
         ),
     ]
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +39,22 @@ def error_line(proc: Proc, *names: str) -> str:
     expect(len(lines) == 1, f"{len(lines)} error lines: {proc.tail()}")
     missing = [n for n in names if n not in lines[0]]
     expect(not missing, f"error line lacks {missing}: {lines[0]}")
+    return lines[0]
+
+
+def refused_cleanly(proc: Proc, names: Sequence[str], untouched: Sequence[Path], cwd: Path) -> str:
+    """The bad-input contract: exit 2, stderr exactly one ``error:`` line naming ``names``, no
+    traceback, and nothing written: no path of ``untouched`` exists and ``cwd`` stays empty.
+    Returns the line."""
+    lines = [line for line in proc.err.splitlines() if line.strip()]
+    expect(proc.rc == 2, f"exit {proc.rc}: {proc.tail()}")
+    expect("Traceback" not in proc.text, f"traceback: {proc.tail()}")
+    expect(len(lines) == 1 and lines[0].startswith("error: "), f"stderr: {proc.tail()}")
+    missing = [n for n in names if n not in lines[0]]
+    expect(not missing, f"error line lacks {missing}: {lines[0]}")
+    for path in untouched:
+        expect(not path.exists(), f"{path.name} was created")
+    expect(not any(cwd.iterdir()), f"wrote into the working folder: {list(cwd.iterdir())}")
     return lines[0]
 
 
