@@ -99,48 +99,66 @@ MAX_INPUT_BYTES = 1 << 20  # a spec or a run config is a few KB of YAML
 
 def read_text(path: str | os.PathLike[str], what: str, limit: int = MAX_INPUT_BYTES) -> str:
     """A UTF-8 text file a user supplied (a spec, a config), or a one-line ``ConfigError`` naming
-    the file and what is wrong with it. Only a regular file of at most ``limit`` bytes is read:
-    a FIFO would block the open forever and ``/dev/zero`` fill the memory, so the file is checked
-    with ``stat`` before it is opened (non-blocking, checked again on the open descriptor in case
-    it was swapped) and at most ``limit + 1`` bytes are read (``/proc`` files report size 0)."""
+    the file and what is wrong with it: :func:`read_regular`, then UTF-8."""
     from ituning.errors import ConfigError, printable
 
-    shown = printable(os.fspath(path))
-    try:
-        _check_regular(os.stat(path), shown, what, limit)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as fh:
-            _check_regular(os.fstat(fh.fileno()), shown, what, limit)
-            data = fh.read(limit + 1)
-    except ConfigError:
-        raise
-    except FileNotFoundError:
-        raise ConfigError(f"{shown}: {what} not found") from None
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
-        why = getattr(exc, "strerror", None) or printable(str(exc))
-        raise ConfigError(f"{shown}: cannot read the {what} ({why})") from None
-    if len(data) > limit:
-        raise ConfigError(_too_big(shown, what, limit))
+    data = read_regular(path, what, limit, form="YAML text file", size="a few KB of YAML text")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{shown}: byte {exc.start}: not UTF-8 text; a {what} is a YAML text file"
+            f"{printable(os.fspath(path))}: byte {exc.start}: not UTF-8 text; a {what} is a YAML "
+            "text file"
         ) from None
 
 
-def _check_regular(st: os.stat_result, shown: str, what: str, limit: int) -> None:
-    from ituning.errors import ConfigError
+def read_regular(
+    path: str | os.PathLike[str],
+    what: str,
+    limit: int,
+    *,
+    form: str,
+    size: str,
+    error: type[Exception] | None = None,
+) -> bytes:
+    """The bytes of a file a user supplied, or one line (an ``error``, default ``ConfigError``)
+    naming it and what is wrong: ``form`` says what the file should be ("YAML text file"), ``size``
+    how big ("a few KB of YAML text").
 
-    if stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"{shown}: is a folder; give the {what}'s YAML file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(
-            f"{shown}: not a regular file (a pipe, device or socket); a {what} is a YAML text file"
-        )
-    if st.st_size > limit:
-        raise ConfigError(_too_big(shown, what, limit))
+    Only a regular file of at most ``limit`` bytes is read: a FIFO would block the open forever
+    and ``/dev/zero`` fill the memory, so the file is checked with ``stat`` before it is opened
+    (non-blocking, checked again on the open descriptor in case it was swapped) and at most
+    ``limit + 1`` bytes are read (``/proc`` files report size 0).
+    """
+    from ituning.errors import ConfigError, printable
 
+    error = error or ConfigError
+    shown = printable(os.fspath(path))
+    too_big = f"{shown}: more than {limit:,} bytes; a {what} is {size}"
 
-def _too_big(shown: str, what: str, limit: int) -> str:
-    return f"{shown}: more than {limit:,} bytes; a {what} is a few KB of YAML text"
+    def check(st: os.stat_result) -> None:
+        if stat.S_ISDIR(st.st_mode):
+            raise error(f"{shown}: is a folder, not a {form}")
+        if not stat.S_ISREG(st.st_mode):
+            raise error(
+                f"{shown}: not a regular file (a pipe, device or socket); a {what} is a {form}"
+            )
+        if st.st_size > limit:
+            raise error(too_big)
+
+    try:
+        check(os.stat(path))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            check(os.fstat(fh.fileno()))
+            data = fh.read(limit + 1)
+    except error:
+        raise
+    except FileNotFoundError:
+        raise error(f"{shown}: {what} not found") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        why = getattr(exc, "strerror", None) or printable(str(exc))
+        raise error(f"{shown}: cannot read the {what} ({why})") from None
+    if len(data) > limit:
+        raise error(too_big)
+    return data

@@ -82,7 +82,7 @@ def test_special_files_are_one_line_errors_of_both_readers(tmp_path):
         load_spec("/dev/zero")
     with pytest.raises(ConfigError, match=r"^/dev/zero: not a regular file"):
         load_train_config(Path("/dev/zero"))
-    with pytest.raises(ConfigError, match=r": is a folder; give the config file's YAML file"):
+    with pytest.raises(ConfigError, match=r": is a folder, not a YAML text file"):
         load_train_config(tmp_path)
 
 

@@ -26,6 +26,7 @@ from ituning.data.karpathy import check_split_names
 from ituning.data.paths import require_images, safe_relpath
 from ituning.data.records import CaptionDataset, CaptionRecord, build_dataset, make_image_id
 from ituning.errors import DataError
+from ituning.files import read_regular
 
 ANNOTATION_FOLDERS = ("train2014", "val2014")
 
@@ -81,10 +82,11 @@ def _read_list(name: str, lists_dir: Path | None) -> tuple[str, list[str]]:
         where, text = f"ituning/data/coco_karpathy/{name}", res.read_text(encoding="utf-8")
     else:
         path = Path(lists_dir) / name
-        try:
-            where, text = str(path), path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataError(f"{path}: Karpathy image list not found") from None
+        data = read_regular(
+            path, "Karpathy image list", 16 << 20, form="text file", size="a few hundred KB",
+            error=DataError,
+        )  # fmt: skip
+        where, text = str(path), data.decode("utf-8", errors="replace")
     return where, [line.strip() for line in text.splitlines() if line.strip()]
 
 

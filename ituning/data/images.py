@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -18,6 +20,10 @@ def load_image(path: Path | str) -> Image.Image:
     """
     path = Path(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would block forever
+            raise DataError(
+                f"cannot read image {path}: not a regular file (a folder, pipe or device)"
+            )
         with warnings.catch_warnings():
             # Pillow warns (and later raises) on huge images; make both an error that names the file.
             warnings.simplefilter("error", Image.DecompressionBombWarning)

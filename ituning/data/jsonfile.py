@@ -12,18 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from ituning.errors import DataError
+from ituning.files import read_regular
+
+#: The largest dataset file read (Visual Genome's region descriptions are about 0.7 GB).
+MAX_JSON_BYTES = 4 << 30
 
 
 def read_json(path: Path | str, *, top: type = dict) -> Any:
-    """Parse ``path``; a missing file, bad JSON or the wrong top-level type is a DataError."""
-    path = Path(path)
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return parse_json(text, str(path), top=top)
+    """Parse ``path``; a missing, non-regular or oversized file, bad JSON or the wrong top-level
+    type is a DataError."""
+    data = read_regular(
+        path, "file", MAX_JSON_BYTES, form="JSON file", size="at most 4 GiB of JSON here",
+        error=DataError,
+    )  # fmt: skip
+    return parse_json(data, str(path), top=top)
 
 
 def read_json_member(archive: Path | str, member: str, *, top: type = dict) -> Any:
@@ -46,6 +48,8 @@ def parse_json(text: bytes, where: str, *, top: type = dict) -> Any:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{where}: malformed JSON ({exc})") from None
+    except RecursionError:
+        raise DataError(f"{where}: malformed JSON (nested too deeply to be a dataset)") from None
     if not isinstance(data, top):
         raise DataError(
             f"{where}: top level is {type(data).__name__}, expected a JSON "
