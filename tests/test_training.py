@@ -20,7 +20,7 @@ from ituning.distributed import DistContext
 from ituning.errors import CheckpointError, ConfigError
 from ituning.inject import ITuningModel
 from ituning.phase_clock import is_timing_metric
-from ituning.resume_state import load_state
+from ituning.resume_state import DIGEST_FILE, TrainState, load_state, save_state
 from ituning.schedule import warmup_cosine
 from ituning.stage_loop import INJECT_NONFINITE_ENV, NonFiniteLossError, StageTrainer
 from ituning.text import CaptionCodec
@@ -260,6 +260,41 @@ def test_an_unreadable_training_state_is_a_one_line_error(make_train_config, tmp
     torch.save({"stage": "train"}, out / "state" / "train_state.pt")
     with pytest.raises(CheckpointError, match="not a training state of this version"):
         run_experiment(make_train_config(), out, progress=False)
+
+
+def _state(step: int) -> TrainState:
+    return TrainState(
+        stage="train", global_step=step, modules={"w": torch.arange(64.0)}, optimizer={},
+        scheduler={}, rng=torch.zeros(4, dtype=torch.uint8),
+    )  # fmt: skip
+
+
+def test_a_training_state_with_a_flipped_byte_is_refused_not_resumed(tmp_path):
+    """A flipped tensor byte loaded silently (``weights_only`` checks code, not content): the
+    resumed run would have continued from other weights."""
+    path = save_state(_state(3), tmp_path)
+    assert load_state(tmp_path).global_step == 3
+    data = bytearray(path.read_bytes())
+    data[data.index(torch.arange(64.0).numpy().tobytes()) + 40] ^= 0x01  # inside tensor "w"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"train_state.pt: training state is truncated or co"):
+        load_state(tmp_path)
+    (tmp_path / DIGEST_FILE).unlink()  # a state of older code has no record: not checked
+    assert load_state(tmp_path).modules["w"][10] != 10.0
+
+
+def test_a_kill_between_the_record_and_the_rename_leaves_a_loadable_state(tmp_path, monkeypatch):
+    save_state(_state(1), tmp_path)
+    with pytest.raises(KeyboardInterrupt), monkeypatch.context() as m:
+        m.setattr("ituning.resume_state.fault_point", _interrupt)  # after the record
+        save_state(_state(2), tmp_path)
+    assert load_state(tmp_path).global_step == 1  # the record still accepts the old state
+    save_state(_state(3), tmp_path)
+    assert load_state(tmp_path).global_step == 3
+
+
+def _interrupt(name: str) -> None:
+    raise KeyboardInterrupt(name)
 
 
 def test_learning_rate_warms_up_linearly_then_decays_to_zero_by_cosine():
