@@ -28,7 +28,7 @@ from pathlib import Path
 from bench import SPECS_DIR
 from bench.report.build import ReportSettings, build_report, shown
 from bench.sweep import queue, tracking
-from bench.sweep.coordinator import SweepReport, default_workers, run_sweeps
+from bench.sweep.coordinator import SweepReport, check_workers, default_workers, run_sweeps
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import Profile
 from bench.sweep.profiles import PROFILES, get_profile
@@ -163,8 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-attention", action="store_true", help="skip Figure 3 in the report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    if args.workers is not None and args.workers < 1:
-        p.error("--workers must be >= 1")
+    check_workers(args.workers, minimum=1)
     specs = [load_spec(find_spec(name, SPECS_DIR)) for name in args.sweeps]
     if args.seeds is not None:
         specs = [spec.with_seeds(args.seeds) for spec in specs]

@@ -244,9 +244,14 @@ def test_reproduce_seeds_respects_the_point_limit(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("flags", "needle"),
-    [(["--heartbeat", "0"], "--heartbeat must be >= 1"), (["--grace", "5"], "--grace must be")],
+    [
+        (["--heartbeat", "0"], "--heartbeat must be >= 1"),
+        (["--grace", "5"], "--grace must be"),
+        (["--workers", "1000000"], "--workers 1000000: expected 0 to"),  # spawned them all
+        (["--workers", "-1"], "--workers -1: expected 0 to"),
+    ],
 )
-def test_worker_timing_flags(flags, needle, tmp_path, capsys):
+def test_worker_flags(flags, needle, tmp_path, capsys):
     assert needle in _cli(["smoke", *flags], capsys, tmp_path / "runs")
 
 

@@ -117,7 +117,7 @@ BAD_SPECS = [
 #: (case, extra sweep flags, what the error line must name).
 BAD_FLAGS = [
     ("--workers x", ("--workers", "x"), ("--workers", "invalid int")),
-    ("--workers -1", ("--workers", "-1"), ("--workers must be >= 0",)),
+    ("--workers -1", ("--workers", "-1"), ("--workers -1", "expected 0 to")),
     ("--profile huge", ("--profile", "huge"), ("--profile", "huge")),
     ("--scale big", ("--scale", "big"), ("--scale", "big")),
     ("unknown flag", ("--bogus",), ("unrecognized arguments: --bogus",)),

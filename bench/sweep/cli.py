@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench import SPECS_DIR
 from bench.sweep import queue as work_queue
-from bench.sweep.coordinator import run_sweep
+from bench.sweep.coordinator import check_workers, run_sweep
 from bench.sweep.dry_run import describe
 from bench.sweep.profiles import PROFILES, SCALES, get_profile
 from bench.sweep.spec import find_spec, load_spec
@@ -60,8 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--executor", default=DEFAULT_EXECUTOR, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.workers is not None and args.workers < 0:
-        p.error("--workers must be >= 0")
+    check_workers(args.workers)
     if args.heartbeat < 1:
         p.error("--heartbeat must be >= 1")
     if args.grace <= args.heartbeat:  # a live worker would be declared dead between heartbeats

@@ -45,7 +45,7 @@ from bench.sweep.worker import (
     worker_entry,
 )
 from bench.sweep.worker_identity import process_alive, same_machine
-from ituning.errors import ITuningError
+from ituning.errors import ConfigError, ITuningError
 
 
 @dataclass
@@ -59,6 +59,20 @@ class SweepReport:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.dead_workers
+
+
+#: More worker processes than this per core is a typo (each loads the backbones).
+MAX_WORKERS_PER_CORE = 8
+
+
+def check_workers(workers: int | None, *, minimum: int = 0) -> None:
+    """``--workers``: at least ``minimum``, at most :data:`MAX_WORKERS_PER_CORE` per core."""
+    cores = os.cpu_count() or 1
+    if workers is not None and not minimum <= workers <= MAX_WORKERS_PER_CORE * cores:
+        raise ConfigError(
+            f"--workers {workers}: expected {minimum} to {MAX_WORKERS_PER_CORE * cores} "
+            f"({MAX_WORKERS_PER_CORE} per core on this machine's {cores})"
+        )
 
 
 def default_workers(profile: Profile, todo: int) -> int:

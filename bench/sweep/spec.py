@@ -33,9 +33,10 @@ runs; the method's own rules (e.g. λ >= 1) are checked by the library's config 
 resolves each point.
 
 A spec is untrusted input with limits: a regular file of at most
-:data:`~ituning.files.MAX_INPUT_BYTES` (:func:`ituning.files.read_text`), plain YAML of bounded depth and expanded size with text keys
-(:mod:`ituning.yaml_input`), a name of at most :data:`NAME_MAX` characters, and at most
-:data:`MAX_POINTS` points, counted from the axis lengths before any point is enumerated.
+:data:`~ituning.files.MAX_INPUT_BYTES` (:func:`ituning.files.read_text`), plain YAML of bounded
+depth and expanded size with text keys (:mod:`ituning.yaml_input`), a name of at most
+:data:`NAME_MAX` characters, and at most :data:`MAX_POINTS` points, counted from the axis lengths
+before any point is enumerated.
 """
 
 from __future__ import annotations
