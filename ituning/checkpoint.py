@@ -29,7 +29,9 @@ from ituning.config import ITuningConfig
 from ituning.errors import CheckpointError, validation_line
 from ituning.faultpoints import fault_point
 from ituning.files import atomic_path, atomic_write_json, sha256_file
-from ituning.inject import ITuningModel
+from ituning.methods.base import Captioner
+from ituning.methods.clipcap_config import ClipCapConfig
+from ituning.methods.registry import Method, build_captioner, clip_projection, is_clipcap
 from ituning.targets import hidden_size
 from ituning.vision import VisionEncoder, load_vision
 
@@ -77,10 +79,13 @@ class VisionIdentity(_Meta):
 
 class CheckpointMeta(_Meta):
     """``ituning.json``. ``modules_sha256`` is absent from checkpoints of older code (they load
-    without the check); the counts after it are for readers, loading does not need them."""
+    without the check), and so are ``method`` and ``clipcap`` (they are I-Tuning's); the counts
+    after them are for readers, loading does not need them."""
 
     format: Literal[FORMAT]
+    method: Method = "itune"
     config: ITuningConfig
+    clipcap: ClipCapConfig | None = None
     lm: LMIdentity
     vision: VisionIdentity
     d_vis: int = Field(ge=1)
@@ -92,7 +97,7 @@ class CheckpointMeta(_Meta):
 
 
 def save_checkpoint(
-    model: ITuningModel,
+    model: Captioner,
     out_dir: str | os.PathLike,
     *,
     lm_id: str,
@@ -113,17 +118,20 @@ def save_checkpoint(
         save_file(state, str(tmp), metadata={"format": FORMAT})
         digest = sha256_file(tmp)  # the bytes on disk, which the rename keeps
     fault_point("checkpoint.save")
+    itune = model.config if isinstance(model.config, ITuningConfig) else ITuningConfig()
     meta = CheckpointMeta.model_validate(
         {
             "format": FORMAT,
-            "config": model.config,
+            "method": model.method,
+            "config": itune,
+            "clipcap": model.config if isinstance(model.config, ClipCapConfig) else None,
             "lm": lm_identity(lm_id),
             "vision": dict(vision_id),
             "d_vis": model.vision_width,
             "modules_sha256": digest,
             "d_lm": model.d_lm,
-            "bottleneck": model.bottleneck,
-            "kept_layers": model.kept_layers,
+            "bottleneck": getattr(model, "bottleneck", None),
+            "kept_layers": getattr(model, "kept_layers", None),
             "trainable_parameters": sum(p.numel() for p in model.trainable_parameters()),
         }
     )
@@ -247,7 +255,8 @@ def build_from_checkpoint(
 ):
     """Reload the frozen backbones named in the checkpoint, inject modules, load their weights.
 
-    Returns ``(ITuningModel, tokenizer, VisionEncoder)`` on ``device``, in eval mode. With
+    Returns ``(model, tokenizer, VisionEncoder)`` on ``device``, in eval mode; the model is the
+    checkpoint's method (:mod:`ituning.methods.registry`). With
     ``verify_backbones`` a backbone whose recorded digest differs from what loads now is an error:
     modules trained on other backbone weights produce nonsense silently.
     """
@@ -267,18 +276,27 @@ def build_from_checkpoint(
             f"checkpoint '{ckpt_dir}' expects vision encoder {vis.identity!r}, "
             f"but '{vis.name}' now loads as {vision.identity!r}"
         )
-    if vision.include_cls != config.include_cls:
+    needs_cls = config.include_cls or is_clipcap(meta.method)
+    if vision.include_cls != needs_cls:
         raise CheckpointError(
-            f"checkpoint '{ckpt_dir}': config.include_cls={config.include_cls} but the vision spec "
-            f"says include_cls={vision.include_cls}"
+            f"checkpoint '{ckpt_dir}': method {meta.method} reads include_cls={needs_cls} tokens "
+            f"but the vision spec says include_cls={vision.include_cls}"
         )
     if meta.d_vis != vision.width:
         raise CheckpointError(
             f"checkpoint '{ckpt_dir}' records d_vis={meta.d_vis}, but its vision encoder "
             f"'{vis.name}' is {vision.width} wide; {FIX}"
         )
-    _check_shapes(ckpt_dir, config, hidden_size(lm), meta.d_vis, state)
-    model = ITuningModel(lm, meta.d_vis, config)
+    if not is_clipcap(meta.method):
+        _check_shapes(ckpt_dir, config, hidden_size(lm), meta.d_vis, state)
+    model = build_captioner(
+        meta.method,
+        lm,
+        meta.d_vis,
+        itune=config,
+        clipcap=meta.clipcap,
+        projection=clip_projection(vision.visual) if is_clipcap(meta.method) else None,
+    )
     model.load_module_state_dict(state)
     model.to(device)
     vision.to(device)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ituning.inject import ITuningModel
+from ituning.methods.base import Captioner
 from ituning.text import CaptionCodec
 
 
@@ -27,7 +27,7 @@ class DecodeSettings:
 
 @torch.inference_mode()
 def generate_captions(
-    model: ITuningModel,
+    model: Captioner,
     codec: CaptionCodec,
     visual: torch.Tensor,
     settings: DecodeSettings = DecodeSettings(),
@@ -54,7 +54,7 @@ def generate_captions(
 
 
 def caption_dataset(
-    model: ITuningModel,
+    model: Captioner,
     codec: CaptionCodec,
     image_ids: Sequence[str],
     visual: Callable[[Sequence[str]], torch.Tensor],
@@ -65,7 +65,7 @@ def caption_dataset(
 ) -> dict[str, str]:
     """Caption many images in batches; ``visual`` maps image ids to their tokens."""
     model.eval()
-    dtype = next(model.itune.parameters()).dtype
+    dtype = model.visual_dtype
     captions: dict[str, str] = {}
     bs = settings.batch_images
     for start in tqdm(

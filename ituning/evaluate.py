@@ -18,7 +18,7 @@ import torch
 
 from ituning.data.records import CaptionDataset
 from ituning.decode import DecodeSettings, caption_dataset, generate_captions
-from ituning.inject import ITuningModel
+from ituning.methods.base import Captioner
 from ituning.metrics import CaptionScorer, naming_precision
 from ituning.phase_clock import PhaseClock
 from ituning.text import CaptionCodec
@@ -44,7 +44,7 @@ def _flat(prefix: str, values: Mapping[str, float]) -> dict[str, float]:
 def evaluate_split(
     name: str,
     dataset: CaptionDataset,
-    model: ITuningModel,
+    model: Captioner,
     codec: CaptionCodec,
     visual: VisualFn,
     scorer: CaptionScorer,
@@ -88,7 +88,7 @@ def _score_split(
 def blank_image_control(
     name: str,
     dataset: CaptionDataset,
-    model: ITuningModel,
+    model: Captioner,
     codec: CaptionCodec,
     blank_visual: torch.Tensor,
     scorer: CaptionScorer,
@@ -96,7 +96,7 @@ def blank_image_control(
     out: EvalOutput,
 ) -> None:
     """CIDEr of the caption the model gives a mean-colour blank image, against every reference."""
-    dtype = next(model.itune.parameters()).dtype
+    dtype = model.visual_dtype
     caption = generate_captions(model, codec, blank_visual.to(dtype), settings)[0]
     preds = {r.image_id: caption for r in dataset}
     scores = scorer.score(preds, references(dataset))

@@ -28,17 +28,23 @@ from transformers import PreTrainedModel
 from ituning.config import ITuningConfig
 from ituning.errors import CheckpointError
 from ituning.loss import caption_nll
+from ituning.methods.base import load_trained_state, trained_state
 from ituning.module import ITuningModule
 from ituning.targets import ffn_modules, hidden_size
 
 
 class ITuningModel(nn.Module):
+    needs_cls = False  # the patch tokens, with CLS only when ``config.include_cls``
+
     """Frozen ``lm`` + trainable I-Tuning modules (``itune``, keyed by layer index as a string).
 
     Every LM parameter gets ``requires_grad=False``; the LM stays in eval mode even under
     ``model.train()`` (dropout off in the frozen backbone: it is a fixed feature extractor, and the
     paper trains only the modules; the modules themselves have no dropout). Under Dropping no module
     and no trainable tensor exists below the first kept layer, so autograd records nothing there.
+
+    ``train_lm`` is the method ``full``: the same modules with every LM weight trained too (and
+    the LM's own dropout on under ``model.train()``), the upper bound a frozen LM gives up.
 
     Modules are created in ``module_dtype`` (fp32 default) on the LM's device.
     """
@@ -50,12 +56,15 @@ class ITuningModel(nn.Module):
         config: ITuningConfig,
         *,
         module_dtype: torch.dtype = torch.float32,
+        train_lm: bool = False,
     ) -> None:
         super().__init__()
         self.lm = lm
         self.config = config
         self.vision_width = vision_width
-        lm.requires_grad_(False)
+        self.train_lm = train_lm
+        self.method = "full" if train_lm else "itune"
+        lm.requires_grad_(train_lm)
         lm.eval()
         ffns = ffn_modules(lm)
         self.d_lm = hidden_size(lm)
@@ -207,28 +216,44 @@ class ITuningModel(nn.Module):
 
     def train(self, mode: bool = True) -> ITuningModel:
         super().train(mode)
-        self.lm.eval()
+        if not self.train_lm:
+            self.lm.eval()
         return self
 
     # -- parameters and weights -----------------------------------------------------------------
+    @property
+    def visual_dtype(self) -> torch.dtype:
+        """The dtype the visual tokens are given in (the modules')."""
+        return next(self.itune.parameters()).dtype
+
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.itune.parameters() if p.requires_grad]
+        lm = list(self.lm.parameters()) if self.train_lm else []
+        return [p for p in self.itune.parameters() if p.requires_grad] + lm
 
     def parameter_counts(self) -> dict[str, int]:
-        """``trainable`` (the modules) and ``frozen`` (the LM, tied weights once; not the vision
-        encoder, which lives outside this model: ``ituning.params`` counts both)."""
+        """``trainable`` (the modules, and the LM when trained) and ``frozen`` (the LM otherwise;
+        tied weights once; not the vision encoder, which lives outside this model:
+        ``ituning.params`` counts both)."""
+        lm = sum(p.numel() for p in self.lm.parameters())
+        modules = sum(p.numel() for p in self.itune.parameters())
         return {
-            "trainable": sum(p.numel() for p in self.trainable_parameters()),
-            "frozen": sum(p.numel() for p in self.lm.parameters()),
+            "trainable": modules + lm * self.train_lm,
+            "frozen": lm * (not self.train_lm),
         }
 
     def module_state_dict(self) -> dict[str, Tensor]:
-        """Only the I-Tuning weights, keyed as in ``self.state_dict()`` (``itune.<layer>.<name>``)."""
-        return {f"itune.{k}": v.detach() for k, v in self.itune.state_dict().items()}
+        """The trained weights: the I-Tuning modules, keyed as in ``self.state_dict()``
+        (``itune.<layer>.<name>``), and with ``train_lm`` every LM weight (``lm.<name>``)."""
+        state = {f"itune.{k}": v.detach() for k, v in self.itune.state_dict().items()}
+        return {**state, **(trained_state({"lm": self.lm}) if self.train_lm else {})}
 
     def load_module_state_dict(self, state: dict[str, Tensor]) -> None:
         """Load weights saved by :meth:`module_state_dict`; CheckpointError on any key mismatch."""
-        expected = set(self.module_state_dict())
+        if self.train_lm:
+            lm_state = {k: v for k, v in state.items() if k.startswith("lm.")}
+            load_trained_state({"lm": self.lm}, lm_state, "fine-tuned LM")
+            state = {k: v for k, v in state.items() if not k.startswith("lm.")}
+        expected = {f"itune.{k}" for k in self.itune.state_dict()}
         got = set(state)
         if expected != got:
             missing = sorted(expected - got)[:3]

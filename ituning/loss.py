@@ -23,13 +23,17 @@ from torch import Tensor
 CHUNK_ELEMENTS = 1 << 23
 
 
-def caption_nll(lm, input_ids: Tensor, attention_mask: Tensor, **kwargs) -> Tensor:
-    """Summed next-token NLL of a HF causal LM over the real target tokens
-    (``attention_mask[:, 1:]``): its body's last hidden states, then the head chunk-wise."""
+def caption_nll(
+    lm, input_ids: Tensor, attention_mask: Tensor, target_mask: Tensor | None = None, **kwargs
+) -> Tensor:
+    """Summed next-token NLL of a HF causal LM over the target tokens: ``target_mask`` (B, T-1)
+    marks which next tokens count, by default the real ones (``attention_mask[:, 1:]``; a
+    prefix the model attends to but need not predict is masked out). Its body's last hidden
+    states, then the head chunk-wise."""
     hidden = lm.base_model(
         input_ids=input_ids, attention_mask=attention_mask, **kwargs
     ).last_hidden_state
-    keep = attention_mask[:, 1:].bool()
+    keep = (attention_mask[:, 1:] if target_mask is None else target_mask).bool()
     head = lm.get_output_embeddings()
     return linear_cross_entropy(
         hidden[:, :-1][keep], head.weight, input_ids[:, 1:][keep], head.bias

@@ -9,13 +9,15 @@ working directory) so that the hash does not depend on where a checkout lives.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
 from ituning.config import ITuningConfig, Settings
 from ituning.errors import ConfigError, printable, validation_line
 from ituning.files import canonical_json, read_text, sha256_text
+from ituning.methods.clipcap_config import ClipCapConfig
+from ituning.methods.registry import Method, is_clipcap
 from ituning.yaml_input import load_yaml
 
 #: ``torch.manual_seed`` takes a signed 64-bit integer; a larger seed validates and then fails.
@@ -29,6 +31,8 @@ MAX_BATCH_IMAGES = 4096
 MAX_CAPTIONS_PER_IMAGE = 100
 MAX_TOKENS = 512
 MAX_BEAM = 64
+#: Settings added after runs were recorded -> their default, left out of the run id when at it.
+ADDED_AT_DEFAULT: dict[str, Any] = {"method": "itune", "clipcap": None}
 
 
 class BackboneSpec(Settings):
@@ -76,8 +80,17 @@ class EvalSpec(Settings):
 
 
 class TrainConfig(Settings):
+    """One run. ``method`` picks the captioner (:mod:`ituning.methods.registry`): ``itune`` reads
+    ``itune``, a ClipCap variant ``clipcap`` (its published defaults when left out).
+
+    Settings added after runs were recorded stay out of the run id at their default
+    (:data:`ADDED_AT_DEFAULT`), so every earlier run keeps its id.
+    """
+
+    method: Method = "itune"
     backbones: BackboneSpec = BackboneSpec()
     itune: ITuningConfig = ITuningConfig()
+    clipcap: ClipCapConfig | None = None
     data: DataSpec
     optim: OptimSpec = OptimSpec()
     eval: EvalSpec = EvalSpec()
@@ -101,6 +114,18 @@ class TrainConfig(Settings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     fail_on_nonfinite: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _clipcap_defaults(cls, raw: Any) -> Any:
+        """A ClipCap method without a ``clipcap`` section gets its variant's published defaults."""
+        if (
+            isinstance(raw, dict)
+            and is_clipcap(raw.get("method", ""))
+            and raw.get("clipcap") is None
+        ):
+            return {**raw, "clipcap": ClipCapConfig.for_method(raw["method"])}
+        return raw
+
     @model_validator(mode="after")
     def _batch_holds_whole_images(self) -> TrainConfig:
         if self.batch_captions < self.captions_per_image:
@@ -110,7 +135,15 @@ class TrainConfig(Settings):
             )
         if self.vlp and (self.data.vlp_regions is None or self.data.vlp_image_data is None):
             raise ValueError("vlp: true needs data.vlp_regions and data.vlp_image_data")
+        if self.clipcap is not None and not is_clipcap(self.method):
+            raise ValueError(f"clipcap settings are for the ClipCap methods, not {self.method!r}")
         return self
+
+    @property
+    def include_cls(self) -> bool:
+        """Whether the visual tokens start with CLS: I-Tuning's choice, or ClipCap's need (it
+        reads CLIP's pooled embedding from it)."""
+        return self.itune.include_cls or is_clipcap(self.method)
 
     @property
     def images_per_step(self) -> int:
@@ -118,7 +151,11 @@ class TrainConfig(Settings):
         return max(1, self.batch_captions // self.captions_per_image)
 
     def canonical_json(self) -> str:
-        return canonical_json(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        for key, default in ADDED_AT_DEFAULT.items():
+            if data.get(key) == default:
+                del data[key]
+        return canonical_json(data)
 
     def digest(self, length: int = 12) -> str:
         """Stable id of this exact configuration (same config -> same run)."""

@@ -224,7 +224,7 @@ def run_experiment(
     from ituning.backbones import load_lm
     from ituning.checkpoint import save_checkpoint
     from ituning.distributed import setup, teardown
-    from ituning.inject import ITuningModel
+    from ituning.methods.registry import build_captioner, clip_projection, is_clipcap
     from ituning.stage_loop import StageTrainer
     from ituning.text import CaptionCodec
     from ituning.vision import load_vision
@@ -250,9 +250,17 @@ def run_experiment(
             encoder = load_vision(
                 config.backbones.vision,
                 config.backbones.vision_pretrained,
-                include_cls=config.itune.include_cls,
+                include_cls=config.include_cls,
             )
-            model = ITuningModel(lm, encoder.width, config.itune).to(dist.device)
+            model = build_captioner(
+                config.method,
+                lm,
+                encoder.width,
+                itune=config.itune,
+                clipcap=config.clipcap,
+                projection=clip_projection(encoder.visual) if is_clipcap(config.method) else None,
+                max_tokens=max(config.max_caption_tokens, 1 + config.eval.max_new_tokens),
+            ).to(dist.device)
             encoder = encoder.to(dist.device)
             codec = CaptionCodec(tokenizer, max_tokens=config.max_caption_tokens)
         stage("features")
@@ -333,7 +341,7 @@ def _vision_identity(cfg: TrainConfig, encoder: VisionEncoder) -> dict:
     return {
         "name": cfg.backbones.vision,
         "pretrained": cfg.backbones.vision_pretrained,
-        "include_cls": cfg.itune.include_cls,
+        "include_cls": cfg.include_cls,
         "identity": encoder.identity,
     }
 
@@ -388,7 +396,7 @@ def _evaluate(
                 with clock("controls"):
                     grounding(name, dataset, preds, _shapes_lexicons(dataset), out)
         first = next(iter(data.evals.values()), None)
-        if first is not None and len(first):  # Figure 3 of the first evaluated image
+        if first is not None and len(first) and hasattr(model, "capture_attention"):  # Figure 3
             from ituning.attention import figure_for_image
 
             figure = out_dir / "attention.png"
