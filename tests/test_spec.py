@@ -25,11 +25,15 @@ BAD_SPECS = [
     ),
     ("missing name", "axes: {lm: [base]}\n", "x.yaml: name: expected a name of letters"),
     ("bad name", "name: 'a b'\naxes: {lm: [base]}\n", "x.yaml: name: expected a name of letters"),
-    ("no axes", "name: t\n", "x.yaml: axes: expected a mapping of one or more of lm, lambda"),
+    (
+        "no axes",
+        "name: t\n",
+        "x.yaml: axes: expected a mapping of one or more of method, lm, lambda",
+    ),
     (
         "unknown axis",
         "name: t\naxes: {depth: [1]}\n",
-        "x.yaml: axes.depth: unknown key (allowed: lm, lambda, bottleneck, drop, vlp, seed)",
+        "x.yaml: axes.depth: unknown key (allowed: method, lm, lambda, bottleneck, drop, vlp, seed)",
     ),
     (
         "empty axis",
@@ -130,7 +134,7 @@ BAD_SPECS = [
     (
         "override top unknown",
         OK + "overrides: {epoch: 3}\n",
-        "x.yaml: overrides.epoch: unknown setting (allowed here: itune, optim, eval, epochs",
+        "x.yaml: overrides.epoch: unknown setting (allowed here: method, itune, optim, eval, epochs",
     ),
     (
         "override axis-owned",

@@ -105,4 +105,8 @@ def mini_profile(runs_dir: Path, scale: str) -> MiniProfile:
             "vlp_image_root": str(world / "visual_genome"),
         },
         budget=MINI_BUDGET if scale == "full" else TINY_BUDGET,
+        # The mini LMs have 48 positions and captions of up to 32 tokens: a prefix of 10 (ClipCap's
+        # MLP default; its transformer's is 40) for both variants, the transformer over 10
+        # projected tokens.
+        clipcap={"prefix_length": 10, "clip_length": 10},
     )

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from ituning.config import MAX_BOTTLENECK, MAX_BOTTLENECK_RATIO, bottleneck_limit
 from ituning.errors import ConfigError
+from ituning.methods.registry import METHODS, is_clipcap
 from ituning.run_config import SEED_MAX
 
 LM_SIZES = ("base", "medium", "large")
@@ -111,15 +112,21 @@ class Axis:
     label: Callable[[Any], str] = str  # its part of a point's short name ("" = omitted)
     cell: Callable[[Any, Any], str] = lambda value, resolved: str(resolved)  # dry-run cell
     logs_spec_value: bool = False  # log the spec's value (a name) instead of the setting's
+    #: The value of runs recorded before this axis existed (their params lack it); such a param
+    #: is left out of a setting's digest, so old and new runs of one setting stay one group.
+    absent: Any = None
+    #: Whether the axis means anything for a method (I-Tuning's λ, r and Dropping do not for
+    #: ClipCap): where it does not, a point takes the axis default and its label omits it.
+    applies: Callable[[str], bool] = lambda method: True
 
     def logged(self, value: Any, resolved: Any) -> Any:
         """The MLflow param value of a point: the resolved setting (or the spec's name)."""
         return value if self.logs_spec_value else resolved
 
     def read(self, text: str | None) -> Any:
-        """An MLflow param (text) back as its natural type; ``None`` if absent."""
+        """An MLflow param (text) back as its natural type; :attr:`absent` if the run has none."""
         if text is None:
-            return None
+            return self.absent
         if self.kind is bool:
             return text == "True"
         return self.kind(text)
@@ -140,6 +147,16 @@ def _single(value: dict, key: str) -> Any:
     if set(value) != {key}:
         raise ValueError(f"expected {{{key}: N}}, got keys {sorted(map(str, value))}")
     return value[key]
+
+
+def _method(value: Any) -> str:
+    if value not in METHODS:
+        raise ValueError(f"unknown method {value!r} (allowed: {', '.join(METHODS)})")
+    return value
+
+
+def _itune_only(method: str) -> bool:
+    return not is_clipcap(method)
 
 
 def _lm(value: Any) -> str:
@@ -207,6 +224,18 @@ AXES: dict[str, Axis] = {
     axis.name: axis
     for axis in (
         Axis(
+            name="method",
+            title="method",
+            doc="captioner: itune (the paper's), full (the LM trained too), clipcap-transformer, "
+            "clipcap-mlp",
+            kind=str,
+            setting="method",
+            default="itune",
+            parse=_method,
+            label=lambda value: "" if value == "itune" else value,
+            absent="itune",
+        ),
+        Axis(
             name="lm",
             title="LM",
             doc="LM size: base | medium | large (the profile says which LM that is)",
@@ -230,6 +259,7 @@ AXES: dict[str, Axis] = {
             spec_text=lambda value: f"{value:g}",
             label=lambda value: f"λ={value:g}",
             cell=lambda value, resolved: f"{resolved:g}",
+            applies=_itune_only,
         ),
         Axis(
             name="bottleneck",
@@ -242,6 +272,7 @@ AXES: dict[str, Axis] = {
             resolve=lambda value, lm: value.resolve(lm.d_lm),
             to_yaml=lambda value: value.to_yaml(),
             label=lambda value: f"r={value}",
+            applies=_itune_only,
         ),
         Axis(
             name="drop",
@@ -255,6 +286,7 @@ AXES: dict[str, Axis] = {
             to_yaml=lambda value: value.to_yaml(),
             label=lambda value: f"drop={value}",
             cell=lambda value, resolved: f"{value} -> {resolved}",
+            applies=_itune_only,
         ),
         Axis(
             name="vlp",

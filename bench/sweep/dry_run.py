@@ -31,12 +31,16 @@ def describe(
     finished = tracking.finished_if_stored(
         tracking_uri or tracking.default_tracking_uri(profile.runs_dir), profile.label
     )
+    names = list(axes.AXES)
+    at = names.index("lm") + 1  # the LM's depth right after the LM
     titles = [axis.title for axis in axes.AXES.values()]
-    header = ("run id", titles[0], "layers", *titles[1:], "trainable", "state")
+    header = ("run id", *titles[:at], "layers", *titles[at:], "trainable", "state")
     rows = []
     for plan in plans:
+        method = plan.point["method"]
         cells = [
-            axis.cell(plan.point[name], plan.resolved(name)) for name, axis in axes.AXES.items()
+            axis.cell(plan.point[name], plan.resolved(name)) if axis.applies(method) else "-"
+            for name, axis in axes.AXES.items()
         ]
         out = folders.run_dir(profile.runs_dir, plan.run_id)
         state = (
@@ -49,9 +53,9 @@ def describe(
         rows.append(
             (
                 plan.run_id,
-                cells[0],
+                *cells[:at],
                 str(plan.arch.n_layers),
-                *cells[1:],
+                *cells[at:],
                 _count(plan.arch.trainable_params),
                 state,
             )
@@ -66,4 +70,6 @@ def describe(
 
 
 def _count(n: int) -> str:
+    if n <= 0:  # not countable before the backbones are built
+        return "?"
     return f"{n / 1e6:.2f}M ({n:,})" if n >= 100_000 else f"{n:,}"

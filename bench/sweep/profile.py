@@ -31,6 +31,8 @@ from bench.sweep.budgets import Budget
 from bench.sweep.plan import Arch, RunPlan
 from bench.sweep.spec import Point, SweepSpec
 from ituning.errors import ConfigError, validation_line
+from ituning.methods.clipcap_config import ClipCapConfig
+from ituning.methods.registry import is_clipcap
 from ituning.run_config import TrainConfig, set_dotted
 
 
@@ -57,6 +59,9 @@ class Profile:
     data: dict[str, str | None]
     budget: Budget
     settings: dict[str, Any] = field(default_factory=dict)
+    #: ClipCap settings over each variant's published ones (a small LM's positions need a
+    #: shorter prefix).
+    clipcap: dict[str, Any] = field(default_factory=dict)
     #: One single-threaded worker per core (small CPU models) instead of one worker (a GPU).
     cpu_workers: ClassVar[bool] = False
     #: The task is the paper's own (real datasets), so differences to its numbers mean something.
@@ -86,8 +91,12 @@ class Profile:
             "data": {k: v for k, v in self.data.items() if v is not None},
             "feature_cache": str(self.runs_dir / "features"),
         }
-        for name, axis in axes.AXES.items():
-            set_dotted(tree, axis.setting, axis.resolve(point[name], lm))
+        method = point["method"]
+        for name, axis in axes.AXES.items():  # an axis foreign to the method keeps its default
+            value = point[name] if axis.applies(method) else axis.default
+            set_dotted(tree, axis.setting, axis.resolve(value, lm))
+        if is_clipcap(method):
+            tree["clipcap"] = {**ClipCapConfig.for_method(method).model_dump(), **self.clipcap}
         for dotted, value in {**self.budget.settings(), **self.settings, **overrides}.items():
             set_dotted(tree, dotted, value)
         try:
@@ -122,13 +131,18 @@ class Profile:
 
 def trainable_params(profile: Profile, lm: LMChoice, config: TrainConfig) -> int:
     """Trainable parameters without weights: ``ituning.params`` when the LM's architecture can be
-    read (shipped GPT-2 configs, a built mini folder), else the module formula on the profile's
-    architecture table (mini backbones not built yet)."""
+    read (shipped GPT-2 configs, a built mini folder), else, for I-Tuning, the module formula on
+    the profile's architecture table (mini backbones not built yet; 0 for another method)."""
+    clipcap = config.clipcap.model_dump_json() if config.clipcap is not None else None
     try:
-        return _counted(lm.name, profile.vision, config.itune.model_dump_json())
+        return _counted(
+            lm.name, profile.vision, config.method, config.itune.model_dump_json(), clipcap
+        )
     except Exception:
         from ituning.module import ITuningModule
 
+        if config.method != "itune":
+            return 0
         per_layer = ITuningModule.num_parameters(
             lm.d_lm, profile.vision_width, config.itune.bottleneck
         )
@@ -136,12 +150,14 @@ def trainable_params(profile: Profile, lm: LMChoice, config: TrainConfig) -> int
 
 
 @functools.lru_cache(maxsize=256)
-def _counted(lm: str, vision: str, itune_json: str) -> int:
+def _counted(lm: str, vision: str, method: str, itune_json: str, clipcap_json: str | None) -> int:
     from ituning.config import ITuningConfig
     from ituning.params import count_parameters
 
     itune = ITuningConfig.model_validate_json(itune_json)
-    return int(count_parameters(lm, config=itune, vision=vision)["trainable"])
+    clipcap = ClipCapConfig.model_validate_json(clipcap_json) if clipcap_json else None
+    counted = count_parameters(lm, config=itune, vision=vision, method=method, clipcap=clipcap)
+    return int(counted["trainable"])
 
 
 def _short(lm: LMChoice) -> str:

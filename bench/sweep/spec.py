@@ -57,7 +57,7 @@ from ituning.files import read_text
 from ituning.yaml_input import load_yaml
 
 TOP_KEYS = ("name", "description", "base", "axes", "exclude", "extra", "overrides")
-_PROFILE_OWNED = ("backbones", "data")
+_PROFILE_OWNED = ("backbones", "data", "clipcap")
 #: Points a spec may have, counted from its axis lengths before any is enumerated; also the cap on
 #: one axis, the extra and the exclude lists. Each point is a training run: the paper's tables
 #: are a few dozen, and 10,000 runs is beyond any machine this harness targets.
@@ -92,8 +92,11 @@ class Point:
     def label(self, *, seed: bool = True) -> str:
         """A short human name: ``large λ=1 r=d/2 drop=0.5 vlp s0`` (without ``s0``: the name of
         the setting that its seeds share)."""
+        method = self["method"]
         parts = (
-            axes.AXES[name].label(value) for name, value in self.values if seed or name != "seed"
+            axes.AXES[name].label(value)
+            for name, value in self.values
+            if (seed or name != "seed") and axes.AXES[name].applies(method)
         )
         return " ".join(p for p in parts if p)
 

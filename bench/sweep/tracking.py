@@ -373,7 +373,15 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def setting_digest(params: Mapping[str, Any]) -> str:
     """Digest of a run's params but its seed: the runs of one setting under several seeds share
     it (the report groups by it; each run carries it in its ``setting`` tag, for MLflow's group-by)."""
-    items = sorted((k, _param_value(v)) for k, v in params.items() if k != "seed")
+    from bench.sweep.axes import AXES
+
+    def recorded(key: str, value: Any) -> bool:  # an axis added later, at its old meaning
+        axis = AXES.get(key)
+        return axis is None or axis.absent is None or _param_value(value) != str(axis.absent)
+
+    items = sorted(
+        (k, _param_value(v)) for k, v in params.items() if k != "seed" and recorded(k, v)
+    )
     return sha256_text(canonical_json(items), 12)
 
 
