@@ -155,7 +155,7 @@ def test_mini_report_lists_every_claim_with_a_verdict():
     keys = [v.key for v in verdicts]
     assert keys == list(C.claim_texts())
     by = {v.key: v for v in verdicts}
-    assert by["vs_clipcap"].verdict == MISSING and "ClipCap" in by["vs_clipcap"].evidence
+    assert by["vs_clipcap"].verdict == MISSING and "clipcap" in by["vs_clipcap"].evidence
     assert by["gap_grows"].verdict == MISSING
     assert by["agnostic"].verdict == MISSING and "Llama" in by["agnostic"].evidence
     assert by["fewer_params"].verdict == NOT_CHECKED
@@ -220,8 +220,34 @@ def test_controls_grounding_and_image_dependence():
 
 @pytest.mark.parametrize("check", [P.vs_clipcap, P.gap_grows])
 def test_clipcap_claims_wait_for_clipcap_runs_at_mini(check):
-    v = check(ctx(*seeds("large", mean=100, sd=1, n_layers=8)))
-    assert v.verdict == MISSING and "ClipCap" in v.evidence
+    v = check(ctx(*nocaps_seeds("large", 3, 100, 80, 90, 60, 1.0, n_layers=8)))
+    assert v.verdict == MISSING and "clipcap-transformer" in v.evidence
+    assert "baselines" in v.evidence
+
+
+def _clipcap(lm, test, overall, **kw):
+    """ClipCap's transformer variant trained here: a method param, the baselines spec."""
+    params = {"method": P.CLIPCAP_METHOD}
+    return nocaps_seeds(lm, 3, test, overall, 0, 0, 1.0, params=params, specs=("baselines",), **kw)
+
+
+def test_clipcap_claims_compare_with_clipcap_trained_here_at_mini():
+    ours = [
+        *nocaps_seeds("base", 3, 100, 80, 90, 60, 1.0),
+        *nocaps_seeds("large", 3, 120, 100, 110, 90, 1.0, n_layers=8),
+    ]
+    theirs = [*_clipcap("base", 95, 78), *_clipcap("large", 100, 80, n_layers=8)]
+    v = P.vs_clipcap(ctx(*ours, *theirs))
+    assert v.verdict == HOLDS and len(v.intervals) == 2
+    assert all(15 < iv.estimate < 25 for iv in v.intervals)  # +20 on test and NoCaps overall
+    grows = P.gap_grows(ctx(*ours, *theirs))  # lead +2 at base, +20 at large
+    assert grows.verdict == HOLDS and 14 < grows.intervals[0].estimate < 22
+    worse = [*_clipcap("base", 95, 78), *_clipcap("large", 140, 120, n_layers=8)]
+    assert P.vs_clipcap(ctx(*ours, *worse)).verdict == FAILS
+    # ClipCap's runs never stand in for I-Tuning's rows
+    assert (
+        C.larger_lm(ctx(*nocaps_seeds("base", 3, 100, 80, 90, 60, 1.0), *theirs)).verdict == MISSING
+    )
 
 
 def test_term_offsets_a_published_constant():

@@ -25,6 +25,7 @@ import pandas as pd
 from bench.sweep import axes, tracking
 from bench.sweep.tracking import TrackingError
 from ituning.errors import first_line
+from ituning.methods.registry import METHODS
 
 LM_ORDER = {size: i for i, size in enumerate(axes.LM_SIZES)}
 #: Datasets whose test split fills a paper column ("shapes" stands in for MSCOCO under mini).
@@ -76,6 +77,11 @@ class Run:
     @property
     def lm_size(self) -> str:
         return self.axis("lm") or "?"
+
+    @property
+    def method(self) -> str:
+        """The captioner (``itune`` for runs recorded before methods existed)."""
+        return self.axis("method")
 
     @property
     def lm_name(self) -> str:
@@ -166,6 +172,8 @@ class Run:
         return None
 
     def label(self) -> str:
+        if self.method != "itune":
+            return f"{self.method}, {self.lm_size} ({self.lm_name})" + (", VLP" if self.vlp else "")
         vlp = ", VLP" if self.vlp else ""
         drop = f", drop {self.drop}/{self.n_layers}" if self.drop else ""
         extra = "" if self.lam == 1.0 else f", λ={self.lam:g}"
@@ -208,6 +216,7 @@ class Group:
         r = self.first
         return (
             LM_ORDER.get(r.lm_size, 9),
+            METHODS.index(r.method) if r.method in METHODS else len(METHODS),
             r.lm_name,
             r.vlp,
             r.drop,
@@ -314,8 +323,10 @@ class RunSet:
         drop_fraction: float = 0.0,
         datasets: tuple[str, ...] = COLUMN_DATASETS["coco"],
         prefer: tuple[str, ...] = (),
+        method: str = "itune",
     ) -> Group | None:
-        """The group that stands for one paper row: that LM size, VLP and dropped fraction.
+        """The group that stands for one paper row: that method, LM size, VLP and dropped
+        fraction.
 
         Candidates use the paper's module (r = d_lm/2, lambda = 1) unless a ``prefer`` spec asked
         for them (a table spec may set another base); among several, the ones from a preferred spec
@@ -324,7 +335,7 @@ class RunSet:
         found = []
         for g in self.groups():
             r = g.first
-            if r.lm_size != lm or r.vlp != vlp or r.dataset not in datasets:
+            if r.lm_size != lm or r.vlp != vlp or r.dataset not in datasets or r.method != method:
                 continue
             if r.drop != axes.Drop(fraction=drop_fraction).resolve(r.n_layers):
                 continue
@@ -338,6 +349,7 @@ class RunSet:
         """A failed run of that point, for the reason shown in a missing cell."""
         for r in sorted(self.failed, key=lambda r: r.config_hash):
             same = r.lm_size == lm and r.vlp == vlp and r.paper_bottleneck and r.lam == 1.0
+            same = same and r.method == "itune"
             if same and r.drop == axes.Drop(fraction=drop_fraction).resolve(r.n_layers):
                 return r
         return None
@@ -348,7 +360,10 @@ class RunSet:
         found = [
             g
             for g in self.groups()
-            if g.is_default() and g.first.drop == 0 and g.first.dataset in COLUMN_DATASETS["coco"]
+            if g.is_default()
+            and g.first.drop == 0
+            and g.first.method == "itune"
+            and g.first.dataset in COLUMN_DATASETS["coco"]
         ]
         if not found:
             return None
