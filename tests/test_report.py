@@ -142,6 +142,26 @@ def test_several_seeds_give_mean_std_and_count(tmp_path: Path) -> None:
     assert re.search(r"not run: .*medium LM.*sweep `table1`", text)
 
 
+def test_other_methods_get_reproduced_rows_under_the_papers_clipcap_row(tmp_path: Path) -> None:
+    def runs_of(method: str, cider: float, lm: str = "large") -> list[Run]:
+        params = {} if method == "itune" else {"method": method}
+        return [
+            make_run(lm, seed=s, n_layers=8, params=params, specs=("baselines",),
+                     metrics={"test/cider": cider + s, "trainable_params": 3e5})
+            for s in range(3)
+        ]  # fmt: skip
+
+    runs = runset(*runs_of("itune", 120.0), *runs_of("clipcap-transformer", 100.0))
+    lines = table1(_inputs(runs, tmp_path))
+    at = next(i for i, line in enumerate(lines) if line.startswith("| ClipCap (GPT2-Large)"))
+    assert lines[at + 1].startswith("| clipcap-transformer (large) | reproduced: mini-large")
+    assert "101.0 ± 1.0" in lines[at + 1]
+    assert lines[at + 2].startswith("| clipcap-mlp | reproduced |")  # not run: says what to run
+    assert any("run sweep `baselines`" in line for line in lines)
+    i_tuning = next(line for line in lines if "reproduced: mini-large" in line and "121.0" in line)
+    assert lines.index(i_tuning) > at + 3  # I-Tuning's own rows stay I-Tuning's
+
+
 def test_spice_unavailable_reason_is_shown(tmp_path: Path) -> None:
     reason = "Stanford CoreNLP 3.6.0 jars not found; copy them into spice/lib"
     run = make_run(metrics={"nocaps/in-domain/cider": 80.0}, tags={"unavailable.spice": reason})

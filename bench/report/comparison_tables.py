@@ -1,7 +1,9 @@
 """Tables 1 and 2: each row the paper printed, and under each I-Tuning row the reproduced one.
 
 A reproduced row is the group of seeds that :meth:`RunSet.pick` matches to the paper's point (LM
-size, VLP, dropped fraction of the depth). A cell that cannot be filled says why in a lettered
+size, VLP, dropped fraction of the depth). Under the paper's ClipCap row come the other methods
+trained here on the same data, features, budget and decoding (``sweeps/baselines.yaml``): each
+ClipCap variant and full fine-tuning, one row per LM size that ran. A cell that cannot be filled says why in a lettered
 note (not run, failed, SPICE unavailable, dataset absent, not evaluated), since an empty cell
 would not tell a reader what to run next. At the paper profile a Δ row gives the difference to
 the published number; at mini the task differs, so a difference would mean nothing.
@@ -13,12 +15,16 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
+from bench.report.claims import SIZES
 from bench.report.csv_tables import group_summary, stat_columns, write_csv
 from bench.report.markdown import Notes, count, seed_count, table
 from bench.report.paper import PaperRow, PaperTable
+from bench.report.paper_claims import CLIPCAP  # the paper's row the other methods' rows follow
 from bench.report.results import COLUMN_DATASETS, Group, Stat
 from bench.report.settings import ReportInputs
 
+#: The methods trained here besides I-Tuning, in the order of their rows.
+BASELINE_METHODS = ("clipcap-transformer", "clipcap-mlp", "full")
 METRIC_TITLES = {"cider": "CIDEr", "bleu4": "B@4", "meteor": "M", "spice": "S"}
 NOCAPS_DOMAINS = {
     "in": "in-domain",
@@ -80,6 +86,10 @@ def _comparison(
     for prow in paper_table.baselines():
         rows.append([prow.model, "paper", prow.params, *_paper_cells(prow, columns)])
         numbers.append(_paper_numbers(prow, columns))
+        if prow.model == CLIPCAP:
+            method_rows, method_numbers = _method_rows(inputs, columns, locate, notes)
+            rows += method_rows
+            numbers += method_numbers
     for prow in paper_table.ours():
         name = f"**{prow.model}**{_block(prow, paper_table)}"
         rows.append([name, "paper", prow.params, *_paper_cells(prow, columns)])
@@ -88,6 +98,47 @@ def _comparison(
         numbers.append(_paper_numbers(prow, columns) | _numbers(inputs, groups, columns, locate))
     frame = pd.DataFrame.from_records(numbers, columns=_csv_columns(columns))
     return [*table(header, rows), *notes.lines(), "", write_csv(inputs, f"{sweep}.csv", frame)]
+
+
+def _method_rows(
+    inputs: ReportInputs, columns: Sequence[str], locate: Locate, notes: Notes
+) -> tuple[list[list[str]], list[dict]]:
+    """A reproduced row per other method and LM size that ran (no VLP); a method with no run at
+    all gets one row saying what to run."""
+    rows, numbers = [], []
+    for method in BASELINE_METHODS:
+        found = False
+        for lm in SIZES:
+            groups = {
+                family: inputs.runs.pick(lm=lm, vlp=False, method=method, prefer=("baselines",))
+                for family in sorted({locate(c)[0] for c in columns})
+            }
+            shown = _shown_group(groups)
+            if shown is None:
+                continue
+            found = True
+            cells = []
+            for column in columns:
+                family, metric = locate(column)
+                group = groups[family]
+                if group is None:
+                    cells.append(notes.mark(f"not evaluated on {family} for {method}"))
+                    continue
+                cells.append(_metric_cell(group, metric, notes, f"not evaluated: no {metric}")[0])
+            p = shown.params_stat()
+            label = f"reproduced: {shown.first.lm_name}, {seed_count(shown)}"
+            rows.append([f"{method} ({lm})", label, count(p.mean if p else None), *cells])
+            numbers.append(
+                {"model": f"{method} (reproduced)", "lm": lm, "vlp": False, "drop_fraction": 0.0}
+                | _numbers(inputs, groups, columns, locate)
+            )
+        if not found:
+            why = notes.mark(
+                f"not run: no finished {method} run; run sweep `baselines` (python -m "
+                f"bench.sweep baselines --profile {inputs.runs.profile})"
+            )
+            rows.append([method, "reproduced", "–", *[why] * len(columns)])
+    return rows, numbers
 
 
 def _block(prow: PaperRow, paper_table: PaperTable) -> str:
