@@ -162,6 +162,27 @@ def test_other_methods_get_reproduced_rows_under_the_papers_clipcap_row(tmp_path
     assert lines.index(i_tuning) > at + 3  # I-Tuning's own rows stay I-Tuning's
 
 
+def test_figure1_draws_every_method_with_its_own_marker(tmp_path: Path, monkeypatch) -> None:
+    from bench.report import figures, plots
+
+    drawn: dict = {}
+    real = plots.params_vs_cider
+    monkeypatch.setattr(
+        plots, "params_vs_cider", lambda *a, **k: drawn.setdefault("points", a[2]) and real(*a, **k)
+    )
+    runs = runset(
+        make_run("large", n_layers=8, metrics={"test/cider": 120.0, "trainable_params": 3e5}),
+        make_run("large", n_layers=8, params={"method": "clipcap-mlp"},
+                 metrics={"test/cider": 110.0, "trainable_params": 4e6}),
+    )  # fmt: skip
+    figures.figure1(_inputs(runs, tmp_path))
+    assert {(p.method, p.label) for p in drawn["points"]} == {
+        ("itune", "mini-large"),
+        ("clipcap-mlp", "clipcap-mlp mini-large"),
+    }
+    assert (tmp_path / figures.FIGURE1_FILE).stat().st_size > 10_000
+
+
 def test_spice_unavailable_reason_is_shown(tmp_path: Path) -> None:
     reason = "Stanford CoreNLP 3.6.0 jars not found; copy them into spice/lib"
     run = make_run(metrics={"nocaps/in-domain/cider": 80.0}, tags={"unavailable.spice": reason})

@@ -1,7 +1,8 @@
 """Figure 1: test CIDEr against trainable parameters, the paper's points and the reproduced ones.
 
 The paper's figure makes its main argument (as good as large pre-trained captioners with far fewer
-trainable parameters), so the reproduction draws the same axes. At mini the reproduced models are
+trainable parameters), so the reproduction draws the same axes, every method it trained with its
+own marker (ClipCap's variants and full fine-tuning beside I-Tuning). At mini the reproduced models are
 much smaller and scored on another task: they are drawn on their own, and the note under the
 figure (in the report template) says to read them against each other.
 """
@@ -43,7 +44,9 @@ def figure1(inputs: ReportInputs) -> list[str]:
         s, p = g.stat("test/cider"), g.params_stat()
         if g.first.dataset in COLUMN_DATASETS["coco"] and s is not None and p is not None:
             reproduced.append(
-                plots.Point(point_label(g), p.mean, s.mean, s.std, g.first.lm_size, s.n)
+                plots.Point(
+                    point_label(g), p.mean, s.mean, s.std, g.first.lm_size, s.n, g.first.method
+                )
             )
     name = f"reproduced ({inputs.runs.profile})"
     plots.params_vs_cider(

@@ -84,6 +84,8 @@ def point_label(group: Group) -> str:
     module is named."""
     r = group.first
     label = r.lm_name + ("+VLP" if r.vlp else "")
+    if r.method != "itune":
+        return f"{r.method} {label}"
     if r.drop:
         label += f" drop {r.drop}/{r.n_layers}"
     if r.lam != 1.0:

@@ -19,6 +19,8 @@ from matplotlib import ticker  # noqa: E402
 DPI = 100
 _METADATA = {"Software": None}  # no matplotlib version stamp: equal runs give equal files
 _SIZE_COLOURS = {"base": "tab:blue", "medium": "tab:orange", "large": "tab:red"}
+#: A marker per captioning method (I-Tuning's points are circles).
+_METHOD_MARKERS = {"itune": "o", "full": "D", "clipcap-transformer": "^", "clipcap-mlp": "v"}
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Point:
     yerr: float | None = None
     group: str = ""  # colour key (e.g. LM size)
     n: int = 1
+    method: str = "itune"  # marker key
 
 
 @dataclass(frozen=True)
@@ -88,19 +91,26 @@ def params_vs_cider(
             zorder=3,
         )
     for size in ("base", "medium", "large", ""):
-        pts = [p for p in reproduced if (p.group if p.group in _SIZE_COLOURS else "") == size]
-        if not pts:
-            continue
-        repro_ax.errorbar(
-            [p.x for p in pts],
-            [p.y for p in pts],
-            yerr=[p.yerr or 0.0 for p in pts],
-            fmt="o",
-            capsize=3,
-            color=_SIZE_COLOURS.get(size, "tab:purple"),
-            label=f"{reproduced_name}: {size or 'other'} LM",
-            zorder=4,
-        )
+        for method, marker in _METHOD_MARKERS.items():
+            pts = [
+                p
+                for p in reproduced
+                if (p.group if p.group in _SIZE_COLOURS else "") == size
+                and _METHOD_MARKERS.get(p.method, "o") == marker
+            ]
+            if not pts:
+                continue
+            repro_ax.errorbar(
+                [p.x for p in pts],
+                [p.y for p in pts],
+                yerr=[p.yerr or 0.0 for p in pts],
+                fmt=marker,
+                capsize=3,
+                color=_SIZE_COLOURS.get(size, "tab:purple"),
+                label=f"{reproduced_name}: {size or 'other'} LM"
+                + ("" if method == "itune" else f", {method}"),
+                zorder=4,
+            )
     for ax, pts in ((paper_ax, (*paper_baselines, *paper_ours)), (repro_ax, reproduced)):
         for p in pts:
             ax.annotate(
