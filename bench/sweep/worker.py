@@ -2,7 +2,12 @@
 
 A claim is skipped when the point already has a FINISHED MLflow run (the record of "done"; see
 ``bench.sweep.tracking``). A run folder with a ``result.json`` but no FINISHED run (say, the worker
-was killed between writing the result and logging it) is logged again without training again.
+was killed between writing the result and logging it) is logged again without training again,
+once its checkpoint passes its digest (else both are set aside and rebuilt from the saved state).
+
+A point never ends FINISHED without its result recorded: a failure in training or in logging ends
+its run FAILED with a one-line reason (a full disk named as such, not as a bug), and when even that
+cannot be written, the worker stops with one line naming the point (:func:`record_failure`).
 """
 
 from __future__ import annotations
