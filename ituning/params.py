@@ -83,19 +83,7 @@ def count_parameters(
     if trainable != modules + lm_params * train_lm:
         raise AssertionError("module shapes drifted from the formula")
     counts: dict[str, Any] = {
-        "method": method,
-        "lm": {
-            "name": str(lm),
-            "d_lm": model.d_lm,
-            "n_layers": cfg.num_hidden_layers,
-            "params": lm_params,
-        },
-        "vision": {
-            "name": str(vision),
-            "width": enc.width,
-            "num_tokens": enc.num_tokens,
-            "params": vis_params,
-        },
+        **_backbones(method, lm, cfg, model.d_lm, lm_params, vision, enc, vis_params),
         "bottleneck": r,
         "drop_first": config.drop_first,
         "kept_layers": model.kept_layers,
@@ -134,19 +122,7 @@ def _count_clipcap(
     vis_params = sum(p.numel() for p in enc.parameters())
     trainable = count + lm_params * clipcap.train_lm
     return {
-        "method": method,
-        "lm": {
-            "name": str(lm),
-            "d_lm": d_lm,
-            "n_layers": cfg.num_hidden_layers,
-            "params": lm_params,
-        },
-        "vision": {
-            "name": str(vision),
-            "width": enc.width,
-            "num_tokens": enc.num_tokens,
-            "params": vis_params,
-        },
+        **_backbones(method, lm, cfg, d_lm, lm_params, vision, enc, vis_params),
         "d_clip": d_clip,
         "clipcap": clipcap.model_dump(),
         "mapper": count,
@@ -195,6 +171,25 @@ def _print_summary(counts: dict[str, Any]) -> None:
             print(f"LM fine-tuned: {lm['params']:,}")
     print(f"trainable {counts['trainable']:,} ({counts['trainable'] / 1e6:.2f}M)")
     print(f"frozen    {counts['frozen']:,} ({counts['frozen'] / 1e6:.2f}M)")
+
+
+def _backbones(method, lm, cfg, d_lm: int, lm_params: int, vision, enc, vis_params: int) -> dict:
+    """The part of a count every method shares: the method, the LM and the vision tower."""
+    return {
+        "method": method,
+        "lm": {
+            "name": str(lm),
+            "d_lm": d_lm,
+            "n_layers": cfg.num_hidden_layers,
+            "params": lm_params,
+        },
+        "vision": {
+            "name": str(vision),
+            "width": enc.width,
+            "num_tokens": enc.num_tokens,
+            "params": vis_params,
+        },
+    }
 
 
 @cli_main
