@@ -16,6 +16,7 @@ import pytest
 from conftest import link_tiny_assets
 from mlflow import MlflowClient
 
+from bench.faults.lost_results import flip_byte
 from bench.faults.worker_death import DYING_SEED, EXECUTOR
 from bench.sweep import queue as q
 from bench.sweep.cli import main
@@ -49,12 +50,6 @@ def _statuses(runs: Path, digest: str) -> list[str]:
 
 def _sweep(spec: Path, runs: Path, *extra: str) -> int:
     return main([str(spec), "--scale", "tiny", "--runs-dir", str(runs), "--quiet", *extra])
-
-
-def _flip_middle_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def test_a_worker_killed_mid_point_fails_the_sweep_naming_the_point(runs_dir, tmp_path, capsys):
@@ -95,7 +90,7 @@ def test_lost_or_corrupt_results_and_checkpoints_are_restored_or_rebuilt(
     assert (folder / "result.json").read_bytes() == result
     assert not (folder / "checkpoint.damaged").exists()  # the intact checkpoint stayed
 
-    _flip_middle_byte(weights)  # was: loaded silently, other captions
+    flip_byte(weights)  # was: loaded silently, other captions
     assert _sweep(spec, runs_dir) == 0
     assert "do not match the sha256 recorded" in capsys.readouterr().out
     assert weights.read_bytes() == intact and (folder / "checkpoint.damaged").is_dir()
@@ -106,8 +101,8 @@ def test_lost_or_corrupt_results_and_checkpoints_are_restored_or_rebuilt(
 
     # the MLflow copy damaged too: the run is superseded, the point rebuilt from its state
     (mlflow_weights,) = (runs_dir / "mlartifacts").rglob("checkpoint/modules.safetensors")
-    _flip_middle_byte(mlflow_weights)
-    _flip_middle_byte(weights)
+    flip_byte(mlflow_weights)
+    flip_byte(weights)
     stamp = state.stat().st_mtime_ns
     assert _sweep(spec, runs_dir, "--workers", "1") == 0
     out = capsys.readouterr().out
