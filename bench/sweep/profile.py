@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from bench.sweep import axes
+from bench.sweep import axes, learning_rates
 from bench.sweep.budgets import Budget
 from bench.sweep.plan import Arch, RunPlan
 from bench.sweep.spec import Point, SweepSpec
@@ -82,8 +82,9 @@ class Profile:
     # ------------------------------------------------------------------ resolution
 
     def resolve(self, point: Point, overrides: dict[str, Any], *, source: str = "spec") -> RunPlan:
-        """The point's :class:`TrainConfig`: each axis's setting, then the budget, the profile's
-        settings and the spec's overrides; the library's config checks the method's rules."""
+        """The point's :class:`TrainConfig`: each axis's setting, then the budget, the method's
+        searched learning rate (``bench.sweep.learning_rates``), the profile's settings and the
+        spec's overrides; the library's config checks the method's rules."""
         lm = self.lms[point["lm"]]
         where = f"{source}: point [{point.label()}]"
         tree: dict[str, Any] = {
@@ -97,7 +98,14 @@ class Profile:
             set_dotted(tree, axis.setting, axis.resolve(value, lm))
         if is_clipcap(method):
             tree["clipcap"] = {**ClipCapConfig.for_method(method).model_dump(), **self.clipcap}
-        for dotted, value in {**self.budget.settings(), **self.settings, **overrides}.items():
+        searched = learning_rates.chosen(self.label, method)  # the method's own, if searched
+        tuned = {"optim.lr": searched} if searched is not None else {}
+        for dotted, value in {
+            **self.budget.settings(),
+            **tuned,
+            **self.settings,
+            **overrides,
+        }.items():
             set_dotted(tree, dotted, value)
         try:
             config = TrainConfig.model_validate(tree)

@@ -225,16 +225,29 @@ def record_failure(
 
 
 def run_params(ctx: WorkerContext, claim: work_queue.Claim, config) -> dict[str, Any]:
+    """The MLflow params of a claimed point (see :func:`config_params`)."""
+    return config_params(
+        config,
+        claim.attrs.get("axes", {}),
+        claim.attrs.get("arch", {}),
+        profile=ctx.profile,
+        scale=ctx.scale,
+    )
+
+
+def config_params(
+    config, axis_params: dict[str, Any], arch: dict[str, Any], *, profile: str, scale: str
+) -> dict[str, Any]:
     """Each axis once under its own name, every other config setting flattened, the LM's
     architecture, the profile: each value logged once."""
     owned = axes.settings()
     settings = tracking.flatten(config.model_dump(mode="json"))
     return {
-        **claim.attrs.get("axes", {}),
+        **axis_params,
         **{k: v for k, v in settings.items() if k not in owned},
-        **claim.attrs.get("arch", {}),
-        "profile": ctx.profile,
-        "scale": ctx.scale,
+        **arch,
+        "profile": profile,
+        "scale": scale,
     }
 
 

@@ -1,0 +1,97 @@
+"""Each method's learning rate, per profile: chosen on the validation split, read by the profile.
+
+A comparison of methods is only fair if none of them trains at a learning rate tuned for another.
+``python -m bench.tune`` runs the same small search for every method (optuna's grid sampler over
+:data:`bench.tune.search.LR_GRID`, one LM size and seed, validation CIDEr) and records it here,
+in ``learning_rates.yaml`` beside this module, which is committed. :meth:`Profile.resolve` trains
+a method at its chosen rate; a profile or method without a record trains at its budget's rate.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ituning.errors import ConfigError, validation_line
+from ituning.files import atomic_write, read_text
+from ituning.yaml_input import load_yaml
+
+LEARNING_RATES_FILE = Path(__file__).with_name("learning_rates.yaml")
+_HEADER = """\
+# Each method's learning rate per profile, chosen by the same search on the validation split:
+# optuna's grid sampler over the grid below, one LM size and seed, each method's rate the one with
+# the best validation CIDEr. Written by `python -m bench.tune`; do not edit by hand.
+"""
+
+
+class SearchRecord(BaseModel):
+    """One method's search: where it ran, every rate's score, the rate chosen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chosen: float = Field(gt=0)
+    lm: str
+    seed: int
+    metric: str
+    study: str
+    scores: dict[float, float]  # learning rate -> its validation score (finished trials)
+
+    def at_edge(self) -> bool:
+        """The best rate is the grid's smallest or largest: the optimum may lie outside it."""
+        return self.chosen in (min(self.scores), max(self.scores))
+
+
+class LearningRates(BaseModel):
+    """profile label (``mini``, ``mini-tiny``, ``paper``) -> method -> its search."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profiles: dict[str, dict[str, SearchRecord]] = {}
+
+    def chosen(self, label: str, method: str) -> float | None:
+        record = self.profiles.get(label, {}).get(method)
+        return record.chosen if record is not None else None
+
+    def with_record(self, label: str, method: str, record: SearchRecord) -> LearningRates:
+        profiles = {k: dict(v) for k, v in self.profiles.items()}
+        profiles.setdefault(label, {})[method] = record
+        return LearningRates(profiles=profiles)
+
+
+def read(path: Path | None = None) -> LearningRates:
+    """The recorded searches (none when the file does not exist)."""
+    path = path or LEARNING_RATES_FILE
+    if not path.is_file():
+        return LearningRates()
+    raw = load_yaml(read_text(path, "learning-rate file"), str(path), "learning-rate file") or {}
+    try:
+        return LearningRates.model_validate({"profiles": raw})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {validation_line(exc)}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(path: Path, mtime_ns: int) -> LearningRates:
+    return read(path)
+
+
+def chosen(label: str, method: str, path: Path | None = None) -> float | None:
+    """The learning rate the search chose for ``method`` under profile ``label``, if any."""
+    path = path or LEARNING_RATES_FILE
+    mtime = path.stat().st_mtime_ns if path.is_file() else 0
+    return _cached(path, mtime).chosen(label, method)
+
+
+def write(rates: LearningRates, path: Path | None = None) -> Path:
+    path = path or LEARNING_RATES_FILE
+    def plain(record: SearchRecord) -> dict:  # YAML keys are text
+        return {**record.model_dump(), "scores": {f"{k:g}": v for k, v in record.scores.items()}}
+
+    body = {
+        label: {m: plain(r) for m, r in sorted(methods.items())}
+        for label, methods in sorted(rates.profiles.items())
+    }
+    return atomic_write(path, _HEADER + yaml.safe_dump(body, sort_keys=False))

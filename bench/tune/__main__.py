@@ -1,0 +1,3 @@
+from bench.tune.cli import main
+
+raise SystemExit(main())

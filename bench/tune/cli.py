@@ -1,0 +1,78 @@
+"""``python -m bench.tune [--methods M ...] [--lm base] [--seed 0]``: choose each method's learning
+rate by the same search on the validation split and record it for the profile (how:
+``bench.tune.search``)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.sweep import learning_rates, tracking
+from bench.sweep import queue as work_queue
+from bench.sweep.coordinator import check_workers, default_workers
+from bench.sweep.profiles import PROFILES, SCALES, get_profile
+from bench.sweep.worker import DEFAULT_EXECUTOR
+from bench.tune.search import LR_GRID, METRIC, Search, run_search
+from ituning.errors import ArgumentParser, cli_main
+from ituning.methods.registry import METHODS
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    p = ArgumentParser(prog="python -m bench.tune", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=METHODS, help="default: all"
+    )
+    p.add_argument("--lm", default="base", help="the LM size searched at (default: base)")
+    p.add_argument("--seed", type=int, default=0, help="default: 0")
+    p.add_argument("--profile", default="mini", choices=PROFILES, help="default: mini")
+    p.add_argument("--scale", default="full", choices=SCALES, help="tiny: shrink everything")
+    p.add_argument("--workers", type=int, help="worker processes (default: mini one per core)")
+    p.add_argument("--storage", help="optuna storage URL (default sqlite:///RUNS/optuna.db)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///RUNS/mlflow.db)")
+    p.add_argument("--runs-dir", default="runs", type=Path, help="run folders, stores, mini assets")
+    p.add_argument("--data-root", type=Path, help="the paper profile's datasets")
+    p.add_argument(
+        "--record",
+        type=Path,
+        default=learning_rates.LEARNING_RATES_FILE,
+        help="where the chosen rates are written (default: the file the profiles read)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--executor", default=DEFAULT_EXECUTOR, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    check_workers(args.workers, minimum=1)
+    profile = get_profile(
+        args.profile, runs_dir=args.runs_dir, data_root=args.data_root, scale=args.scale
+    )
+    if args.lm not in profile.lms:
+        p.error(
+            f"--lm {args.lm}: not an LM size of profile {args.profile} ({', '.join(profile.lms)})"
+        )
+    search = Search(methods=tuple(dict.fromkeys(args.methods)), lm=args.lm, seed=args.seed)
+    workers = args.workers or default_workers(profile, len(search.methods) * len(LR_GRID))
+    started = time.perf_counter()
+    records = run_search(
+        search,
+        profile,
+        workers=workers,
+        storage_url=args.storage or work_queue.default_storage_url(profile.runs_dir),
+        tracking_uri=args.tracking_uri or tracking.default_tracking_uri(profile.runs_dir),
+        executor=args.executor,
+        progress=not args.quiet,
+    )
+    rates = learning_rates.read(args.record)
+    for method, record in records.items():
+        rates = rates.with_record(profile.label, method, record)
+    learning_rates.write(rates, args.record)
+    print(
+        f"learning-rate search ({METRIC}, {search.lm}, seed {search.seed}): "
+        f"{time.perf_counter() - started:.0f} s; chosen rates written to {args.record}"
+    )
+    for method, record in records.items():
+        scores = "  ".join(f"{lr:g}: {v:.1f}" for lr, v in record.scores.items())
+        edge = " (at the grid's edge)" if record.at_edge() else ""
+        print(f"  {method:<20} {record.chosen:g}{edge}   [{scores}]")
+    return 0

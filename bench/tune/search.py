@@ -1,0 +1,295 @@
+"""The learning-rate search: the same small search for every method, on the validation split.
+
+One optuna study per method (``<profile>-lr-<method>-<lm>-s<seed>``, in the sweep's optuna
+storage) with optuna's :class:`~optuna.samplers.GridSampler` over :data:`LR_GRID`. Each trial
+trains the method's point at one LM size and seed with the profile's budget, decodes the
+validation split the way every run decodes the test split, and returns its CIDEr; the test and
+NoCaps-style splits are never scored. Every trial is an MLflow run in the experiment
+``<profile>-lr-search`` (params, metrics, the study and trial number as tags).
+
+Trials run in worker processes (one single-threaded worker per core at ``mini``), asked from and
+told to the studies by this process through optuna's ask-and-tell interface. An interrupted search
+resumes: finished trials stay in their study, a trial left RUNNING is failed and asked again, and
+a trial whose run folder already holds its result is logged without training again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from bench.sweep import folders, tracking
+from bench.sweep import queue as work_queue
+from bench.sweep.coordinator import worker_threads
+from bench.sweep.learning_rates import SearchRecord
+from bench.sweep.profile import Profile
+from bench.sweep.spec import validate_spec
+from bench.sweep.worker import (
+    DEFAULT_EXECUTOR,
+    SharedScorerExecutor,
+    config_params,
+    failure_reason,
+    load_executor,
+    torch_threads,
+)
+from ituning.errors import ITuningError
+from ituning.files import file_lock
+
+#: Log-spaced, wide enough for a frozen-LM adapter and for fine-tuning every LM weight; it holds
+#: the mini budget's 6e-3 so that I-Tuning's runs keep their ids when that rate wins.
+LR_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 6e-3, 1e-2)
+SPLIT = "val"
+METRIC = f"{SPLIT}/cider"
+#: Score the validation split only: no test, NoCaps-style or control decoding.
+SEARCH_SETTINGS: dict[str, Any] = {
+    "eval.splits": [SPLIT],
+    "eval.nocaps": False,
+    "eval.blank_control": False,
+    "eval.grounding": False,
+}
+RUN_FOLDER = "lr-search"
+
+
+class SearchFailed(ITuningError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Search:
+    """What to search: the methods, at which LM size and seed, over which grid."""
+
+    methods: tuple[str, ...]
+    lm: str = "base"
+    seed: int = 0
+    grid: tuple[float, ...] = LR_GRID
+
+    def study_name(self, profile: Profile, method: str) -> str:
+        return f"{profile.label}-lr-{method}-{self.lm}-s{self.seed}"
+
+    def experiment(self, profile: Profile) -> str:
+        return f"{profile.label}-lr-search"
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """One trial for a worker process (picklable)."""
+
+    config_json: str
+    out_dir: str
+    tracking_uri: str
+    experiment: str
+    run_name: str
+    params: dict[str, Any]
+    tags: dict[str, Any]
+    executor: str
+    progress: bool
+
+
+def run_search(
+    search: Search,
+    profile: Profile,
+    *,
+    workers: int,
+    storage_url: str,
+    tracking_uri: str,
+    executor: str = DEFAULT_EXECUTOR,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, SearchRecord]:
+    """Run every method's grid to the end; each method's record (raises if a trial failed)."""
+    points = {m: _point(search, m) for m in search.methods}
+    plans = {m: profile.resolve(p, {}, source="learning-rate search") for m, p in points.items()}
+    profile.check(list(plans.values()))
+    profile.prepare(list(plans.values()), progress=progress)
+    storage = work_queue.open_storage(storage_url)
+    tracking.check_reachable(tracking_uri)
+    tracker = tracking.Tracker(tracking_uri, search.experiment(profile), runs_dir=profile.runs_dir)
+    with file_lock(profile.runs_dir / f"{RUN_FOLDER}.lock"):  # one search per runs folder
+        studies = {m: _open_study(storage, search, profile, m) for m in search.methods}
+        todo = {m: _still_to_run(s, search.grid) for m, s in studies.items()}
+        total = sum(todo.values())
+        log(f"learning-rate search: {total} trial(s) to run ({len(search.grid)} rates per method)")
+        ctx = multiprocessing.get_context("spawn")
+        threads = worker_threads(profile, workers)
+        failed: list[str] = []
+        with (
+            ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init, initargs=(threads,)
+            ) as pool,
+            ThreadPoolExecutor(len(search.methods)) as methods,
+        ):
+
+            def objective(trial: optuna.Trial, method: str) -> float:
+                lr = trial.suggest_categorical("lr", list(search.grid))
+                job = _job(search, profile, tracker, points[method], trial, lr)
+                job = dataclasses.replace(job, executor=executor, progress=progress)
+                log(f"  {method} lr {lr:g}: trial {trial.number} queued")
+                try:
+                    value = pool.submit(run_trial, job).result()
+                except SearchFailed as exc:
+                    failed.append(f"{method} lr {lr:g}: {exc}")
+                    log(f"  {method} lr {lr:g}: FAILED: {exc}")
+                    raise
+                log(f"  {method} lr {lr:g}: {METRIC} {value:.1f}")
+                return value
+
+            def optimise(method: str) -> None:
+                if todo[method]:  # the grid sampler stops the study once every rate has a score
+                    studies[method].optimize(
+                        functools.partial(objective, method=method),
+                        n_trials=todo[method],
+                        catch=(SearchFailed,),
+                    )
+
+            for future in [methods.submit(optimise, m) for m in search.methods]:
+                future.result()
+        if failed:
+            raise SearchFailed(
+                f"{len(failed)} trial(s) failed ({'; '.join(failed)}); rerun the same command to "
+                "run them again"
+            )
+        return {m: _record(search, profile, m, s) for m, s in studies.items()}
+
+
+def _point(search: Search, method: str):
+    spec = validate_spec(
+        {
+            "name": "lr-search",
+            "axes": {"method": [method], "lm": [search.lm], "seed": [search.seed]},
+        },
+        source="learning-rate search",
+    )
+    return spec.points()[0]
+
+
+def _open_study(storage, search: Search, profile: Profile, method: str) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=search.study_name(profile, method),
+        storage=storage,
+        sampler=optuna.samplers.GridSampler({"lr": list(search.grid)}, seed=search.seed),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        # the lock above says no search runs: this one's process died
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    finished = _scores(study)
+    trials = study.get_trials(deepcopy=False)
+    tried = {t.params.get("lr") for t in trials if t.state == TrialState.FAIL}
+    waiting = {t.params.get("lr") for t in trials if t.state == TrialState.WAITING}
+    for lr in search.grid:  # a rate that only failed is asked again (the sampler counts it done)
+        if lr in tried and lr not in finished and lr not in waiting:
+            study.enqueue_trial({"lr": lr})
+    return study
+
+
+def _scores(study: optuna.Study) -> dict[float, float]:
+    return {
+        t.params["lr"]: float(t.value)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None
+    }
+
+
+def _still_to_run(study: optuna.Study, grid: Sequence[float]) -> int:
+    return sum(1 for lr in grid if lr not in _scores(study))
+
+
+def _job(search: Search, profile: Profile, tracker, point, trial, lr: float) -> TrialJob:
+    method = point["method"]
+    plan = profile.resolve(
+        point, {**SEARCH_SETTINGS, "optim.lr": lr}, source="learning-rate search"
+    )
+    out_dir = folders.run_dir(profile.runs_dir / RUN_FOLDER, plan.run_id)
+    params = config_params(
+        plan.config,
+        plan.axis_params(),
+        plan.arch.as_params(),
+        profile=profile.name,
+        scale=profile.scale,
+    )
+    tags = {
+        **tracking.environment_tags(),
+        "config_hash": plan.run_id,
+        "point": point.label(),
+        "method": method,
+        "lr": lr,
+        "run_folder": str(out_dir),
+        "optuna.study": search.study_name(profile, method),
+        "optuna.trial": trial.number,
+        "selection": f"{METRIC}, {SPLIT} split",
+    }
+    return TrialJob(
+        config_json=plan.config.model_dump_json(),
+        out_dir=str(out_dir),
+        tracking_uri=tracker.uri,
+        experiment=tracker.experiment_name,
+        run_name=f"{point.label()} lr {lr:g} [{plan.run_id}]",
+        params=params,
+        tags=tags,
+        executor=DEFAULT_EXECUTOR,
+        progress=True,
+    )
+
+
+def _record(search: Search, profile: Profile, method: str, study: optuna.Study) -> SearchRecord:
+    scores = _scores(study)
+    return SearchRecord(
+        chosen=max(scores, key=lambda lr: (scores[lr], lr == profile.budget.lr)),
+        lm=search.lm,
+        seed=search.seed,
+        metric=METRIC,
+        study=search.study_name(profile, method),
+        scores=dict(sorted(scores.items())),
+    )
+
+
+# ------------------------------------------------------------------ in the worker processes
+
+_EXECUTOR: SharedScorerExecutor | None = None
+
+
+def _init(threads: int | None) -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch_threads(threads).__enter__()  # for the life of this worker process
+
+
+def run_trial(job: TrialJob) -> float:
+    """Train and score one trial in its run folder, tracked as one MLflow run; its score."""
+    global _EXECUTOR
+    from ituning.run_config import TrainConfig
+
+    if _EXECUTOR is None or _EXECUTOR.fn is not load_executor(job.executor):
+        _EXECUTOR = SharedScorerExecutor(load_executor(job.executor))
+    tracker = tracking.Tracker(job.tracking_uri, job.experiment)
+    for stale in tracker.runs(status="RUNNING", digest=job.tags["config_hash"]):
+        tracker.client.set_terminated(stale.info.run_id, status="KILLED")
+    out_dir = Path(job.out_dir)
+    run = tracker.start(run_name=job.run_name, params=job.params, tags=job.tags)
+    config = TrainConfig.model_validate_json(job.config_json)
+    try:
+        with folders.run_lock(out_dir):
+            result = _EXECUTOR(config, out_dir, run, progress=job.progress)
+            run.log_result(result, out_dir)
+    except BaseException as exc:
+        reason = failure_reason(exc, out_dir)[0] if isinstance(exc, Exception) else "interrupted"
+        run.end("FAILED", reason)
+        raise SearchFailed(reason) from None
+    if METRIC not in result.metrics:
+        run.end("FAILED", f"no {METRIC} in the result")
+        raise SearchFailed(f"no {METRIC} in the result")
+    run.end("FINISHED")
+    return float(result.metrics[METRIC])
