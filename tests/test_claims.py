@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 
 import numpy as np
@@ -158,7 +160,7 @@ def test_mini_report_lists_every_claim_with_a_verdict():
     assert by["vs_clipcap"].verdict == MISSING and "clipcap" in by["vs_clipcap"].evidence
     assert by["gap_grows"].verdict == MISSING
     assert by["agnostic"].verdict == MISSING and "Llama" in by["agnostic"].evidence
-    assert by["fewer_params"].verdict == NOT_CHECKED
+    assert by["fewer_params"].verdict == MISSING and "base LM (full)" in by["fewer_params"].evidence
     assert by["vs_vlt5"].verdict == NOT_CHECKED and by["vs_oscar_nocaps"].verdict == NOT_CHECKED
     assert all(v.verdict in VERDICTS for v in verdicts)
 
@@ -248,6 +250,25 @@ def test_clipcap_claims_compare_with_clipcap_trained_here_at_mini():
     assert (
         C.larger_lm(ctx(*nocaps_seeds("base", 3, 100, 80, 90, 60, 1.0), *theirs)).verdict == MISSING
     )
+
+
+def _full(lm, test, params, **kw):
+    """I-Tuning with every LM weight trained, run here: its params count ``params``."""
+    runs = seeds(lm, mean=test, sd=1.0, params={"method": "full"}, specs=("baselines",), **kw)
+    return [dataclasses.replace(r, metrics={**r.metrics, "trainable_params": params}) for r in runs]
+
+
+def test_fewer_params_at_mini_is_non_inferiority_against_full_fine_tuning_at_each_size():
+    sizes = {"base": {}, "medium": {"n_layers": 6}, "large": {"n_layers": 8}}
+    ours = [r for lm, kw in sizes.items() for r in seeds(lm, mean=100, sd=1.0, **kw)]
+    close = [r for lm, kw in sizes.items() for r in _full(lm, 99, 8e4, **kw)]
+    v = P.fewer_params(ctx(*ours, *close))
+    assert v.verdict == HOLDS and len(v.intervals) == 3  # 1 below I-Tuning: comparable
+    assert "full trains 8.0× I-Tuning's parameters" in v.evidence
+    far = [r for lm, kw in sizes.items() for r in _full(lm, 110, 8e4, **kw)]
+    assert P.fewer_params(ctx(*ours, *far)).verdict == FAILS  # 10 above: not comparable
+    partial = P.fewer_params(ctx(*ours, *(r for r in close if r.lm_size != "medium")))
+    assert partial.verdict == MISSING and "medium LM (full)" in partial.evidence
 
 
 def test_term_offsets_a_published_constant():

@@ -386,7 +386,9 @@ def test_claims_get_verdicts_from_runs(tiny) -> None:
     assert shown == [v.verdict for v in computed]
     by = {v.key: v for v in computed}
     assert by["vlp_helps"].verdict == MISSING and "sweep `table1`" in by["vlp_helps"].evidence
-    assert by["fewer_params"].verdict == NOT_CHECKED
+    assert (
+        by["fewer_params"].verdict == MISSING and "sweep `baselines`" in by["fewer_params"].evidence
+    )
     # two seeds per setting: the LM-size claim has an interval, whatever it decides
     assert by["larger_lm"].intervals and all(iv.known for iv in by["larger_lm"].intervals)
     assert "  - Interval: seeds 2/2" in section

@@ -25,6 +25,7 @@ from bench.report.comparison_tables import NOCAPS_SPLIT, table1, table2
 from bench.report.examples import TABLE3_IMAGES, figure3, table3
 from bench.report.figures import figure1
 from bench.report.markdown import clean, fill
+from bench.report.method_comparison import method_comparison
 from bench.report.paper import SOURCE, load_paper_tables
 from bench.report.provenance import provenance, settings_table
 from bench.report.resampling import Resamples
@@ -73,6 +74,7 @@ def render(inputs: ReportInputs) -> str:
         "claims": _claims(check_claims(runs, inputs.paper, resamples), resamples),
         "table1": table1(inputs),
         "table2": table2(inputs),
+        "methods": method_comparison(inputs),
         "figure1": figure1(inputs),
         "ablations": ablations(inputs),
         "table3": table3(inputs),

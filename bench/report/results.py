@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.sweep import axes, tracking
+from bench.sweep.profile import profile_label
 from bench.sweep.tracking import TrackingError
 from ituning.errors import first_line
 from ituning.methods.registry import METHODS
@@ -392,7 +393,7 @@ def load_runs(uri: str, *, profile: str, scale: str = "full") -> RunSet:
                 f"MLflow store {db} does not exist; run the sweeps first "
                 "(python -m bench.reproduce) or pass --tracking-uri / --runs-dir"
             )
-    experiment = profile if scale == "full" else f"{profile}-{scale}"
+    experiment = profile_label(profile, scale)
     try:
         frame = search_runs(uri, experiment)
     except TrackingError:

@@ -87,6 +87,7 @@ def chosen(label: str, method: str, path: Path | None = None) -> float | None:
 
 def write(rates: LearningRates, path: Path | None = None) -> Path:
     path = path or LEARNING_RATES_FILE
+
     def plain(record: SearchRecord) -> dict:  # YAML keys are text
         return {**record.model_dump(), "scores": {f"{k:g}": v for k, v in record.scores.items()}}
 

@@ -70,7 +70,7 @@ class Profile:
     @property
     def label(self) -> str:
         """``mini``, ``mini-tiny``: the MLflow experiment and optuna study of this profile."""
-        return self.name if self.scale == "full" else f"{self.name}-{self.scale}"
+        return profile_label(self.name, self.scale)
 
     def check(self, plans: Sequence[RunPlan] = ()) -> None:
         """Validate what the user supplied (data files) and write nothing: a sweep runs this
@@ -135,6 +135,11 @@ class Profile:
             plan = self.resolve(point, spec.overrides, source=spec.source)
             plans.setdefault(plan.run_id, plan)
         return list(plans.values())
+
+
+def profile_label(name: str, scale: str) -> str:
+    """A profile at a scale as its stores name it (MLflow experiment, optuna study, records)."""
+    return name if scale == "full" else f"{name}-{scale}"
 
 
 def trainable_params(profile: Profile, lm: LMChoice, config: TrainConfig) -> int:

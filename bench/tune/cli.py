@@ -27,6 +27,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--lm", default="base", help="the LM size searched at (default: base)")
     p.add_argument("--seed", type=int, default=0, help="default: 0")
+    p.add_argument(
+        "--grid",
+        nargs="+",
+        type=float,
+        default=list(LR_GRID),
+        help=f"learning rates to try (default: {' '.join(f'{lr:g}' for lr in LR_GRID)})",
+    )
     p.add_argument("--profile", default="mini", choices=PROFILES, help="default: mini")
     p.add_argument("--scale", default="full", choices=SCALES, help="tiny: shrink everything")
     p.add_argument("--workers", type=int, help="worker processes (default: mini one per core)")
@@ -51,8 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(
             f"--lm {args.lm}: not an LM size of profile {args.profile} ({', '.join(profile.lms)})"
         )
-    search = Search(methods=tuple(dict.fromkeys(args.methods)), lm=args.lm, seed=args.seed)
-    workers = args.workers or default_workers(profile, len(search.methods) * len(LR_GRID))
+    if any(not 0 < lr < 1 for lr in args.grid):
+        p.error(f"--grid {' '.join(map(str, args.grid))}: learning rates lie between 0 and 1")
+    search = Search(
+        methods=tuple(dict.fromkeys(args.methods)),
+        lm=args.lm,
+        seed=args.seed,
+        grid=tuple(sorted(set(args.grid))),
+    )
+    workers = args.workers or default_workers(profile, len(search.methods) * len(search.grid))
     started = time.perf_counter()
     records = run_search(
         search,

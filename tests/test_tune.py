@@ -1,0 +1,132 @@
+"""The learning-rate search: the same grid for every method, scored on the validation split only,
+tracked in MLflow and optuna, resumable, and read back by the profile that trains the method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from bench.sweep import learning_rates
+from bench.sweep.learning_rates import LearningRates, SearchRecord
+from bench.sweep.profiles import get_profile
+from bench.sweep.spec import parse_spec
+from bench.tune.cli import main
+from ituning.train import run_experiment
+
+pytestmark = pytest.mark.slow
+FAILING_LR = 3e-3
+FAILING = "test_tune:fails_at_one_rate"
+
+
+def fails_at_one_rate(config, out_dir, **kwargs):
+    """The real trainer, except at :data:`FAILING_LR` (a worker process imports it by name)."""
+    if config.optim.lr == FAILING_LR:
+        raise RuntimeError("diverged")
+    return run_experiment(config, out_dir, **kwargs)
+
+
+def _tune(runs: Path, record: Path, *extra: str) -> int:
+    args = ["--scale", "tiny", "--runs-dir", str(runs), "--record", str(record), "--quiet"]
+    return main([*args, "--workers", "2", *extra])
+
+
+def _search_runs(runs: Path) -> list:
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("mini-tiny-lr-search")
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_every_method_gets_the_same_grid_scored_on_validation_and_recorded(runs_dir, tmp_path):
+    record = tmp_path / "rates.yaml"
+    grid = ["--grid", "1e-3", "3e-3", "--methods", "itune", "clipcap-mlp"]
+    assert _tune(runs_dir, record, *grid) == 0
+
+    rates = learning_rates.read(record)
+    for method in ("itune", "clipcap-mlp"):
+        searched = rates.profiles["mini-tiny"][method]
+        assert sorted(searched.scores) == [1e-3, 3e-3]
+        assert searched.chosen == max(searched.scores, key=lambda lr: searched.scores[lr])
+        assert (searched.lm, searched.seed, searched.metric) == ("base", 0, "val/cider")
+        study = optuna.load_study(
+            study_name=searched.study, storage=f"sqlite:///{runs_dir / 'optuna.db'}"
+        )
+        assert all("grid_id" in t.system_attrs for t in study.trials)  # optuna's grid sampler
+        assert {t.params["lr"]: t.value for t in study.trials} == searched.scores
+
+    runs = _search_runs(runs_dir)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:  # the search never looks at the test or NoCaps-style splits
+        assert "val/cider" in run.data.metrics
+        assert not any(k.startswith(("test/", "nocaps")) for k in run.data.metrics)
+        assert float(run.data.params["optim.lr"]) == float(run.data.tags["lr"])
+        assert run.data.tags["optuna.study"].startswith("mini-tiny-lr-")
+
+    # a second call finds every rate scored: nothing trains, the record is the same
+    before = record.read_text()
+    assert _tune(runs_dir, record, *grid) == 0
+    assert len(_search_runs(runs_dir)) == 4 and record.read_text() == before
+
+
+def test_a_failed_trial_fails_the_search_and_only_it_runs_again(runs_dir, tmp_path, capsys):
+    record = tmp_path / "rates.yaml"
+    grid = ["--grid", "1e-3", str(FAILING_LR), "--methods", "itune"]
+    assert _tune(runs_dir, record, *grid, "--executor", FAILING) == 1
+    err = capsys.readouterr().err
+    assert "1 trial(s) failed (itune lr 0.003: RuntimeError: diverged)" in err
+    assert "rerun the same command" in err and "Traceback" not in err
+    assert not record.exists()  # no rate is chosen from an incomplete grid
+    statuses = sorted(r.info.status for r in _search_runs(runs_dir))
+    assert statuses == ["FAILED", "FINISHED"]
+
+    assert _tune(runs_dir, record, *grid) == 0
+    assert "learning-rate search: 1 trial(s) to run" in capsys.readouterr().out
+    assert sorted(learning_rates.read(record).profiles["mini-tiny"]["itune"].scores) == [
+        1e-3,
+        FAILING_LR,
+    ]
+
+
+def _record(chosen: float, scores: dict[float, float]) -> SearchRecord:
+    return SearchRecord(
+        chosen=chosen, lm="base", seed=0, metric="val/cider", study="s", scores=scores
+    )
+
+
+def test_the_profile_trains_each_method_at_its_recorded_rate(tmp_path, monkeypatch):
+    path = tmp_path / "rates.yaml"
+    rates = LearningRates().with_record("mini-tiny", "full", _record(2e-4, {2e-4: 9.0, 1e-3: 1.0}))
+    learning_rates.write(rates, path)
+    monkeypatch.setattr(learning_rates, "LEARNING_RATES_FILE", path)
+    profile = get_profile("mini", runs_dir=tmp_path / "runs", scale="tiny")
+    spec = parse_spec("name: m\naxes: {method: [itune, full]}\n")
+    lrs = {p.point["method"]: p.config.optim.lr for p in profile.plan(spec)}
+    assert lrs == {"itune": profile.budget.lr, "full": 2e-4}  # no record: the budget's rate
+    # the search's own trials and a spec's override still set the rate they name
+    forced = parse_spec("name: m\naxes: {method: [full]}\noverrides: {optim: {lr: 0.05}}\n")
+    assert [p.config.optim.lr for p in profile.plan(forced)] == [0.05]
+    # the full-scale profile has no record in this file: budget rate there too
+    full_scale = get_profile("mini", runs_dir=tmp_path / "runs")
+    assert [p.config.optim.lr for p in full_scale.plan(spec)] == [full_scale.budget.lr] * 2
+
+
+def test_the_record_round_trips_and_says_when_the_best_rate_is_at_the_grids_edge(tmp_path):
+    path = tmp_path / "rates.yaml"
+    inner = _record(1e-3, {1e-4: 1.0, 1e-3: 5.0, 1e-2: 2.0})
+    edge = _record(1e-2, {1e-4: 1.0, 1e-3: 5.0, 1e-2: 6.0})
+    rates = LearningRates().with_record("mini", "itune", inner).with_record("mini", "full", edge)
+    learning_rates.write(rates, path)
+    assert learning_rates.read(path) == rates
+    assert learning_rates.chosen("mini", "full", path) == 1e-2
+    assert learning_rates.chosen("paper", "full", path) is None
+    assert not inner.at_edge() and edge.at_edge()
+    assert "do not edit by hand" in path.read_text()
+
+
+def test_a_damaged_record_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "rates.yaml"
+    path.write_text("mini:\n  itune: {chosen: -1}\n")
+    with pytest.raises(learning_rates.ConfigError, match=r"rates\.yaml: .*chosen"):
+        learning_rates.read(path)
