@@ -130,3 +130,17 @@ def test_a_damaged_record_is_one_line_naming_the_file(tmp_path):
     path.write_text("mini:\n  itune: {chosen: -1}\n")
     with pytest.raises(learning_rates.ConfigError, match=r"rates\.yaml: .*chosen"):
         learning_rates.read(path)
+
+
+def test_trial_workers_keep_the_profiles_thread_count():
+    """One thread per worker at mini (two two-thread workers on two cores ran 6x slower)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from bench.tune.search import _init
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(1,)) as pool:
+        assert pool.submit(torch.get_num_threads).result() == 1

@@ -13,14 +13,7 @@ from bench.report.markdown import table
 from bench.report.settings import ReportInputs
 from bench.sweep import learning_rates
 from bench.sweep.profile import profile_label
-from ituning.methods.registry import METHODS
-
-WHAT_TRAINS = {
-    "itune": "the I-Tuning modules (LM and vision encoder frozen)",
-    "full": "the I-Tuning modules and every LM weight",
-    "clipcap-transformer": "ClipCap's transformer mapper (LM frozen)",
-    "clipcap-mlp": "ClipCap's MLP mapper and every LM weight",
-}
+from ituning.methods.registry import METHODS, WHAT_TRAINS
 
 
 def method_comparison(inputs: ReportInputs) -> list[str]:

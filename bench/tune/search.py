@@ -41,7 +41,6 @@ from bench.sweep.worker import (
     config_params,
     failure_reason,
     load_executor,
-    torch_threads,
 )
 from ituning.errors import ITuningError
 from ituning.files import file_lock
@@ -262,9 +261,11 @@ _EXECUTOR: SharedScorerExecutor | None = None
 
 def _init(threads: int | None) -> None:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    if threads:
+    if threads:  # for the life of this worker process, as a sweep worker does
+        import torch
+
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        torch_threads(threads).__enter__()  # for the life of this worker process
+        torch.set_num_threads(threads)
 
 
 def run_trial(job: TrialJob) -> float:

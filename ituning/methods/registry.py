@@ -1,9 +1,5 @@
-"""The methods by name, and the one place that builds a method's model from a configuration.
-
-* ``itune``: I-Tuning, the LM frozen (the paper's method);
-* ``full``: the same modules with every LM weight trained too;
-* ``clipcap-transformer``, ``clipcap-mlp``: ClipCap's two variants
-  (:mod:`ituning.methods.clipcap_config`).
+"""The methods by name (:data:`WHAT_TRAINS`), and the one place that builds a method's model from
+a configuration. ClipCap's two variants are configured in :mod:`ituning.methods.clipcap_config`.
 """
 
 from __future__ import annotations
@@ -18,6 +14,13 @@ from ituning.methods.clipcap_config import VARIANTS, ClipCapConfig
 
 Method = Literal["itune", "full", "clipcap-transformer", "clipcap-mlp"]
 METHODS: tuple[str, ...] = ("itune", "full", *VARIANTS)
+#: What each method trains; everything else (vision encoder, and the LM unless named) is frozen.
+WHAT_TRAINS: dict[str, str] = {
+    "itune": "the I-Tuning modules (the paper's method; LM frozen)",
+    "full": "the I-Tuning modules and every LM weight",
+    "clipcap-transformer": "ClipCap's transformer mapper (LM frozen)",
+    "clipcap-mlp": "ClipCap's MLP mapper and every LM weight",
+}
 
 
 def is_clipcap(method: object) -> bool:
