@@ -22,15 +22,16 @@ FAILING = "test_tune:fails_at_one_rate"
 
 
 def fails_at_one_rate(config, out_dir, **kwargs):
-    """The real trainer, except at :data:`FAILING_LR` (a worker process imports it by name)."""
-    if config.optim.lr == FAILING_LR:
+    """The real trainer, except I-Tuning at :data:`FAILING_LR` (a worker imports it by name)."""
+    if config.method == "itune" and config.optim.lr == FAILING_LR:
         raise RuntimeError("diverged")
     return run_experiment(config, out_dir, **kwargs)
 
 
 def _tune(runs: Path, record: Path, *extra: str) -> int:
     args = ["--scale", "tiny", "--runs-dir", str(runs), "--record", str(record), "--quiet"]
-    return main([*args, "--workers", "2", *extra])
+    grid = ["--grid", "1e-3", str(FAILING_LR), "--methods", "itune", "clipcap-mlp"]
+    return main([*args, "--workers", "2", *grid, *extra])
 
 
 def _search_runs(runs: Path) -> list:
@@ -39,54 +40,48 @@ def _search_runs(runs: Path) -> list:
     return client.search_runs([exp.experiment_id]) if exp else []
 
 
-def test_every_method_gets_the_same_grid_scored_on_validation_and_recorded(runs_dir, tmp_path):
+def test_each_method_searches_the_same_grid_on_validation_resumes_and_records(
+    runs_dir, tmp_path, capsys
+):
     record = tmp_path / "rates.yaml"
-    grid = ["--grid", "1e-3", "3e-3", "--methods", "itune", "clipcap-mlp"]
-    assert _tune(runs_dir, record, *grid) == 0
+    # one trial fails: the search fails, naming it, and chooses nothing from an incomplete grid
+    assert _tune(runs_dir, record, "--executor", FAILING) == 1
+    err = capsys.readouterr().err
+    assert "1 trial(s) failed (itune lr 0.003: RuntimeError: diverged)" in err
+    assert "rerun the same command" in err and "Traceback" not in err
+    assert not record.exists()
+    statuses = sorted(r.info.status for r in _search_runs(runs_dir))
+    assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
 
+    # the rerun trains only the failed rate, then records every method's search
+    assert _tune(runs_dir, record) == 0
+    assert "learning-rate search: 1 trial(s) to run" in capsys.readouterr().out
     rates = learning_rates.read(record)
     for method in ("itune", "clipcap-mlp"):
         searched = rates.profiles["mini-tiny"][method]
-        assert sorted(searched.scores) == [1e-3, 3e-3]
+        assert sorted(searched.scores) == [1e-3, FAILING_LR]
         assert searched.chosen == max(searched.scores, key=lambda lr: searched.scores[lr])
         assert (searched.lm, searched.seed, searched.metric) == ("base", 0, "val/cider")
         study = optuna.load_study(
             study_name=searched.study, storage=f"sqlite:///{runs_dir / 'optuna.db'}"
         )
-        assert all("grid_id" in t.system_attrs for t in study.trials)  # optuna's grid sampler
-        assert {t.params["lr"]: t.value for t in study.trials} == searched.scores
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert {t.params["lr"]: t.value for t in done} == searched.scores
+        sampled = [t for t in study.trials if "fixed_params" not in t.system_attrs]  # not retries
+        assert sampled and all("grid_id" in t.system_attrs for t in sampled)  # the grid sampler
 
-    runs = _search_runs(runs_dir)
-    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
-    for run in runs:  # the search never looks at the test or NoCaps-style splits
+    finished = [r for r in _search_runs(runs_dir) if r.info.status == "FINISHED"]
+    assert len(finished) == 4
+    for run in finished:  # the search never looks at the test or NoCaps-style splits
         assert "val/cider" in run.data.metrics
         assert not any(k.startswith(("test/", "nocaps")) for k in run.data.metrics)
         assert float(run.data.params["optim.lr"]) == float(run.data.tags["lr"])
         assert run.data.tags["optuna.study"].startswith("mini-tiny-lr-")
 
-    # a second call finds every rate scored: nothing trains, the record is the same
+    # a third call finds every rate scored: nothing trains, the record is the same
     before = record.read_text()
-    assert _tune(runs_dir, record, *grid) == 0
-    assert len(_search_runs(runs_dir)) == 4 and record.read_text() == before
-
-
-def test_a_failed_trial_fails_the_search_and_only_it_runs_again(runs_dir, tmp_path, capsys):
-    record = tmp_path / "rates.yaml"
-    grid = ["--grid", "1e-3", str(FAILING_LR), "--methods", "itune"]
-    assert _tune(runs_dir, record, *grid, "--executor", FAILING) == 1
-    err = capsys.readouterr().err
-    assert "1 trial(s) failed (itune lr 0.003: RuntimeError: diverged)" in err
-    assert "rerun the same command" in err and "Traceback" not in err
-    assert not record.exists()  # no rate is chosen from an incomplete grid
-    statuses = sorted(r.info.status for r in _search_runs(runs_dir))
-    assert statuses == ["FAILED", "FINISHED"]
-
-    assert _tune(runs_dir, record, *grid) == 0
-    assert "learning-rate search: 1 trial(s) to run" in capsys.readouterr().out
-    assert sorted(learning_rates.read(record).profiles["mini-tiny"]["itune"].scores) == [
-        1e-3,
-        FAILING_LR,
-    ]
+    assert _tune(runs_dir, record) == 0
+    assert len(_search_runs(runs_dir)) == 5 and record.read_text() == before
 
 
 def _record(chosen: float, scores: dict[float, float]) -> SearchRecord:

@@ -45,9 +45,10 @@ from bench.sweep.worker import (
 from ituning.errors import ITuningError
 from ituning.files import file_lock
 
-#: Log-spaced, wide enough for a frozen-LM adapter and for fine-tuning every LM weight; it holds
-#: the mini budget's 6e-3 so that I-Tuning's runs keep their ids when that rate wins.
-LR_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 6e-3, 1e-2)
+#: Log-spaced, wide enough for a frozen-LM adapter and for fine-tuning every LM weight, and holding
+#: the mini budget's 6e-3. 2e-2 was added when the first search (up to 1e-2) put the best rate of
+#: two methods at its top edge.
+LR_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 6e-3, 1e-2, 2e-2)
 SPLIT = "val"
 METRIC = f"{SPLIT}/cider"
 #: Score the validation split only: no test, NoCaps-style or control decoding.
@@ -184,12 +185,14 @@ def _open_study(storage, search: Search, profile: Profile, method: str) -> optun
         # the lock above says no search runs: this one's process died
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     finished = _scores(study)
-    trials = study.get_trials(deepcopy=False)
-    tried = {t.params.get("lr") for t in trials if t.state == TrialState.FAIL}
-    waiting = {t.params.get("lr") for t in trials if t.state == TrialState.WAITING}
-    for lr in search.grid:  # a rate that only failed is asked again (the sampler counts it done)
-        if lr in tried and lr not in finished and lr not in waiting:
-            study.enqueue_trial({"lr": lr})
+    waiting = {
+        t.system_attrs.get("fixed_params", {}).get("lr")
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    }
+    if study.get_trials(deepcopy=False):  # resumed: a rate that failed, or one the grid gained
+        for lr in search.grid:  # is asked for by name (the sampler counts a failure as done)
+            if lr not in finished and lr not in waiting:
+                study.enqueue_trial({"lr": lr})
     return study
 
 
@@ -243,7 +246,7 @@ def _job(search: Search, profile: Profile, tracker, point, trial, lr: float) -> 
 
 
 def _record(search: Search, profile: Profile, method: str, study: optuna.Study) -> SearchRecord:
-    scores = _scores(study)
+    scores = {lr: v for lr, v in _scores(study).items() if lr in search.grid}
     return SearchRecord(
         chosen=max(scores, key=lambda lr: (scores[lr], lr == profile.budget.lr)),
         lm=search.lm,
