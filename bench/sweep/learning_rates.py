@@ -22,8 +22,8 @@ from ituning.yaml_input import load_yaml
 LEARNING_RATES_FILE = Path(__file__).with_name("learning_rates.yaml")
 _HEADER = """\
 # Each method's learning rate per profile, chosen by the same search on the validation split:
-# optuna's grid sampler over the grid below, one LM size and seed, each method's rate the one with
-# the best validation CIDEr. Written by `python -m bench.tune`; do not edit by hand.
+# optuna's grid sampler over the rates under `scores`, at one LM size and seed; each method's rate
+# is the one with the best validation score. Written by `python -m bench.tune`; do not edit.
 """
 
 
@@ -89,7 +89,8 @@ def write(rates: LearningRates, path: Path | None = None) -> Path:
     path = path or LEARNING_RATES_FILE
 
     def plain(record: SearchRecord) -> dict:  # YAML keys are text
-        return {**record.model_dump(), "scores": {f"{k:g}": v for k, v in record.scores.items()}}
+        scores = {f"{k:g}": round(v, 2) for k, v in record.scores.items()}
+        return {**record.model_dump(), "scores": scores}
 
     body = {
         label: {m: plain(r) for m, r in sorted(methods.items())}
