@@ -7,15 +7,15 @@ validation split the way every run decodes the test split, and returns its CIDEr
 NoCaps-style splits are never scored. Every trial is an MLflow run in the experiment
 ``<profile>-lr-search`` (params, metrics, the study and trial number as tags).
 
-Trials run in worker processes (one single-threaded worker per core at ``mini``), asked from and
-told to the studies by this process through optuna's ask-and-tell interface. An interrupted search
-resumes: finished trials stay in their study, a trial left RUNNING is failed and asked again, and
-a trial whose run folder already holds its result is logged without training again.
+Each study's ``optimize`` runs in a thread of this process and hands its trials to a pool of
+worker processes (one single-threaded worker per core at ``mini``), so the methods' grids share the
+workers. An interrupted search resumes: finished trials stay in their study, a trial left RUNNING
+is failed and its rate asked for again by name, and a trial whose run folder already holds its
+result is logged without training again.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import multiprocessing
 import os
@@ -133,8 +133,7 @@ def run_search(
             def objective(trial: optuna.Trial, method: str) -> float:
                 # a log-scaled float rather than a categorical: a study can gain grid rates later
                 lr = trial.suggest_float("lr", min(search.grid), max(search.grid), log=True)
-                job = _job(search, profile, tracker, points[method], trial, lr)
-                job = dataclasses.replace(job, executor=executor, progress=progress)
+                job = _job(search, profile, tracker, points[method], trial, lr, executor, progress)
                 log(f"  {method} lr {lr:g}: trial {trial.number} queued")
                 try:
                     value = pool.submit(run_trial, job).result()
@@ -209,7 +208,16 @@ def _still_to_run(study: optuna.Study, grid: Sequence[float]) -> int:
     return sum(1 for lr in grid if lr not in _scores(study))
 
 
-def _job(search: Search, profile: Profile, tracker, point, trial, lr: float) -> TrialJob:
+def _job(
+    search: Search,
+    profile: Profile,
+    tracker: tracking.Tracker,
+    point,
+    trial: optuna.Trial,
+    lr: float,
+    executor: str,
+    progress: bool,
+) -> TrialJob:
     method = point["method"]
     plan = profile.resolve(
         point, {**SEARCH_SETTINGS, "optim.lr": lr}, source="learning-rate search"
@@ -241,8 +249,8 @@ def _job(search: Search, profile: Profile, tracker, point, trial, lr: float) -> 
         run_name=f"{point.label()} lr {lr:g} [{plan.run_id}]",
         params=params,
         tags=tags,
-        executor=DEFAULT_EXECUTOR,
-        progress=True,
+        executor=executor,
+        progress=progress,
     )
 
 
