@@ -58,9 +58,10 @@ def test_a_declared_axis_runs_through_spec_config_params_dry_run_and_report(
 
     lines = describe(spec, profile, plans).splitlines()
     header = next(line for line in lines if line.strip().startswith("run id"))
-    assert header.split()[-3:] == ["wd", "trainable", "state"]
+    assert header.split()[-4:] == ["wd", "lr", "trainable", "state"]
     rows = [line.split() for line in lines if line.strip()[:12] in {p.run_id for p in plans}]
-    assert [row[-3] for row in rows] == ["0", "0.1"]
+    assert [row[-4] for row in rows] == ["0", "0.1"]
+    assert [row[-3] for row in rows] == [f"{profile.budget.lr:g}"] * 2  # no searched rate at tiny
 
     params = plans[1].axis_params()
     assert params["weight_decay"] == 0.1 and params["lm"] == "base"

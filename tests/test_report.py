@@ -374,7 +374,7 @@ def test_claims_get_verdicts_from_runs(tiny) -> None:
     """The README lists every claim with the verdict that the claims module computes from the
     tracked runs, with its source and, where seeds allow, an interval."""
     from bench.report.claims import check_claims, claim_texts
-    from bench.report.verdicts import MISSING, NOT_CHECKED, VERDICTS
+    from bench.report.verdicts import MISSING, VERDICTS
 
     text = (tiny.out / "README.md").read_text()
     section = _section(text, "The paper's claims")

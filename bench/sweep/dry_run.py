@@ -25,8 +25,8 @@ def describe(
     b = profile.budget
     lines.append(
         f"  budget: {b.epochs} epochs (VLP {b.vlp_epochs}), batch {b.batch_captions} captions "
-        f"({b.captions_per_image} per image; micro {b.micro_batch_images} images), lr {b.lr:g}, "
-        f"beam {b.beam}"
+        f"({b.captions_per_image} per image; micro {b.micro_batch_images} images), beam "
+        f"{b.beam}; lr: each method's searched rate (bench/sweep/learning_rates.yaml), else {b.lr:g}"
     )
     finished = tracking.finished_if_stored(
         tracking_uri or tracking.default_tracking_uri(profile.runs_dir), profile.label
@@ -34,7 +34,7 @@ def describe(
     names = list(axes.AXES)
     at = names.index("lm") + 1  # the LM's depth right after the LM
     titles = [axis.title for axis in axes.AXES.values()]
-    header = ("run id", *titles[:at], "layers", *titles[at:], "trainable", "state")
+    header = ("run id", *titles[:at], "layers", *titles[at:], "lr", "trainable", "state")
     rows = []
     for plan in plans:
         method = plan.point["method"]
@@ -56,6 +56,7 @@ def describe(
                 *cells[:at],
                 str(plan.arch.n_layers),
                 *cells[at:],
+                f"{plan.config.optim.lr:g}",
                 _count(plan.arch.trainable_params),
                 state,
             )
