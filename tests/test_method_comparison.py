@@ -14,9 +14,7 @@ from bench.sweep.learning_rates import LearningRates, SearchRecord
 
 
 def _record(chosen: float, scores: dict[float, float]) -> SearchRecord:
-    return SearchRecord(
-        chosen=chosen, lm="base", seed=0, metric="val/cider", study="s", scores=scores
-    )
+    return SearchRecord(chosen=chosen, seed=0, metric="val/cider", study="s", scores=scores)
 
 
 def _section(tmp_path: Path, monkeypatch, rates: LearningRates, *runs) -> str:
@@ -32,8 +30,10 @@ def _section(tmp_path: Path, monkeypatch, rates: LearningRates, *runs) -> str:
 def test_each_method_shows_its_searched_scores_and_the_rate_its_runs_used(tmp_path, monkeypatch):
     rates = (
         LearningRates()
-        .with_record("mini", "itune", _record(6e-3, {1e-3: 120.0, 6e-3: 140.0, 1e-2: 139.0}))
-        .with_record("mini", "full", _record(1e-3, {1e-3: 250.0, 6e-3: 230.0, 1e-2: 90.0}))
+        .with_record(
+            "mini", "itune", "base", _record(6e-3, {1e-3: 120.0, 6e-3: 140.0, 1e-2: 139.0})
+        )
+        .with_record("mini", "full", "base", _record(1e-3, {1e-3: 250.0, 6e-3: 230.0, 1e-2: 90.0}))
     )
     runs = [
         make_run(params={"optim.lr": "0.006"}),
@@ -41,6 +41,7 @@ def test_each_method_shows_its_searched_scores_and_the_rate_its_runs_used(tmp_pa
     ]
     text = _section(tmp_path, monkeypatch, rates, *runs)
     assert "optuna's grid sampler" in text and "`mini-lr-search`" in text
+    assert "with the base LM (the rate chosen there is used at every LM size)" in text
     assert "never scored in the search" in text
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert "| **140.0** |" in rows["itune"] and "| 0.006 |" in rows["itune"]

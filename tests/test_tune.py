@@ -14,6 +14,7 @@ from bench.sweep.learning_rates import LearningRates, SearchRecord
 from bench.sweep.profiles import get_profile
 from bench.sweep.spec import parse_spec
 from bench.tune.cli import main
+from ituning.errors import ConfigError
 from ituning.train import run_experiment
 
 pytestmark = pytest.mark.slow
@@ -58,10 +59,10 @@ def test_each_method_searches_the_same_grid_on_validation_resumes_and_records(
     assert "learning-rate search: 1 trial(s) to run" in capsys.readouterr().out
     rates = learning_rates.read(record)
     for method in ("itune", "clipcap-mlp"):
-        searched = rates.profiles["mini-tiny"][method]
+        searched = rates.searched("mini-tiny", method)["base"]
         assert sorted(searched.scores) == [1e-3, FAILING_LR]
         assert searched.chosen == max(searched.scores, key=lambda lr: searched.scores[lr])
-        assert (searched.lm, searched.seed, searched.metric) == ("base", 0, "val/cider")
+        assert (searched.seed, searched.metric) == (0, "val/cider")
         study = optuna.load_study(
             study_name=searched.study, storage=f"sqlite:///{runs_dir / 'optuna.db'}"
         )
@@ -85,44 +86,66 @@ def test_each_method_searches_the_same_grid_on_validation_resumes_and_records(
 
 
 def _record(chosen: float, scores: dict[float, float]) -> SearchRecord:
-    return SearchRecord(
-        chosen=chosen, lm="base", seed=0, metric="val/cider", study="s", scores=scores
-    )
+    return SearchRecord(chosen=chosen, seed=0, metric="val/cider", study="s", scores=scores)
 
 
-def test_the_profile_trains_each_method_at_its_recorded_rate(tmp_path, monkeypatch):
+def test_the_profile_trains_each_method_at_the_rate_searched_for_its_lm_size(tmp_path, monkeypatch):
     path = tmp_path / "rates.yaml"
-    rates = LearningRates().with_record("mini-tiny", "full", _record(2e-4, {2e-4: 9.0, 1e-3: 1.0}))
+    rates = (
+        LearningRates()
+        .with_record("mini-tiny", "full", "base", _record(2e-4, {2e-4: 9.0, 1e-3: 1.0}))
+        .with_record("mini-tiny", "clipcap-mlp", "base", _record(1e-3, {1e-3: 9.0}))
+        .with_record("mini-tiny", "clipcap-mlp", "large", _record(3e-4, {3e-4: 9.0}))
+    )
     learning_rates.write(rates, path)
     monkeypatch.setattr(learning_rates, "LEARNING_RATES_FILE", path)
     profile = get_profile("mini", runs_dir=tmp_path / "runs", scale="tiny")
-    spec = parse_spec("name: m\naxes: {method: [itune, full]}\n")
-    lrs = {p.point["method"]: p.config.optim.lr for p in profile.plan(spec)}
-    assert lrs == {"itune": profile.budget.lr, "full": 2e-4}  # no record: the budget's rate
+    spec = parse_spec("name: m\naxes: {method: [itune, full, clipcap-mlp], lm: [base, large]}\n")
+    lrs = {(p.point["method"], p.point["lm"]): p.config.optim.lr for p in profile.plan(spec)}
+    assert lrs == {
+        ("itune", "base"): profile.budget.lr,  # never searched: the budget's rate
+        ("itune", "large"): profile.budget.lr,
+        ("full", "base"): 2e-4,
+        ("full", "large"): 2e-4,  # searched at one size only: that rate at every size
+        ("clipcap-mlp", "base"): 1e-3,
+        ("clipcap-mlp", "large"): 3e-4,  # searched at this size: its own rate
+    }
+    # searched at two sizes but not this one: one line saying which search to run
+    medium = parse_spec("name: m\naxes: {method: [clipcap-mlp], lm: [medium]}\n")
+    with pytest.raises(ConfigError, match=r"searched at LM sizes base, large but not medium: run"):
+        profile.plan(medium)
     # the search's own trials and a spec's override still set the rate they name
     forced = parse_spec("name: m\naxes: {method: [full]}\noverrides: {optim: {lr: 0.05}}\n")
     assert [p.config.optim.lr for p in profile.plan(forced)] == [0.05]
     # the full-scale profile has no record in this file: budget rate there too
     full_scale = get_profile("mini", runs_dir=tmp_path / "runs")
-    assert [p.config.optim.lr for p in full_scale.plan(spec)] == [full_scale.budget.lr] * 2
+    plain = parse_spec("name: m\naxes: {method: [itune, full]}\n")
+    assert [p.config.optim.lr for p in full_scale.plan(plain)] == [full_scale.budget.lr] * 2
 
 
 def test_the_record_round_trips_and_says_when_the_best_rate_is_at_the_grids_edge(tmp_path):
     path = tmp_path / "rates.yaml"
     inner = _record(1e-3, {1e-4: 1.0, 1e-3: 5.0, 1e-2: 2.0})
     edge = _record(1e-2, {1e-4: 1.0, 1e-3: 5.0, 1e-2: 6.0})
-    rates = LearningRates().with_record("mini", "itune", inner).with_record("mini", "full", edge)
+    rates = (
+        LearningRates()
+        .with_record("mini", "itune", "base", inner)
+        .with_record("mini", "full", "base", edge)
+    )
     learning_rates.write(rates, path)
     assert learning_rates.read(path) == rates
-    assert learning_rates.chosen("mini", "full", path) == 1e-2
-    assert learning_rates.chosen("paper", "full", path) is None
+    assert learning_rates.chosen("mini", "full", "large", path) == 1e-2
+    assert learning_rates.chosen("paper", "full", "base", path) is None
     assert not inner.at_edge() and edge.at_edge()
     assert "do not edit" in path.read_text()
+    # a second search at another size keeps the first
+    both = rates.with_record("mini", "full", "large", inner)
+    assert set(both.searched("mini", "full")) == {"base", "large"}
 
 
 def test_a_damaged_record_is_one_line_naming_the_file(tmp_path):
     path = tmp_path / "rates.yaml"
-    path.write_text("mini:\n  itune: {chosen: -1}\n")
+    path.write_text("mini:\n  itune:\n    base: {chosen: -1}\n")
     with pytest.raises(learning_rates.ConfigError, match=r"rates\.yaml: .*chosen"):
         learning_rates.read(path)
 

@@ -17,36 +17,39 @@ from ituning.methods.registry import METHODS, WHAT_TRAINS
 
 
 def method_comparison(inputs: ReportInputs) -> list[str]:
-    """A paragraph on the protocol and a table: per method, what trains, the rate its runs used,
-    and every searched rate's validation score (the chosen one in bold)."""
+    """A paragraph on the protocol and a table: per method (and LM size searched), what trains,
+    the rate its runs used, and every searched rate's validation score (the chosen one in bold)."""
     label = profile_label(inputs.runs.profile, inputs.runs.scale)
-    searched = learning_rates.read().profiles.get(label, {})
+    rates = learning_rates.read()
+    searched = {m: rates.searched(label, m) for m in METHODS}
     used = {
         m: sorted({_lr(r.params) for r in inputs.runs.runs if r.method == m} - {None})
         for m in METHODS
     }
-    ran = [m for m in METHODS if used[m]]
-    if ran == ["itune"] and not searched:
+    records = [(m, lm, r) for m in METHODS for lm, r in searched[m].items()]
+    if not records and [m for m in METHODS if used[m]] == ["itune"]:
         return ["Only I-Tuning has runs at this profile (`sweeps/baselines.yaml` runs the others)."]
-    grid = sorted({lr for record in searched.values() for lr in record.scores})
-    lines = [_protocol(label, searched), ""]
-    header = ["method", "what trains", "rate of its runs", *(f"val CIDEr @ {lr:g}" for lr in grid)]
+    grid = sorted({lr for _, _, record in records for lr in record.scores})
+    lines = [_protocol(label, records), ""]
+    header = ["method", "what trains", "rate of its runs", "searched at", *map(_rate_title, grid)]
     rows = []
     for method in METHODS:
-        record = searched.get(method)
-        if record is None and not used[method]:
-            continue
-        cells = []
-        for lr in grid:
-            score = record.scores.get(lr) if record else None
-            text = "–" if score is None else f"{score:.1f}"
-            cells.append(f"**{text}**" if record and lr == record.chosen else text)
-        rates = ", ".join(f"{lr:g}" for lr in used[method]) or "no runs"
-        if record and used[method] and used[method] != [record.chosen]:
-            rates += f" (not the searched {record.chosen:g})"
-        rows.append([method, WHAT_TRAINS.get(method, method), rates, *cells])
-    edge = [m for m, r in searched.items() if r.at_edge()]
+        chosen = {r.chosen for r in searched[method].values()}
+        runs = ", ".join(f"{lr:g}" for lr in used[method]) or "no runs"
+        if chosen and used[method] and not set(used[method]) <= chosen:
+            runs += f" (not the searched {', '.join(f'{lr:g}' for lr in sorted(chosen))})"
+        for lm, record in searched[method].items() or [(None, None)]:
+            if record is None and not used[method]:
+                continue
+            cells = []
+            for lr in grid:
+                score = record.scores.get(lr) if record else None
+                text = "–" if score is None else f"{score:.1f}"
+                cells.append(f"**{text}**" if record and lr == record.chosen else text)
+            where = f"{lm}, seed {record.seed}" if record else "not searched"
+            rows.append([method, WHAT_TRAINS.get(method, method), runs, where, *cells])
     lines += table(header, rows)
+    edge = [f"{m} ({lm})" for m, lm, r in records if r.at_edge()]
     if edge:
         lines += [
             "",
@@ -56,25 +59,35 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
     return lines
 
 
-def _protocol(label: str, searched: dict[str, learning_rates.SearchRecord]) -> str:
+def _rate_title(lr: float) -> str:
+    return f"val @ {lr:g}"
+
+
+def _protocol(label: str, records: list[tuple[str, str, learning_rates.SearchRecord]]) -> str:
     same = (
         "Every method trains on the same data and frozen backbones with the same budget (epochs, "
         "batch, warm-up, seeds), decodes with the same beam search and is scored by the same "
         "scorer on the same splits."
     )
-    if not searched:
+    if not records:
         return (
             f"{same} No learning-rate search is recorded for profile `{label}`: every method "
             "trains at the budget's rate (`python -m bench.tune` runs the search)."
         )
-    first = next(iter(searched.values()))
+    metric = records[0][2].metric
+    sizes = sorted({lm for _, lm, _ in records})
+    at = (
+        f"the {sizes[0]} LM (the rate chosen there is used at every LM size)"
+        if len(sizes) == 1
+        else f"each of the LM sizes {', '.join(sizes)}"
+    )
     return (
         f"{same} Only the learning rate is each method's own, chosen the same way for all: "
-        f"`python -m bench.tune` (optuna's grid sampler, one study per method) trains each method "
-        f"at every rate of the grid with the {first.lm} LM and seed {first.seed}, scores "
-        f"{first.metric} on the validation split (the test and NoCaps-style splits are never "
-        "scored in the search) and keeps the best; the trials are MLflow runs in the experiment "
-        f"`{label}-lr-search`. The rate chosen at one LM size is used at every size."
+        f"`python -m bench.tune` (optuna's grid sampler, one study per method and LM size) trains "
+        f"the method at every rate of the grid with {at}, scores {metric} on the validation "
+        "split (the test and NoCaps-style splits are never scored in the search) and keeps the "
+        f"best; the trials are MLflow runs in the experiment `{label}-lr-search`, and the choices "
+        "are recorded in `bench/sweep/learning_rates.yaml`."
     )
 
 

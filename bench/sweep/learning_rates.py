@@ -2,9 +2,10 @@
 
 A comparison of methods is only fair if none of them trains at a learning rate tuned for another.
 ``python -m bench.tune`` runs the same small search for every method (optuna's grid sampler over
-:data:`bench.tune.search.LR_GRID`, one LM size and seed, validation CIDEr) and records it here,
+:data:`bench.tune.search.LR_GRID`, at an LM size and seed, validation CIDEr) and records it here,
 in ``learning_rates.yaml`` beside this module, which is committed. :meth:`Profile.resolve` trains
-a method at its chosen rate; a profile or method without a record trains at its budget's rate.
+a method at the rate searched at the point's LM size; a method searched at one size only uses
+that rate at every size; a profile or method without a record trains at its budget's rate.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from ituning.yaml_input import load_yaml
 LEARNING_RATES_FILE = Path(__file__).with_name("learning_rates.yaml")
 _HEADER = """\
 # Each method's learning rate per profile, chosen by the same search on the validation split:
-# optuna's grid sampler over the rates under `scores`, at one LM size and seed; each method's rate
-# is the one with the best validation score. Written by `python -m bench.tune`; do not edit.
+# optuna's grid sampler over the rates under `scores`, at an LM size and seed (profile > method >
+# LM size); each method's rate is the one with the best validation score; a method searched at one
+# size only uses that rate at every size. Written by `python -m bench.tune`; do not edit.
 """
 
 
@@ -33,7 +35,6 @@ class SearchRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     chosen: float = Field(gt=0)
-    lm: str
     seed: int
     metric: str
     study: str
@@ -45,19 +46,35 @@ class SearchRecord(BaseModel):
 
 
 class LearningRates(BaseModel):
-    """profile label (``mini``, ``mini-tiny``, ``paper``) -> method -> its search."""
+    """profile label (``mini``, ``mini-tiny``, ``paper``) -> method -> LM size -> its search."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    profiles: dict[str, dict[str, SearchRecord]] = {}
+    profiles: dict[str, dict[str, dict[str, SearchRecord]]] = {}
 
-    def chosen(self, label: str, method: str) -> float | None:
-        record = self.profiles.get(label, {}).get(method)
-        return record.chosen if record is not None else None
+    def searched(self, label: str, method: str) -> dict[str, SearchRecord]:
+        """LM size -> the method's search at that size."""
+        return self.profiles.get(label, {}).get(method, {})
 
-    def with_record(self, label: str, method: str, record: SearchRecord) -> LearningRates:
-        profiles = {k: dict(v) for k, v in self.profiles.items()}
-        profiles.setdefault(label, {})[method] = record
+    def chosen(self, label: str, method: str, lm: str) -> float | None:
+        """The rate for ``method`` at LM size ``lm``: searched there, else searched at the one
+        size it was searched at; ``None`` if never searched (the budget's rate applies)."""
+        by_lm = self.searched(label, method)
+        if lm in by_lm:
+            return by_lm[lm].chosen
+        if len(by_lm) == 1:
+            return next(iter(by_lm.values())).chosen
+        if by_lm:
+            raise ConfigError(
+                f"the learning rate of {method} under profile {label} was searched at LM sizes "
+                f"{', '.join(sorted(by_lm))} but not {lm}: run python -m bench.tune --methods "
+                f"{method} --lm {lm}"
+            )
+        return None
+
+    def with_record(self, label: str, method: str, lm: str, record: SearchRecord) -> LearningRates:
+        profiles = {k: {m: dict(r) for m, r in v.items()} for k, v in self.profiles.items()}
+        profiles.setdefault(label, {}).setdefault(method, {})[lm] = record
         return LearningRates(profiles=profiles)
 
 
@@ -78,11 +95,12 @@ def _cached(path: Path, mtime_ns: int) -> LearningRates:
     return read(path)
 
 
-def chosen(label: str, method: str, path: Path | None = None) -> float | None:
-    """The learning rate the search chose for ``method`` under profile ``label``, if any."""
+def chosen(label: str, method: str, lm: str, path: Path | None = None) -> float | None:
+    """The learning rate searched for ``method`` at LM size ``lm`` under profile ``label``, if
+    any (:meth:`LearningRates.chosen`)."""
     path = path or LEARNING_RATES_FILE
     mtime = path.stat().st_mtime_ns if path.is_file() else 0
-    return _cached(path, mtime).chosen(label, method)
+    return _cached(path, mtime).chosen(label, method, lm)
 
 
 def write(rates: LearningRates, path: Path | None = None) -> Path:
@@ -93,7 +111,10 @@ def write(rates: LearningRates, path: Path | None = None) -> Path:
         return {**record.model_dump(), "scores": scores}
 
     body = {
-        label: {m: plain(r) for m, r in sorted(methods.items())}
+        label: {
+            m: {lm: plain(r) for lm, r in sorted(by_lm.items())}
+            for m, by_lm in sorted(methods.items())
+        }
         for label, methods in sorted(rates.profiles.items())
     }
     return atomic_write(path, _HEADER + yaml.safe_dump(body, sort_keys=False))

@@ -98,7 +98,11 @@ class Profile:
             set_dotted(tree, axis.setting, axis.resolve(value, lm))
         if is_clipcap(method):
             tree["clipcap"] = {**ClipCapConfig.for_method(method).model_dump(), **self.clipcap}
-        searched = learning_rates.chosen(self.label, method)  # the method's own, if searched
+        searched = (  # the method's own rate, if searched and not set by the caller
+            None
+            if "optim.lr" in overrides
+            else learning_rates.chosen(self.label, method, point["lm"])
+        )
         tuned = {"optim.lr": searched} if searched is not None else {}
         for dotted, value in {
             **self.budget.settings(),

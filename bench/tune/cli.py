@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     rates = learning_rates.read(args.record)
     for method, record in records.items():
-        rates = rates.with_record(profile.label, method, record)
+        rates = rates.with_record(profile.label, method, search.lm, record)
     learning_rates.write(rates, args.record)
     print(
         f"learning-rate search ({METRIC}, {search.lm}, seed {search.seed}): "

@@ -258,7 +258,6 @@ def _record(search: Search, profile: Profile, method: str, study: optuna.Study) 
     scores = {lr: v for lr, v in _scores(study).items() if lr in search.grid}
     return SearchRecord(
         chosen=max(scores, key=lambda lr: (scores[lr], lr == profile.budget.lr)),
-        lm=search.lm,
         seed=search.seed,
         metric=METRIC,
         study=search.study_name(profile, method),
