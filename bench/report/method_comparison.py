@@ -10,6 +10,7 @@ validation scores per method, and the rate the reported runs actually trained at
 from __future__ import annotations
 
 from bench.report.markdown import table
+from bench.report.results import LM_ORDER
 from bench.report.settings import ReportInputs
 from bench.sweep import learning_rates
 from bench.sweep.profile import profile_label
@@ -49,6 +50,16 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
             where = f"{lm}, seed {record.seed}" if record else "not searched"
             rows.append([method, WHAT_TRAINS.get(method, method), runs, where, *cells])
     lines += table(header, rows)
+    sizes = {r.lm_size for r in inputs.runs.runs if searched.get(r.method)}
+    unsearched = sorted(sizes - {lm for _, lm, _ in records}, key=lambda s: LM_ORDER.get(s, 9))
+    if records and unsearched:
+        lines += [
+            "",
+            f"No rate was searched at the {', '.join(unsearched)} LM: runs there use the rate "
+            "chosen at a smaller size, which may be too high for a larger model and affect the "
+            "methods unequally; comparisons at those sizes are provisional until `python -m "
+            f"bench.tune --lm {unsearched[-1]}` (and the sweeps after it) have run.",
+        ]
     edge = [f"{m} ({lm})" for m, lm, r in records if r.at_edge()]
     if edge:
         lines += [
