@@ -207,16 +207,20 @@ def test_controls_grounding_and_image_dependence():
     assert v.verdict == FAILS and "named no shape" in v.evidence
     assert C.grounding(ctx(make_run(profile="paper"), profile="paper")).verdict == NOT_CHECKED
 
-    def with_blank(ratio, n=3):
+    def with_blank(ratio, n=3, **kw):
         out = []
         for s in range(n):
             m = {"test/cider": 90.0 + s, "control/test/blank_cider": (90.0 + s) / (ratio + 0.1 * s)}
-            out.append(make_run("large", n_layers=8, seed=s, metrics=m))
+            out.append(make_run("large", n_layers=8, seed=s, metrics=m, **kw))
         return out
 
     assert C.image_dependence(ctx(*with_blank(6.0))).verdict == HOLDS
     v = C.image_dependence(ctx(*with_blank(2.0)))
     assert v.verdict == FAILS and "2.1×" in v.evidence
+    # a baseline that ignores the image is named, but I-Tuning's models decide
+    blind = with_blank(0.7, params={"method": "clipcap-transformer"}, specs=("baselines",))
+    v = C.image_dependence(ctx(*with_blank(6.0), *blind))
+    assert v.verdict == HOLDS and "other methods below 3×: clipcap-transformer" in v.evidence
 
 
 @pytest.mark.parametrize("check", [P.vs_clipcap, P.gap_grows])

@@ -401,17 +401,27 @@ def grounding(ctx: ClaimContext) -> Verdict:
 
 
 def image_dependence(ctx: ClaimContext) -> Verdict:
-    rows = []
+    """I-Tuning's models decide the verdict; another method's models that fail the control are
+    named in the evidence (a baseline that ignores the image says something about it, not about
+    I-Tuning)."""
+    rows, others = [], []
     for g in ctx.runs.groups():
         ratios = [
             _ratio(r.metrics["test/cider"], r.metrics["control/test/blank_cider"])
             for r in g.runs
             if "test/cider" in r.metrics and "control/test/blank_cider" in r.metrics
         ]
-        if ratios and all(math.isfinite(x) for x in ratios):
+        if not ratios:
+            continue
+        mean = sum(ratios) / len(ratios)
+        if g.first.method != "itune":
+            if mean < IMAGE_RATIO_MIN:
+                others.append(f"{g.first.label()} {mean:.1f}×")
+            continue
+        if all(math.isfinite(x) for x in ratios):
             iv = contrast([Term.of(1.0, [x - IMAGE_RATIO_MIN for x in ratios])])
-            rows.append((iv, g, sum(ratios) / len(ratios)))
-        elif ratios:  # a blank caption scoring 0: the image matters completely
+            rows.append((iv, g, mean))
+        else:  # a blank caption scoring 0: the image matters completely
             rows.append((None, g, math.inf))
     if not rows:
         if ctx.runs.paper_task:
@@ -426,8 +436,10 @@ def image_dependence(ctx: ClaimContext) -> Verdict:
     evidence = (
         f"lowest mean ratio {shown} ({g.first.label()}, {len(g.runs)} seeds"
         + (f"; ratio − {IMAGE_RATIO_MIN:g}: {iv.fmt(2)}" if iv is not None else "")
-        + f") over {len(rows)} models"
+        + f") over {len(rows)} I-Tuning models"
     )
+    if others:
+        evidence += f"; other methods below {IMAGE_RATIO_MIN:g}×: {', '.join(others)}"
     return ctx.verdict("image_dependence", combine(verdicts), evidence, "", [iv] if iv else [])
 
 
