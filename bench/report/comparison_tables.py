@@ -110,7 +110,13 @@ def _method_rows(
         found = False
         for lm in SIZES:
             groups = {
-                family: inputs.runs.pick(lm=lm, vlp=False, method=method, prefer=("baselines",))
+                family: inputs.runs.pick(
+                    lm=lm,
+                    vlp=False,
+                    method=method,
+                    datasets=_datasets(family),
+                    prefer=("baselines",),
+                )
                 for family in sorted({locate(c)[0] for c in columns})
             }
             shown = _shown_group(groups)
@@ -122,7 +128,8 @@ def _method_rows(
                 family, metric = locate(column)
                 group = groups[family]
                 if group is None:
-                    cells.append(notes.mark(f"not evaluated on {family} for {method}"))
+                    why = _dataset_absent(inputs, family) or f"not evaluated on {family}"
+                    cells.append(notes.mark(why))
                     continue
                 cells.append(_metric_cell(group, metric, notes, f"not evaluated: no {metric}")[0])
             p = shown.params_stat()
@@ -163,10 +170,15 @@ def _groups(
             lm=prow.lm_size,
             vlp=bool(prow.vlp),
             drop_fraction=prow.drop_fraction,
-            datasets=COLUMN_DATASETS["flickr" if family == "flickr" else "coco"],
+            datasets=_datasets(family),
             prefer=prefer,
         )
     return groups
+
+
+def _datasets(family: str) -> tuple[str, ...]:
+    """The training datasets whose runs fill a column family (NoCaps: models trained on COCO)."""
+    return COLUMN_DATASETS["flickr" if family == "flickr" else "coco"]
 
 
 def _reproduced_rows(
@@ -217,18 +229,26 @@ def _shown_group(groups: dict[str, Group | None]) -> Group | None:
     return next((g for g in groups.values() if g is not None), None)
 
 
+def _dataset_absent(inputs: ReportInputs, family: str) -> str | None:
+    """Why a column family has no run at all, when no run of the profile trained on its data."""
+    if family != "flickr" or any(r.dataset in COLUMN_DATASETS["flickr"] for r in inputs.runs.runs):
+        return None
+    if inputs.mini:
+        return (
+            "dataset absent: the mini profile has no Flickr30k analogue (the Shapes test split "
+            "stands in for MSCOCO only)"
+        )
+    return (
+        "dataset absent: no run of this profile trained on Flickr30k (the paper profile's data "
+        "root holds MSCOCO, NoCaps and Visual Genome)"
+    )
+
+
 def _absent_reason(inputs: ReportInputs, prow: PaperRow, family: str, sweep: str) -> str:
     runs = inputs.runs
-    if family == "flickr" and not any(r.dataset in COLUMN_DATASETS["flickr"] for r in runs.runs):
-        if inputs.mini:
-            return (
-                "dataset absent: the mini profile has no Flickr30k analogue (the Shapes test "
-                "split stands in for MSCOCO only)"
-            )
-        return (
-            "dataset absent: no run of this profile trained on Flickr30k (the paper profile's "
-            "data root holds MSCOCO, NoCaps and Visual Genome)"
-        )
+    absent = _dataset_absent(inputs, family)
+    if absent:
+        return absent
     failed = runs.pick_failed(lm=prow.lm_size, vlp=bool(prow.vlp), drop_fraction=prow.drop_fraction)
     if failed is not None:
         return f"failed: run {failed.config_hash} ended {failed.status}: {failed.failure}"

@@ -55,10 +55,11 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
     if records and unsearched:
         lines += [
             "",
-            f"No rate was searched at the {', '.join(unsearched)} LM: runs there use the rate "
+            f"No rate was searched at the {' or '.join(unsearched)} LM: runs there use the rate "
             "chosen at a smaller size, which may be too high for a larger model and affect the "
-            "methods unequally; comparisons at those sizes are provisional until `python -m "
-            f"bench.tune --lm {unsearched[-1]}` (and the sweeps after it) have run.",
+            "methods unequally; comparisons at those sizes are provisional until "
+            + " and ".join(f"`python -m bench.tune --lm {s}`" for s in unsearched)
+            + " and the sweeps after them have run.",
         ]
     edge = [f"{m} ({lm})" for m, lm, r in records if r.at_edge()]
     if edge:

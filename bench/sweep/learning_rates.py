@@ -107,7 +107,7 @@ def write(rates: LearningRates, path: Path | None = None) -> Path:
     path = path or LEARNING_RATES_FILE
 
     def plain(record: SearchRecord) -> dict:  # YAML keys are text
-        scores = {f"{k:g}": round(v, 2) for k, v in record.scores.items()}
+        scores = {f"{k:g}": round(v, 4) for k, v in record.scores.items()}
         return {**record.model_dump(), "scores": scores}
 
     body = {
