@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 DPI = 100
 _METADATA = {"Software": None}  # no matplotlib version stamp: equal runs give equal files
@@ -66,10 +67,10 @@ def params_vs_cider(
     points side by side (mini: another task and 10^4x fewer parameters would squash both).
     """
     if overlay:
-        fig, ax = plt.subplots(figsize=(8, 5.2))
+        fig, ax = plt.subplots(figsize=(10, 5.2))
         axes = (ax, ax)
     else:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+        fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
     paper_ax, repro_ax = axes
     if paper_baselines:
         paper_ax.scatter(
@@ -91,12 +92,11 @@ def params_vs_cider(
             zorder=3,
         )
     for size in ("base", "medium", "large", ""):
-        for method, marker in _METHOD_MARKERS.items():
+        for marker in _METHOD_MARKERS.values():
             pts = [
                 p
                 for p in reproduced
-                if (p.group if p.group in _SIZE_COLOURS else "") == size
-                and _METHOD_MARKERS.get(p.method, "o") == marker
+                if _size(p) == size and _METHOD_MARKERS.get(p.method, "o") == marker
             ]
             if not pts:
                 continue
@@ -107,8 +107,6 @@ def params_vs_cider(
                 fmt=marker,
                 capsize=3,
                 color=_SIZE_COLOURS.get(size, "tab:purple"),
-                label=f"{reproduced_name}: {size or 'other'} LM"
-                + ("" if method == "itune" else f", {method}"),
                 zorder=4,
             )
     for ax, pts in ((paper_ax, (*paper_baselines, *paper_ours)), (repro_ax, reproduced)):
@@ -124,13 +122,37 @@ def params_vs_cider(
         ax.set_xlabel("trainable parameters (log scale)")
         ax.set_ylabel("CIDEr (test split, ×100)")
         ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
         if not overlay:
             ax.set_title(sub, fontsize=10)
+    if paper_ax is not repro_ax and paper_ax.get_legend_handles_labels()[0]:
+        paper_ax.legend(fontsize=8, loc="best")
+    handles = (paper_ax.get_legend_handles_labels()[0] if overlay else []) + _key(reproduced)
+    if handles:  # colour = LM size, marker = method: one entry each, beside the panel
+        repro_ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return _save(fig, out)
+
+
+def _key(points: Sequence[Point]) -> list[Line2D]:
+    """Legend entries for the reproduced points: each LM size's colour, each method's marker."""
+    sizes = [s for s in (*_SIZE_COLOURS, "") if any(_size(p) == s for p in points)]
+    methods = [m for m in _METHOD_MARKERS if any(p.method == m for p in points)]
+    return [
+        *(
+            Line2D([], [], marker="o", ls="", color=_SIZE_COLOURS.get(s, "tab:purple"),
+                   label=f"{s or 'other'} LM")
+            for s in sizes
+        ),
+        *(
+            Line2D([], [], marker=_METHOD_MARKERS[m], ls="", color="0.35", label=m)
+            for m in methods
+        ),
+    ]  # fmt: skip
+
+
+def _size(p: Point) -> str:
+    return p.group if p.group in _SIZE_COLOURS else ""
 
 
 def ablation(
