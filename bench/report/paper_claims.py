@@ -12,8 +12,10 @@ claims against large pre-trained captioners (OSCAR, VL-T5) cannot be run there (
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bench.report.claims import PAPER_TOLERANCE, ClaimContext, by_size, need, stat
-from bench.report.intervals import contrast
+from bench.report.intervals import Interval, contrast
 from bench.report.markdown import count
 from bench.report.paper import PaperRow
 from bench.report.verdicts import (
@@ -93,18 +95,31 @@ def _params_ratio(heavier, lighter) -> float | None:
     return a.mean / b.mean if a and b and b.mean else None
 
 
-def _vs_trained_clipcap(ctx: ClaimContext, key: str, cells: list[tuple[str, str]], paper: str):
-    """I-Tuning better than ClipCap trained here, each of ``cells`` (LM, metric)."""
+def _vs_trained(
+    ctx: ClaimContext,
+    key: str,
+    cells: list[tuple[str, str]],
+    paper: str,
+    *,
+    other: str = CLIPCAP_METHOD,
+    coef: float = 1.0,
+    decide: Callable[[Interval], str] = superiority,
+    show: Callable[[str, str, Interval], str] = lambda metric, text, iv: (
+        f"{metric}: {text} = {iv.fmt()}"
+    ),
+) -> Verdict:
+    """Each of ``cells`` (LM, metric): ``coef`` × (I-Tuning − ``other`` trained here), its
+    interval decided by ``decide`` (by default: I-Tuning better) and shown by ``show``."""
     ivs, lines, verdicts = [], [], []
     for lm, metric in cells:
-        terms, text = _lead(ctx, lm, metric)
+        terms, text = _lead(ctx, lm, metric, coef=coef, other=other)
         if terms is None:
             lines.append(text)
             verdicts.append(MISSING)
             continue
         iv = contrast(terms)
-        lines.append(f"{metric}: {text} = {iv.fmt()}")
-        verdicts.append(superiority(iv))
+        lines.append(show(metric, text, iv))
+        verdicts.append(decide(iv))
         ivs.append(iv)
     return ctx.verdict(key, combine(verdicts), "; ".join(dict.fromkeys(lines)), paper, ivs)
 
@@ -170,21 +185,19 @@ def fewer_params(ctx: ClaimContext) -> Verdict:
 
 
 def _comparable_to_heavier(ctx: ClaimContext, paper: str) -> Verdict:
-    """At ``mini``: at each LM size, :data:`HEAVIER_METHOD` − I-Tuning on test CIDEr is at most
-    :data:`PAPER_TOLERANCE` (non-inferiority), reported with the parameter ratio."""
-    ivs, lines, verdicts = [], [], []
-    for lm in ("base", "medium", "large"):
-        terms, text = _lead(ctx, lm, "test/cider", coef=-1.0, other=HEAVIER_METHOD)
-        if terms is None:
-            lines.append(text)
-            verdicts.append(MISSING)
-            continue
-        cost = contrast(terms)  # the heavier one's lead: how far I-Tuning is below it
-        lines.append(f"{text}: {HEAVIER_METHOD} − I-Tuning {cost.fmt()}")
-        verdicts.append(non_inferiority(cost, margin=PAPER_TOLERANCE))
-        ivs.append(cost)
-    evidence = "; ".join(dict.fromkeys(lines))
-    return ctx.verdict("fewer_params", combine(verdicts), evidence, paper, ivs)
+    """At ``mini``: at each LM size, :data:`HEAVIER_METHOD` − I-Tuning on test CIDEr (how far
+    I-Tuning is below it) is at most :data:`PAPER_TOLERANCE` (non-inferiority), reported with the
+    parameter ratio."""
+    return _vs_trained(
+        ctx,
+        "fewer_params",
+        [(lm, "test/cider") for lm in ("base", "medium", "large")],
+        paper,
+        other=HEAVIER_METHOD,
+        coef=-1.0,
+        decide=lambda cost: non_inferiority(cost, margin=PAPER_TOLERANCE),
+        show=lambda metric, text, cost: f"{text}: {HEAVIER_METHOD} − I-Tuning {cost.fmt()}",
+    )
 
 
 def vs_clipcap(ctx: ClaimContext) -> Verdict:
@@ -198,7 +211,7 @@ def vs_clipcap(ctx: ClaimContext) -> Verdict:
     )
     if not ctx.runs.paper_task:
         cells = [("large", "test/cider"), ("large", "nocaps/overall/cider")]
-        return _vs_trained_clipcap(ctx, "vs_clipcap", cells, paper)
+        return _vs_trained(ctx, "vs_clipcap", cells, paper)
     cells = [
         ("large", "test/cider", t1, "coco_cider", "test"),
         ("large", "nocaps/overall/cider", t2, "overall_cider", "NoCaps overall"),

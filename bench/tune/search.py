@@ -42,7 +42,7 @@ from bench.sweep.worker import (
     failure_reason,
     load_executor,
 )
-from ituning.errors import ITuningError
+from ituning.errors import RunFailed
 from ituning.files import file_lock
 
 #: Log-spaced, wide enough for a frozen-LM adapter and for fine-tuning every LM weight, and holding
@@ -59,10 +59,6 @@ SEARCH_SETTINGS: dict[str, Any] = {
     "eval.grounding": False,
 }
 RUN_FOLDER = "lr-search"
-
-
-class SearchFailed(ITuningError):
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -137,7 +133,7 @@ def run_search(
                 log(f"  {method} lr {lr:g}: trial {trial.number} queued")
                 try:
                     value = pool.submit(run_trial, job).result()
-                except SearchFailed as exc:
+                except RunFailed as exc:
                     failed.append(f"{method} lr {lr:g}: {exc}")
                     log(f"  {method} lr {lr:g}: FAILED: {exc}")
                     raise
@@ -149,13 +145,13 @@ def run_search(
                     studies[method].optimize(
                         functools.partial(objective, method=method),
                         n_trials=todo[method],
-                        catch=(SearchFailed,),
+                        catch=(RunFailed,),
                     )
 
             for future in [methods.submit(optimise, m) for m in search.methods]:
                 future.result()
         if failed:
-            raise SearchFailed(
+            raise RunFailed(
                 f"{len(failed)} trial(s) failed ({'; '.join(failed)}); rerun the same command to "
                 "run them again"
             )
@@ -181,31 +177,35 @@ def _open_study(storage, search: Search, profile: Profile, method: str) -> optun
         direction="maximize",
         load_if_exists=True,
     )
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        # the lock above says no search runs: this one's process died
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    finished = _scores(study)
+    trials = study.get_trials(deepcopy=False)
+    for trial in trials:
+        if trial.state == TrialState.RUNNING:  # the lock above says no search runs: it died
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    finished = _scores(trials)
     waiting = {
         t.system_attrs.get("fixed_params", {}).get("lr")
-        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        for t in trials
+        if t.state == TrialState.WAITING
     }
-    if study.get_trials(deepcopy=False):  # resumed: a rate that failed, or one the grid gained
-        for lr in search.grid:  # is asked for by name (the sampler counts a failure as done)
+    if trials:  # resumed: a rate that failed, or one the grid gained, is asked for by name
+        for lr in search.grid:  # (the grid sampler counts a failed rate as done)
             if lr not in finished and lr not in waiting:
                 study.enqueue_trial({"lr": lr})
     return study
 
 
-def _scores(study: optuna.Study) -> dict[float, float]:
+def _scores(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[float, float]:
+    """learning rate -> validation score of the finished trials."""
     return {
         t.params["lr"]: float(t.value)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.value is not None
     }
 
 
 def _still_to_run(study: optuna.Study, grid: Sequence[float]) -> int:
-    return sum(1 for lr in grid if lr not in _scores(study))
+    done = _scores(study.get_trials(deepcopy=False))
+    return sum(1 for lr in grid if lr not in done)
 
 
 def _job(
@@ -255,7 +255,9 @@ def _job(
 
 
 def _record(search: Search, profile: Profile, method: str, study: optuna.Study) -> SearchRecord:
-    scores = {lr: v for lr, v in _scores(study).items() if lr in search.grid}
+    scores = {
+        lr: v for lr, v in _scores(study.get_trials(deepcopy=False)).items() if lr in search.grid
+    }
     return SearchRecord(
         chosen=max(scores, key=lambda lr: (scores[lr], lr == profile.budget.lr)),
         seed=search.seed,
@@ -287,8 +289,7 @@ def run_trial(job: TrialJob) -> float:
     if _EXECUTOR is None or _EXECUTOR.fn is not load_executor(job.executor):
         _EXECUTOR = SharedScorerExecutor(load_executor(job.executor))
     tracker = tracking.Tracker(job.tracking_uri, job.experiment)
-    for stale in tracker.runs(status="RUNNING", digest=job.tags["config_hash"]):
-        tracker.client.set_terminated(stale.info.run_id, status="KILLED")
+    tracker.close_orphans(job.tags["config_hash"])  # a run of this trial left by a dead search
     out_dir = Path(job.out_dir)
     run = tracker.start(run_name=job.run_name, params=job.params, tags=job.tags)
     config = TrainConfig.model_validate_json(job.config_json)
@@ -299,9 +300,9 @@ def run_trial(job: TrialJob) -> float:
     except BaseException as exc:
         reason = failure_reason(exc, out_dir)[0] if isinstance(exc, Exception) else "interrupted"
         run.end("FAILED", reason)
-        raise SearchFailed(reason) from None
+        raise RunFailed(reason) from None
     if METRIC not in result.metrics:
         run.end("FAILED", f"no {METRIC} in the result")
-        raise SearchFailed(f"no {METRIC} in the result")
+        raise RunFailed(f"no {METRIC} in the result")
     run.end("FINISHED")
     return float(result.metrics[METRIC])
