@@ -9,6 +9,7 @@ from test_report import PAPER, make_run, runset
 
 from bench.report.method_comparison import method_comparison
 from bench.report.settings import ReportInputs, ReportSettings
+from bench.report.superseded import split_superseded
 from bench.sweep import learning_rates
 from bench.sweep.learning_rates import LearningRates, SearchRecord
 
@@ -17,14 +18,20 @@ def _record(chosen: float, scores: dict[float, float]) -> SearchRecord:
     return SearchRecord(chosen=chosen, seed=0, metric="val/cider", study="s", scores=scores)
 
 
-def _section(tmp_path: Path, monkeypatch, rates: LearningRates, *runs) -> str:
+def _section(tmp_path: Path, monkeypatch, rates: LearningRates, *runs, superseded=()) -> str:
     path = tmp_path / "rates.yaml"
     learning_rates.write(rates, path)
     monkeypatch.setattr(learning_rates, "LEARNING_RATES_FILE", path)
-    inputs = ReportInputs(
-        ReportSettings(out_dir=tmp_path), runset(*runs), PAPER, tmp_path, tmp_path
-    )
+    found = runset(*runs)
+    found.superseded = list(superseded)
+    inputs = ReportInputs(ReportSettings(out_dir=tmp_path), found, PAPER, tmp_path, tmp_path)
     return "\n".join(method_comparison(inputs))
+
+
+def _rows(text: str) -> dict[tuple[str, str], str]:
+    """(method, searched at) -> its table line."""
+    cells = [line.split("|") for line in text.splitlines() if line.startswith("| ")]
+    return {(c[1].strip(), c[3].strip()): "|".join(c) for c in cells}
 
 
 def test_each_method_shows_its_searched_scores_and_the_rate_its_runs_used(tmp_path, monkeypatch):
@@ -43,11 +50,12 @@ def test_each_method_shows_its_searched_scores_and_the_rate_its_runs_used(tmp_pa
     assert "optuna's grid sampler" in text and "`mini-lr-search`" in text
     assert "with the base LM (the rate chosen there is used at every LM size)" in text
     assert "never scored in the search" in text
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
-    assert "| **140.0** |" in rows["itune"] and "| 0.006 |" in rows["itune"]
-    assert "**250.0**" in rows["full"]
+    rows = _rows(text)
+    itune, full = rows["itune", "base, seed 0"], rows["full", "base, seed 0"]
+    assert "| **140.0** |" in itune and "| 0.006 |" in itune
+    assert "**250.0**" in full
     # a run trained at another rate than the search chose says so
-    assert "0.006 (not the searched 0.001)" in rows["full"]
+    assert "0.006 (not the searched 0.001)" in full
     assert (
         "edge of the grid" in text and "full" in text.split("edge of the grid")[0].splitlines()[-1]
     )
@@ -60,3 +68,42 @@ def test_without_a_search_the_section_says_every_method_trains_at_the_budget_rat
     text = _section(tmp_path, monkeypatch, LearningRates(), *runs)
     assert "No learning-rate search is recorded for profile `mini`" in text
     assert "python -m bench.tune" in text
+
+
+def test_searches_at_several_sizes_give_a_row_each_with_the_rates_of_that_sizes_runs(
+    tmp_path, monkeypatch
+):
+    rates = (
+        LearningRates()
+        .with_record("mini", "itune", "base", _record(1e-2, {3e-3: 120.0, 1e-2: 140.0}))
+        .with_record("mini", "itune", "large", _record(3e-3, {3e-3: 150.0, 1e-2: 130.0}))
+    )
+    runs = [
+        make_run(params={"optim.lr": "0.01"}),
+        make_run("large", n_layers=8, params={"optim.lr": "0.01"}),
+    ]
+    stale = make_run("large", n_layers=8, params={"optim.lr": "0.006"})
+    text = _section(tmp_path, monkeypatch, rates, *runs, superseded=[stale])
+    assert "with each of the LM sizes base, large" in text
+    rows = _rows(text)
+    assert "| 0.01 |" in rows["itune", "base, seed 0"]
+    assert "0.01 (not the searched 0.003)" in rows["itune", "large, seed 0"]
+    assert "1 finished run(s) trained at a rate that a later search replaced are left out" in text
+
+
+def test_a_run_is_superseded_only_when_its_setting_has_runs_at_the_recorded_rate():
+    rates = (
+        LearningRates()
+        .with_record("mini", "itune", "base", _record(1e-2, {6e-3: 1.0, 1e-2: 2.0}))
+        .with_record("mini", "full", "base", _record(3e-3, {3e-3: 2.0, 1e-2: 1.0}))
+    )
+    new = [make_run(seed=s, params={"optim.lr": "0.01"}) for s in (0, 1)]
+    old = [make_run(seed=s, params={"optim.lr": "0.006"}) for s in (0, 1, 2)]
+    other = make_run(vlp=True, params={"optim.lr": "0.006"})  # no replacement: kept
+    full = make_run(params={"method": "full", "optim.lr": "0.01"})  # no full run at 3e-3: kept
+    unsearched = make_run(params={"method": "clipcap-mlp", "optim.lr": "0.5"})
+    kept, superseded = split_superseded([*new, *old, other, full, unsearched], "mini", rates)
+    assert {r.config_hash for r in superseded} == {r.config_hash for r in old}
+    assert {r.config_hash for r in kept} == {r.config_hash for r in [*new, other, full, unsearched]}
+    # another profile's record does not apply
+    assert split_superseded(old + new, "paper", rates)[1] == []

@@ -22,8 +22,9 @@ from PIL import Image
 from bench.report.build import ReportSettings, build_report, main
 from bench.report.comparison_tables import table1, table2
 from bench.report.paper import load_paper_tables, parse_params
-from bench.report.results import Run, RunSet, Stat, load_runs
+from bench.report.results import Run, RunSet, Stat
 from bench.report.settings import ReportInputs
+from bench.report.store import load_runs
 from bench.sweep.tracking import TrackingError
 
 PAPER = load_paper_tables()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from _tiny_reproduction import tiny_reproduction
 
-from bench.report.results import load_runs
+from bench.report.store import load_runs
 from bench.reproduce import main
 from bench.sweep import tracking
 

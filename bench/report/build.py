@@ -29,8 +29,8 @@ from bench.report.method_comparison import method_comparison
 from bench.report.paper import SOURCE, load_paper_tables
 from bench.report.provenance import provenance, settings_table
 from bench.report.resampling import Resamples
-from bench.report.results import load_runs
 from bench.report.settings import ReportInputs, ReportSettings, shown, shown_uri
+from bench.report.store import load_runs
 from bench.report.timing import time_breakdown
 from bench.report.verdicts import FAILS, HOLDS, INCONCLUSIVE, MISSING, VERDICTS, Verdict
 from bench.sweep.profiles import PROFILES, SCALES

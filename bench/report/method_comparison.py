@@ -23,32 +23,36 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
     label = profile_label(inputs.runs.profile, inputs.runs.scale)
     rates = learning_rates.read()
     searched = {m: rates.searched(label, m) for m in METHODS}
-    used = {
-        m: sorted({_lr(r.params) for r in inputs.runs.runs if r.method == m} - {None})
+    used: dict[tuple[str, str | None], set[float]] = {}  # (method, size searched) -> run rates
+    for run in inputs.runs.runs:
+        key = (run.method, _searched_size(searched[run.method], run.lm_size))
+        used.setdefault(key, set()).update(lr for lr in [_lr(run.params)] if lr is not None)
+    records = [
+        (m, lm, searched[m][lm])
         for m in METHODS
-    }
-    records = [(m, lm, r) for m in METHODS for lm, r in searched[m].items()]
-    if not records and [m for m in METHODS if used[m]] == ["itune"]:
+        for lm in sorted(searched[m], key=lambda s: LM_ORDER.get(s, 9))
+    ]
+    if not records and {r.method for r in inputs.runs.runs} <= {"itune"}:
         return ["Only I-Tuning has runs at this profile (`sweeps/baselines.yaml` runs the others)."]
     grid = sorted({lr for _, _, record in records for lr in record.scores})
     lines = [_protocol(label, records), ""]
-    header = ["method", "what trains", "rate of its runs", "searched at", *map(_rate_title, grid)]
+    header = ["method", "what trains", "searched at", "rate of its runs", *map(_rate_title, grid)]
     rows = []
-    for method in METHODS:
-        chosen = {r.chosen for r in searched[method].values()}
-        runs = ", ".join(f"{lr:g}" for lr in used[method]) or "no runs"
-        if chosen and used[method] and not set(used[method]) <= chosen:
-            runs += f" (not the searched {', '.join(f'{lr:g}' for lr in sorted(chosen))})"
-        for lm, record in searched[method].items() or [(None, None)]:
-            if record is None and not used[method]:
-                continue
-            cells = []
-            for lr in grid:
-                score = record.scores.get(lr) if record else None
-                text = "–" if score is None else f"{score:.1f}"
-                cells.append(f"**{text}**" if record and lr == record.chosen else text)
-            where = f"{lm}, seed {record.seed}" if record else "not searched"
-            rows.append([method, WHAT_TRAINS.get(method, method), runs, where, *cells])
+    keys = [(m, lm) for m, lm, _ in records] + [(m, None) for m in METHODS if (m, None) in used]
+    for method, lm in keys:
+        record = searched[method].get(lm) if lm else None
+        runs = ", ".join(f"{lr:g}" for lr in sorted(used.get((method, lm), ()))) or (
+            "no runs" if (method, lm) not in used else "not logged"
+        )
+        if record and not used.get((method, lm), set()) <= {record.chosen}:
+            runs += f" (not the searched {record.chosen:g})"
+        cells = []
+        for lr in grid:
+            score = record.scores.get(lr) if record else None
+            text = "–" if score is None else f"{score:.1f}"
+            cells.append(f"**{text}**" if record and lr == record.chosen else text)
+        where = f"{lm}, seed {record.seed}" if record else "not searched"
+        rows.append([method, WHAT_TRAINS.get(method, method), where, runs, *cells])
     lines += table(header, rows)
     sizes = {r.lm_size for r in inputs.runs.runs if searched.get(r.method)}
     unsearched = sorted(sizes - {lm for _, lm, _ in records}, key=lambda s: LM_ORDER.get(s, 9))
@@ -68,7 +72,21 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
             f"The best rate of {', '.join(edge)} lies at the edge of the grid: a rate outside it "
             "might do better.",
         ]
+    if inputs.runs.superseded:
+        lines += [
+            "",
+            f"{len(inputs.runs.superseded)} finished run(s) trained at a rate that a later search "
+            "replaced are left out of every table, figure and claim: their settings have runs at "
+            "the recorded rate (they stay in the MLflow store).",
+        ]
     return lines
+
+
+def _searched_size(by_lm: dict, lm: str) -> str | None:
+    """The LM size whose search sets the rate at ``lm`` (``LearningRates.chosen``'s rule)."""
+    if lm in by_lm:
+        return lm
+    return next(iter(by_lm)) if len(by_lm) == 1 else None
 
 
 def _rate_title(lr: float) -> str:
@@ -87,7 +105,7 @@ def _protocol(label: str, records: list[tuple[str, str, learning_rates.SearchRec
             "trains at the budget's rate (`python -m bench.tune` runs the search)."
         )
     metric = records[0][2].metric
-    sizes = sorted({lm for _, lm, _ in records})
+    sizes = sorted({lm for _, lm, _ in records}, key=lambda s: LM_ORDER.get(s, 9))
     at = (
         f"the {sizes[0]} LM (the rate chosen there is used at every LM size)"
         if len(sizes) == 1

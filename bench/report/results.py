@@ -13,25 +13,21 @@ as CSV.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from bench.sweep import axes, tracking
-from bench.sweep.profile import profile_label
-from bench.sweep.tracking import TrackingError
-from ituning.errors import first_line
 from ituning.methods.registry import METHODS
 
 LM_ORDER = {size: i for i, size in enumerate(axes.LM_SIZES)}
 #: Datasets whose test split fills a paper column ("shapes" stands in for MSCOCO under mini).
 COLUMN_DATASETS = {"coco": ("coco", "shapes"), "flickr": ("flickr30k",)}
-_SPEC_PREFIX = tracking.spec_tag("")
+SPEC_PREFIX = tracking.spec_tag("")
 
 
 @dataclass(frozen=True)
@@ -247,6 +243,7 @@ class RunSet:
     scale: str
     runs: list[Run] = field(default_factory=list)  # FINISHED, one per config hash
     failed: list[Run] = field(default_factory=list)  # FAILED / KILLED, never finished since
+    superseded: list[Run] = field(default_factory=list)  # FINISHED at a since-replaced rate
 
     @functools.cached_property
     def frame(self) -> pd.DataFrame:
@@ -382,93 +379,3 @@ class RunSet:
 
     def failures(self, spec: str | None = None) -> list[Run]:
         return [r for r in self.failed if spec is None or spec in r.specs]
-
-
-def load_runs(uri: str, *, profile: str, scale: str = "full") -> RunSet:
-    """All runs of ``profile``/``scale``; TrackingError if the store does not exist or fails."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        if not db.is_file():
-            raise TrackingError(
-                f"MLflow store {db} does not exist; run the sweeps first "
-                "(python -m bench.reproduce) or pass --tracking-uri / --runs-dir"
-            )
-    experiment = profile_label(profile, scale)
-    try:
-        frame = search_runs(uri, experiment)
-    except TrackingError:
-        raise
-    except Exception as exc:
-        raise TrackingError(
-            f"MLflow tracking store {uri} cannot be read: {first_line(exc)}"
-        ) from None
-    out = RunSet(uri=uri, profile=profile, scale=scale)
-    if frame.empty:
-        return out
-    frame = frame[frame["tags.config_hash"].notna()].sort_values(["start_time", "run_id"])
-    finished = frame[frame["status"] == "FINISHED"]
-    # One run per point; were there two FINISHED ones (a store from before runs were shared), the
-    # first to finish counts.
-    finished = finished.drop_duplicates("tags.config_hash", keep="first")
-    done = set(finished["tags.config_hash"])
-    failed = frame[frame["status"].isin(["FAILED", "KILLED"])]
-    failed = failed[~failed["tags.config_hash"].isin(done)]
-    failed = failed.drop_duplicates("tags.config_hash", keep="last")
-    out.runs = sorted(map(_run, finished.to_dict("records")), key=lambda r: r.config_hash)
-    out.failed = sorted(map(_run, failed.to_dict("records")), key=lambda r: r.config_hash)
-    return out
-
-
-def search_runs(uri: str, experiment: str) -> pd.DataFrame:
-    """``mlflow.search_runs`` of one experiment in the store at ``uri`` (empty if it is absent)."""
-    import mlflow
-
-    tracking.client(uri)  # creates or migrates a SQLite store under its lock, quiets the logs
-    with _tracking_uri(uri):
-        found = mlflow.get_experiment_by_name(experiment)
-        if found is None:
-            return pd.DataFrame()
-        return mlflow.search_runs([found.experiment_id], output_format="pandas")
-
-
-@contextlib.contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    import mlflow
-
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before)
-
-
-def _run(row: dict) -> Run:
-    """A DataFrame row of ``mlflow.search_runs`` as a :class:`Run`."""
-
-    def section(prefix: str) -> dict:
-        return {
-            k.removeprefix(prefix): v
-            for k, v in row.items()
-            if k.startswith(prefix) and not pd.isna(v)
-        }
-
-    tags = section("tags.")
-    start, end = row.get("start_time"), row.get("end_time")
-    return Run(
-        mlflow_id=row["run_id"],
-        config_hash=tags["config_hash"],
-        status=row["status"],
-        specs=tuple(
-            sorted(
-                k.removeprefix(_SPEC_PREFIX)
-                for k, v in tags.items()
-                if k.startswith(_SPEC_PREFIX) and v == "true"
-            )
-        ),
-        params=section("params."),
-        metrics={k: float(v) for k, v in section("metrics.").items()},
-        tags=tags,
-        start_ms=0 if pd.isna(start) else int(start.timestamp() * 1000),
-        end_ms=0 if pd.isna(end) else int(end.timestamp() * 1000),
-    )
