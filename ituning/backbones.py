@@ -9,9 +9,11 @@ parameter counts need no download at all.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -122,10 +124,25 @@ def lm_config(name_or_path: str) -> PretrainedConfig:
         raise _offline_error("language model config", name_or_path, exc) from None
 
 
+@contextlib.contextmanager
+def _loading_bar(shown: bool) -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if not shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not shown:
+            hf_logging.enable_progress_bar()
+
+
 def load_lm(
-    name_or_path: str, *, dtype: torch.dtype | None = None
+    name_or_path: str, *, dtype: torch.dtype | None = None, progress: bool = True
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Frozen causal LM (eval mode, ``requires_grad=False``, fused activation) and its tokenizer.
+    ``progress=False`` hides transformers' weight-loading bar (quiet sweeps and searches).
 
     ``dtype`` defaults to fp32 whatever the checkpoint was saved in, so results do not depend on
     how a checkpoint happens to be stored. A tokenizer without a pad token (GPT-2) gets
@@ -138,9 +155,10 @@ def load_lm(
         _check_safetensors_only(Path(src))
     try:
         config = with_fused_activation(AutoConfig.from_pretrained(src))
-        lm = AutoModelForCausalLM.from_pretrained(
-            src, config=config, dtype=dtype or torch.float32, use_safetensors=True
-        )
+        with _loading_bar(progress):
+            lm = AutoModelForCausalLM.from_pretrained(
+                src, config=config, dtype=dtype or torch.float32, use_safetensors=True
+            )
         tokenizer = AutoTokenizer.from_pretrained(src)
     except Exception as exc:  # a folder is user input: malformed JSON, truncated weights, ...
         if local:

@@ -246,7 +246,7 @@ def run_experiment(
         torch.manual_seed(config.seed)
         stage("load")
         with clock("load"):
-            lm, tokenizer = load_lm(config.backbones.lm)
+            lm, tokenizer = load_lm(config.backbones.lm, progress=progress)
             encoder = load_vision(
                 config.backbones.vision,
                 config.backbones.vision_pretrained,

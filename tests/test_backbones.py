@@ -36,6 +36,16 @@ def test_load_lm_from_a_save_pretrained_folder(tiny, tiny_lm_dir):
     assert next(lm16.parameters()).dtype == torch.bfloat16
 
 
+def test_a_quiet_load_shows_no_weight_bar_and_leaves_the_setting_as_it_was(tiny_lm_dir, capfd):
+    from transformers.utils import logging as hf_logging
+
+    load_lm(str(tiny_lm_dir))
+    assert "Loading weights" in capfd.readouterr().err
+    load_lm(str(tiny_lm_dir), progress=False)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
+
+
 def test_lm_config_ships_gpt2_sizes_and_reads_folders(tiny_lm_dir):
     sizes = {name: lm_config(name) for name in ("gpt2", "gpt2-medium", "gpt2-large")}
     assert [(c.n_embd, c.n_layer, c.n_head) for c in sizes.values()] == [
