@@ -20,6 +20,7 @@ from ituning.data.records import CaptionDataset
 from ituning.decode import DecodeSettings, caption_dataset, generate_captions
 from ituning.methods.base import Captioner
 from ituning.metrics import CaptionScorer, naming_precision
+from ituning.metrics.objects import object_scores
 from ituning.phase_clock import PhaseClock
 from ituning.text import CaptionCodec
 
@@ -114,7 +115,8 @@ def grounding(
     lexicons: Mapping[str, Mapping[str, str]],
     out: EvalOutput,
 ) -> None:
-    """Naming precision per attribute (e.g. shape, colour), over records that list their objects."""
+    """Naming precision per attribute (e.g. shape, colour), over records that list their objects;
+    with shape and colour lexicons, object recall, precision and repetition too."""
     with_objects = [r for r in dataset if "objects" in r.meta]
     if not with_objects:
         out.unavailable[f"grounding/{name}"] = "records carry no 'objects' annotation"
@@ -126,3 +128,10 @@ def grounding(
         if result.precision is not None:
             out.metrics[f"grounding/{name}/{attribute}_precision"] = result.precision
         out.metrics[f"grounding/{name}/{attribute}_mentions"] = float(result.mentions)
+    if {"shape", "colour"} <= lexicons.keys():
+        objects = {
+            r.image_id: [(o["shape"], o["colour"]) for o in r.meta["objects"]] for r in with_objects
+        }
+        preds = {i: predictions[i] for i in objects}
+        scores = object_scores(preds, objects, lexicons["shape"], lexicons["colour"])
+        out.metrics.update(scores.metrics(f"objects/{name}"))

@@ -176,6 +176,10 @@ def test_controls_and_grounding_are_reported_when_requested(finished):
         )
     for attribute in ("shape", "colour"):
         assert result.metrics[f"grounding/test/{attribute}_mentions"] >= 0
+    m = result.metrics
+    per_count = [m.get(f"objects/test/n{n}/images", 0) for n in (1, 2, 3)]
+    assert sum(per_count) == m["objects/test/images"] > 0
+    assert 0 <= m["objects/test/recall"] <= 1
     assert not any(k.startswith(("grounding/nocaps", "control/nocaps")) for k in result.metrics)
 
 
