@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -135,3 +136,32 @@ def grounding(
         preds = {i: predictions[i] for i in objects}
         scores = object_scores(preds, objects, lexicons["shape"], lexicons["colour"])
         out.metrics.update(scores.metrics(f"objects/{name}"))
+
+
+def hallucination(
+    name: str,
+    dataset: CaptionDataset,
+    predictions: Mapping[str, str],
+    instances: Path,
+    synonyms: Path,
+    out: EvalOutput,
+) -> None:
+    """CHAIR-i and CHAIR-s of a COCO split (``ituning.metrics.chair``); without the instance
+    annotations or the synonym list, the reason (where the file belongs) is recorded instead."""
+    from ituning.data.records import natural_id
+    from ituning.metrics.chair import Chair, read_instances
+
+    missing = [p for p in (instances, synonyms) if not Path(p).is_file()]
+    if missing:
+        chair_missing = Path(synonyms) in map(Path, missing)
+        what = "the CHAIR synonym list" if chair_missing else "COCO's instances_val2014.json"
+        out.unavailable[f"chair/{name}"] = f"{missing[0]}: missing; put {what} there"
+        return
+    chair = Chair.from_file(synonyms)
+    refs = {natural_id(r.image_id): list(r.captions) for r in dataset}
+    objects = chair.image_objects(read_instances(instances, refs), refs)
+    scores = chair.score({natural_id(k): v for k, v in predictions.items()}, objects)
+    for key, value in (("chair_i", scores.chair_i), ("chair_s", scores.chair_s)):
+        if value is not None:
+            out.metrics[f"chair/{name}/{key}"] = value
+    out.metrics[f"chair/{name}/mentions"] = float(scores.mentions)

@@ -32,7 +32,12 @@ MAX_CAPTIONS_PER_IMAGE = 100
 MAX_TOKENS = 512
 MAX_BEAM = 64
 #: Settings added after runs were recorded -> their default, left out of the run id when at it.
-ADDED_AT_DEFAULT: dict[str, Any] = {"method": "itune", "clipcap": None}
+ADDED_AT_DEFAULT: dict[str, Any] = {
+    "method": "itune",
+    "clipcap": None,
+    "data.instances": None,
+    "data.chair_synonyms": None,
+}
 
 
 class BackboneSpec(Settings):
@@ -53,6 +58,9 @@ class DataSpec(Settings):
     vlp_regions: Path | None = None
     vlp_image_data: Path | None = None
     vlp_image_root: Path | None = None
+    #: COCO instance annotations and the CHAIR synonym list: object hallucination of COCO splits.
+    instances: Path | None = None
+    chair_synonyms: Path | None = None
     limit_train_images: int | None = Field(default=None, ge=1)
     limit_eval_images: int | None = Field(default=None, ge=1)
 
@@ -152,9 +160,13 @@ class TrainConfig(Settings):
 
     def canonical_json(self) -> str:
         data = self.model_dump(mode="json")
-        for key, default in ADDED_AT_DEFAULT.items():
-            if data.get(key) == default:
-                del data[key]
+        for dotted, default in ADDED_AT_DEFAULT.items():
+            *parents, key = dotted.split(".")
+            node = data
+            for part in parents:
+                node = node.get(part) or {}
+            if key in node and node[key] == default:
+                del node[key]
         return canonical_json(data)
 
     def digest(self, length: int = 12) -> str:

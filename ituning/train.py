@@ -362,7 +362,7 @@ def _evaluate(
 
     from ituning.data.records import natural_id
     from ituning.decode import DecodeSettings
-    from ituning.evaluate import EvalOutput, evaluate_split, grounding
+    from ituning.evaluate import EvalOutput, evaluate_split, grounding, hallucination
     from ituning.faultpoints import fault_point
     from ituning.metrics import CaptionScorer, write_coco_results
 
@@ -395,6 +395,11 @@ def _evaluate(
             if cfg.eval.grounding and name != "nocaps":
                 with clock("controls"):
                     grounding(name, dataset, preds, _shapes_lexicons(dataset), out)
+            if name != "nocaps" and cfg.data.instances and cfg.data.chair_synonyms:
+                with clock("controls"):
+                    hallucination(
+                        name, dataset, preds, cfg.data.instances, cfg.data.chair_synonyms, out
+                    )
         first = next(iter(data.evals.values()), None)
         if first is not None and len(first) and hasattr(model, "capture_attention"):  # Figure 3
             from ituning.attention import figure_for_image

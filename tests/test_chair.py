@@ -93,3 +93,37 @@ def test_missing_or_malformed_files_are_one_clear_line(tmp_path):
         Chair(["dog, puppy", "cat, puppy"])
     with pytest.raises(DataError, match="no COCO objects"):
         Chair(SYNONYMS).score({"5": "A dog."}, {})
+
+
+def test_a_coco_split_is_scored_from_the_paper_profiles_layout(tmp_path):
+    """The paper profile points every run at the data root's CHAIR inputs; an evaluation of a
+    COCO-format split with them logs CHAIR-i/-s, and without them says where they belong."""
+    from bench.faults.inputs import write_paper_root
+    from bench.sweep.profiles import get_profile
+    from bench.sweep.spec import parse_spec
+    from ituning.data.records import CaptionDataset, CaptionRecord
+    from ituning.evaluate import EvalOutput, hallucination
+
+    root = write_paper_root(tmp_path / "data", vlp=False)
+    profile = get_profile("paper", runs_dir=tmp_path / "runs", data_root=root, scale="tiny")
+    data = profile.plan(parse_spec("name: t\naxes: {lm: [base]}\n"))[0].config.data
+    assert data.instances == root / "coco" / "annotations" / "instances_val2014.json"
+    assert data.chair_synonyms == root / "coco" / "annotations" / "synonyms.txt"
+
+    records = [
+        CaptionRecord(f"coco:{i}", f"{i}.jpg", "test", (f"A thing number {i}.",))
+        for i in (103, 104)
+    ]
+    split = CaptionDataset("test", tmp_path, records)
+    out = EvalOutput()
+    preds = {"coco:103": "A thing in a picture.", "coco:104": "An object."}
+    hallucination("test", split, preds, data.instances, data.chair_synonyms, out)
+    # "picture" is a category of the list that neither image holds: 1 of 3 mentions, 1 of 2 captions
+    assert out.metrics["chair/test/chair_i"] == pytest.approx(1 / 3)
+    assert out.metrics["chair/test/chair_s"] == pytest.approx(1 / 2)
+
+    data.instances.unlink()
+    out = EvalOutput()
+    hallucination("test", split, preds, data.instances, data.chair_synonyms, out)
+    assert "instances_val2014.json: missing; put COCO's" in out.unavailable["chair/test"]
+    assert not any(k.startswith("chair/") for k in out.metrics)

@@ -217,6 +217,20 @@ def test_a_valid_paper_root_passes_the_check(paper_root, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_malformed_chair_annotations_stop_the_sweep_before_training(paper_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(paper_root, root)
+    (root / "coco" / "annotations" / "instances_val2014.json").write_text('{"images": []}')
+    runs = tmp_path / "runs"
+    argv = ["smoke", "--profile", "paper", "--data-root", str(root), "--runs-dir", str(runs)]
+    assert _sweep_main([*argv, "--scale", "tiny"]) == 2
+    line = _one_error_line(capsys)
+    assert "instances_val2014.json" in line and "not COCO instance annotations" in line
+    assert not runs.exists()
+
+
 def test_path_traversal_in_a_dataset_is_refused_by_the_sweep(paper_root, tmp_path, capsys):
     import shutil
 

@@ -46,6 +46,13 @@ def write_paper_root(root: Path, *, vlp: bool = True) -> Path:
         )
     coco = {"dataset": "coco", "images": images}
     atomic_write_json(root / "coco" / "dataset_coco.json", coco, indent=1)
+    instances = {  # CHAIR's inputs: every image holds a "thing"
+        "images": [{"id": im["cocoid"]} for im in images],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [{"image_id": im["cocoid"], "category_id": 1} for im in images],
+    }
+    atomic_write_json(root / "coco" / "annotations" / "instances_val2014.json", instances)
+    (root / "coco" / "annotations" / "synonyms.txt").write_text("thing, object\npicture\n")
     nocaps_images, annotations = [], []
     for i, domain in enumerate(["in-domain", "near-domain", "out-of-domain"]):
         png(root / "nocaps" / "images" / f"{i:04d}.jpg", (30, 10 * i, 30))

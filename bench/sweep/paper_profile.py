@@ -8,6 +8,10 @@ Face cache, and the real datasets under ``--data-root``, laid out as::
     DATA_ROOT/visual_genome/region_descriptions.json  Visual Genome v1.2 regions (VLP only)
     DATA_ROOT/visual_genome/image_data.json
     DATA_ROOT/visual_genome/VG_100K/, VG_100K_2/      Visual Genome images
+    DATA_ROOT/coco/annotations/instances_val2014.json  COCO 2014 instances (CHAIR; optional)
+    DATA_ROOT/coco/annotations/synonyms.txt           the CHAIR authors' synonym list (optional)
+
+Without the last two, a run reports CHAIR as unavailable and says where they belong.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ PAPER_LAYOUT = {
     "vlp_regions": ("visual_genome/region_descriptions.json", "Visual Genome regions"),
     "vlp_image_data": ("visual_genome/image_data.json", "Visual Genome image list"),
     "vlp_image_root": ("visual_genome", "Visual Genome images (VG_100K/, VG_100K_2/)"),
+    "instances": ("coco/annotations/instances_val2014.json", "COCO 2014 instance annotations"),
+    "chair_synonyms": ("coco/annotations/synonyms.txt", "the CHAIR authors' synonym list"),
 }
 
 
@@ -103,6 +109,8 @@ def _check_dataset_files(config: TrainConfig) -> None:
         files.append(config.data.nocaps)
     if config.vlp:
         files += [config.data.vlp_regions, config.data.vlp_image_data]
+    chair = [p for p in (config.data.instances, config.data.chair_synonyms) if p and p.is_file()]
+    files += chair
     stamps = []
     for path in files:
         try:
@@ -121,4 +129,9 @@ def _check_dataset_files(config: TrainConfig) -> None:
     )
     if key not in _DATA_CHECKED:
         load_data(config)
+        if len(chair) == 2:  # CHAIR's inputs, when supplied, are read before any training
+            from ituning.metrics.chair import Chair, read_instances
+
+            Chair.from_file(config.data.chair_synonyms)
+            read_instances(config.data.instances)
         _DATA_CHECKED.add(key)
