@@ -32,7 +32,6 @@ from ituning.yaml_input import load_yaml
 # results without them.
 if TYPE_CHECKING:
     import torch
-    from PIL import Image
 
     from ituning.data.records import CaptionDataset
     from ituning.distributed import DistContext
@@ -155,7 +154,7 @@ def first_images(records, limit: int) -> tuple:
     return tuple(interleaved[:limit])
 
 
-def _feature_dtype(cfg: TrainConfig) -> torch.dtype:
+def feature_dtype(cfg: TrainConfig) -> torch.dtype:
     import torch
 
     return torch.float16 if cfg.feature_dtype == "float16" else torch.float32
@@ -165,7 +164,7 @@ def _visual_source(cfg: TrainConfig, encoder: VisionEncoder, datasets, dist: Dis
     """Cached patch tokens (extracted once, by rank 0) or the live encoder; identical tensors."""
     from ituning.data.features import CachedFeatures, FeatureCache, LiveFeatures
 
-    dtype = _feature_dtype(cfg)
+    dtype = feature_dtype(cfg)
     if cfg.features == "live":
         return LiveFeatures(encoder, datasets, dtype=dtype)
     cache = FeatureCache(cfg.feature_cache, encoder, dtype=dtype)
@@ -174,35 +173,6 @@ def _visual_source(cfg: TrainConfig, encoder: VisionEncoder, datasets, dist: Dis
             cache.extract(ds)
     dist.barrier()
     return CachedFeatures(cache)
-
-
-def mean_colour_image(dataset: CaptionDataset, size: int, limit: int = 256) -> Image.Image:
-    """A blank image filled with the mean colour of (up to ``limit``) training images."""
-    import numpy as np
-    from PIL import Image
-
-    from ituning.data.images import load_image
-
-    totals = np.zeros(3)
-    recs = dataset.records[:limit]
-    for rec in recs:
-        totals += np.asarray(load_image(dataset.image_path(rec)), dtype=np.float64).mean(
-            axis=(0, 1)
-        )
-    colour = tuple(int(round(c)) for c in totals / max(1, len(recs)))
-    return Image.new("RGB", (size, size), colour)
-
-
-def _shapes_lexicons(dataset: CaptionDataset) -> dict[str, dict[str, str]]:
-    if not any("objects" in r.meta for r in dataset):
-        return {}
-    from ituning.data.shapes_vocab import WORD_CLASSES
-
-    lexicons: dict[str, dict[str, str]] = {"shape": {}, "colour": {}}
-    for word, (attribute, cls) in WORD_CLASSES.items():
-        if attribute in lexicons:
-            lexicons[attribute][word] = cls
-    return lexicons
 
 
 def run_experiment(
@@ -225,6 +195,7 @@ def run_experiment(
     from ituning.checkpoint import save_checkpoint
     from ituning.distributed import setup, teardown
     from ituning.methods.registry import build_captioner, clip_projection, is_clipcap
+    from ituning.run_evaluation import evaluate_run
     from ituning.stage_loop import StageTrainer
     from ituning.text import CaptionCodec
     from ituning.vision import load_vision
@@ -297,7 +268,7 @@ def run_experiment(
                 model, ckpt, lm_id=config.backbones.lm, vision_id=_vision_identity(config, encoder)
             )
         stage("evaluate")
-        result = _evaluate(
+        result = evaluate_run(
             config, model, codec, encoder, visual, data, out_dir, progress, scorer, clock
         )
         counts = model.parameter_counts()
@@ -344,91 +315,6 @@ def _vision_identity(cfg: TrainConfig, encoder: VisionEncoder) -> dict:
         "include_cls": cfg.include_cls,
         "identity": encoder.identity,
     }
-
-
-def _evaluate(
-    cfg,
-    model,
-    codec,
-    encoder,
-    visual,
-    data: LoadedData,
-    out_dir: Path,
-    progress: bool,
-    scorer,
-    clock: PhaseClock,
-):
-    from contextlib import nullcontext
-
-    from ituning.data.records import natural_id
-    from ituning.decode import DecodeSettings
-    from ituning.evaluate import EvalOutput, evaluate_split, grounding, hallucination
-    from ituning.faultpoints import fault_point
-    from ituning.metrics import CaptionScorer, write_coco_results
-
-    settings = DecodeSettings(
-        beam=cfg.eval.beam,
-        max_new_tokens=cfg.eval.max_new_tokens,
-        length_penalty=cfg.eval.length_penalty,
-        batch_images=cfg.eval.batch_images,
-    )
-    out = EvalOutput()
-    artifacts: dict[str, Path] = {}
-    with nullcontext(scorer) if scorer is not None else CaptionScorer() as scorer:
-        for name, dataset in data.evals.items():
-            preds = evaluate_split(
-                name,
-                dataset,
-                model,
-                codec,
-                visual,
-                scorer,
-                settings,
-                out,
-                progress=progress,
-                clock=clock,
-            )
-            path = out_dir / f"predictions_{name}.json"
-            write_coco_results({natural_id(k): v for k, v in preds.items()}, path)
-            artifacts[f"predictions/{name}"] = path
-            fault_point("evaluate.split")
-            if cfg.eval.grounding and name != "nocaps":
-                with clock("controls"):
-                    grounding(name, dataset, preds, _shapes_lexicons(dataset), out)
-            if name != "nocaps" and cfg.data.instances and cfg.data.chair_synonyms:
-                with clock("controls"):
-                    hallucination(
-                        name, dataset, preds, cfg.data.instances, cfg.data.chair_synonyms, out
-                    )
-        first = next(iter(data.evals.values()), None)
-        if first is not None and len(first) and hasattr(model, "capture_attention"):  # Figure 3
-            from ituning.attention import figure_for_image
-
-            figure = out_dir / "attention.png"
-            with clock("attention"):
-                figure_for_image(
-                    model, codec, encoder, first.image_path(first[0]), figure, settings
-                )
-            artifacts["attention"] = figure
-        if cfg.eval.blank_control:
-            with clock("controls"):
-                _blank_controls(cfg, model, codec, encoder, data, scorer, settings, out)
-    return RunResult(metrics=out.metrics, unavailable=out.unavailable, artifacts=artifacts)
-
-
-def _blank_controls(cfg, model, codec, encoder, data: LoadedData, scorer, settings, out) -> None:
-    import torch
-
-    from ituning.evaluate import blank_image_control
-
-    blank = mean_colour_image(data.train, size=encoder.image_size)
-    with torch.inference_mode():
-        pixels = encoder.preprocess(blank).unsqueeze(0).to(next(encoder.parameters()).device)
-        # rounded like the cached features of the real images it is compared with
-        blank_visual = encoder(pixels).to(_feature_dtype(cfg))
-    for name, dataset in data.evals.items():
-        if name != "nocaps":
-            blank_image_control(name, dataset, model, codec, blank_visual, scorer, settings, out)
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
