@@ -85,9 +85,10 @@ def test_each_method_searches_the_same_grid_on_validation_resumes_and_records(
     assert len(_search_runs(runs_dir)) == 5 and record.read_text() == before
 
 
-def test_a_third_lm_size_can_be_searched_after_two(runs_dir, tmp_path, monkeypatch):
+def test_a_third_lm_size_can_be_searched_after_two(runs_dir, tmp_path, monkeypatch, capsys):
     """With rates recorded at two sizes, the profile refuses to guess a third; the search that
-    settles it must not be refused the same way."""
+    settles it must not be refused the same way: it reaches its trial (which fails by design
+    here, so that nothing trains)."""
     record = tmp_path / "rates.yaml"
     rates = LearningRates()
     for lm in ("base", "medium"):
@@ -95,12 +96,10 @@ def test_a_third_lm_size_can_be_searched_after_two(runs_dir, tmp_path, monkeypat
     learning_rates.write(rates, record)
     monkeypatch.setattr(learning_rates, "LEARNING_RATES_FILE", record)
     args = ["--scale", "tiny", "--runs-dir", str(runs_dir), "--record", str(record), "--quiet"]
-    assert main([*args, "--lm", "large", "--methods", "itune", "--grid", "1e-3"]) == 0
-    assert set(learning_rates.read(record).searched("mini-tiny", "itune")) == {
-        "base",
-        "medium",
-        "large",
-    }
+    args += ["--lm", "large", "--methods", "itune", "--grid", str(FAILING_LR)]
+    assert main([*args, "--workers", "1", "--executor", FAILING]) == 1
+    err = capsys.readouterr().err
+    assert "itune lr 0.003: RuntimeError: diverged" in err and "searched at LM sizes" not in err
 
 
 def _record(chosen: float, scores: dict[float, float]) -> SearchRecord:
