@@ -125,6 +125,30 @@ class VisionEncoder(nn.Module):
             f"resize={cfg.get('resize_mode')}"
         )
 
+    def seen_region(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """``(left, top, right, bottom)`` of a ``width`` × ``height`` image, in its own pixels, that
+        the patch grid covers after preprocessing: the centre square that "shortest" resizing
+        crops, the square that "longest" pads around the image (beyond its edges), or the whole
+        image when it is squashed. Attention maps belong over this region, not the whole image."""
+        cfg = self.preprocess_cfg
+        size = cfg.get("size", self.image_size)
+        side = int(size[0] if isinstance(size, (tuple, list)) else size)
+        mode = cfg.get("resize_mode", "shortest")
+        if mode == "squash":
+            return 0.0, 0.0, float(width), float(height)
+        if mode == "longest":
+            long = max(width, height)
+            return (width - long) / 2, (height - long) / 2, (width + long) / 2, (height + long) / 2
+        # torchvision: short side to ``side``, the long one truncated; then a rounded centre crop
+        scale = side / min(width, height)
+        if width <= height:
+            resized_w, resized_h = side, int(side * height / width)
+        else:
+            resized_w, resized_h = int(side * width / height), side
+        left = int(round((resized_w - side) / 2.0))
+        top = int(round((resized_h - side) / 2.0))
+        return left / scale, top / scale, (left + side) / scale, (top + side) / scale
+
     @cached_property
     def identity(self) -> str:
         """Stable string naming exactly this V: model, weights digest, preprocessing, CLS choice."""
