@@ -37,6 +37,7 @@ ADDED_AT_DEFAULT: dict[str, Any] = {
     "clipcap": None,
     "data.instances": None,
     "data.chair_synonyms": None,
+    "data.limit_vlp_images": None,
 }
 
 
@@ -63,6 +64,7 @@ class DataSpec(Settings):
     chair_synonyms: Path | None = None
     limit_train_images: int | None = Field(default=None, ge=1)
     limit_eval_images: int | None = Field(default=None, ge=1)
+    limit_vlp_images: int | None = Field(default=None, ge=1)
 
 
 class OptimSpec(Settings):

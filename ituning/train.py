@@ -134,6 +134,7 @@ def load_data(cfg: TrainConfig) -> LoadedData:
             d.vlp_image_data,
             d.vlp_image_root or d.vlp_regions.parent,
             exclude_coco_ids=held_out,
+            limit=d.limit_vlp_images,
         )
     return LoadedData(captions, train, evals, vlp)
 
