@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from ituning.errors import BackboneError, first_line
+from ituning.hub_cache import local_first
 
 #: Hub ids whose architecture ships with the package, with their aliases.
 SHIPPED_CONFIGS = {
@@ -119,7 +120,7 @@ def lm_config(name_or_path: str) -> PretrainedConfig:
         _check_folder(Path(name_or_path).expanduser(), "language model")
         return AutoConfig.from_pretrained(Path(name_or_path).expanduser())
     try:
-        return AutoConfig.from_pretrained(name_or_path)
+        return local_first(lambda: AutoConfig.from_pretrained(name_or_path))
     except OSError as exc:
         raise _offline_error("language model config", name_or_path, exc) from None
 
@@ -153,13 +154,17 @@ def load_lm(
     if local:
         _check_folder(Path(src), "language model")
         _check_safetensors_only(Path(src))
-    try:
+
+    def load() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         config = with_fused_activation(AutoConfig.from_pretrained(src))
         with _loading_bar(progress):
             lm = AutoModelForCausalLM.from_pretrained(
                 src, config=config, dtype=dtype or torch.float32, use_safetensors=True
             )
-        tokenizer = AutoTokenizer.from_pretrained(src)
+        return lm, AutoTokenizer.from_pretrained(src)
+
+    try:
+        lm, tokenizer = load() if local else local_first(load)
     except Exception as exc:  # a folder is user input: malformed JSON, truncated weights, ...
         if local:
             raise BackboneError(

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ituning.errors import BackboneError, first_line
 from ituning.files import atomic_path, atomic_write_json
+from ituning.hub_cache import local_first
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -228,8 +229,10 @@ def load_vision(
         kwargs["require_pretrained"] = True
     try:
         with _quiet_open_clip():
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained, device=device, **kwargs
+            model, _, preprocess = local_first(
+                lambda: open_clip.create_model_and_transforms(
+                    model_name, pretrained=pretrained, device=device, **kwargs
+                )
             )
     except Exception as exc:  # open_clip raises RuntimeError/OSError/ValueError for all of these
         first = first_line(exc)
