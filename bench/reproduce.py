@@ -31,7 +31,7 @@ from bench.sweep import queue, tracking
 from bench.sweep.coordinator import SweepReport, check_workers, default_workers, run_sweeps
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import Profile
-from bench.sweep.profiles import PROFILES, get_profile
+from bench.sweep.profiles import PROFILES, add_paper_arguments, get_profile
 from bench.sweep.spec import SweepSpec, find_spec, load_spec
 from ituning.errors import ArgumentParser, cli_main
 
@@ -129,11 +129,7 @@ def reproduce(
 def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m bench.reproduce", description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="mini", choices=PROFILES, help="default: mini")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        help="the paper profile's datasets (layout: bench/sweep/paper_profile.py)",
-    )
+    add_paper_arguments(p)
     p.add_argument(
         "--tiny", action="store_true", help="test size: tiny backbones, data and budget (seconds)"
     )
@@ -172,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs_dir=args.runs_dir,
         data_root=args.data_root,
         scale="tiny" if args.tiny else "full",
+        weights=args.weights,
     )
     result = reproduce(
         profile,

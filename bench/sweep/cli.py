@@ -14,7 +14,7 @@ from bench import SPECS_DIR
 from bench.sweep import queue as work_queue
 from bench.sweep.coordinator import check_workers, run_sweep
 from bench.sweep.dry_run import describe
-from bench.sweep.profiles import PROFILES, SCALES, get_profile
+from bench.sweep.profiles import PROFILES, SCALES, add_paper_arguments, get_profile
 from bench.sweep.spec import find_spec, load_spec
 from bench.sweep.worker import DEFAULT_EXECUTOR
 from ituning.errors import ArgumentParser, cli_main
@@ -43,11 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--storage", help="optuna storage URL (default sqlite:///RUNS/optuna.db)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///RUNS/mlflow.db)")
     p.add_argument("--runs-dir", default="runs", type=Path, help="run folders, stores, mini assets")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        help="the paper profile's datasets (see bench/sweep/paper_profile.py)",
-    )
+    add_paper_arguments(p)
     p.add_argument(
         "--heartbeat",
         type=int,
@@ -70,7 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seeds is not None:
         spec = spec.with_seeds(args.seeds)
     profile = get_profile(
-        args.profile, runs_dir=args.runs_dir, data_root=args.data_root, scale=args.scale
+        args.profile,
+        runs_dir=args.runs_dir,
+        data_root=args.data_root,
+        scale=args.scale,
+        weights=args.weights,
     )
     plans = profile.plan(spec)
     if args.dry_run:

@@ -12,6 +12,13 @@ Face cache, and the real datasets under ``--data-root``, laid out as::
     DATA_ROOT/coco/annotations/synonyms.txt           the CHAIR authors' synonym list (optional)
 
 Without the last two, a run reports CHAIR as unavailable and says where they belong.
+
+The backbones come from the Hugging Face cache by name, or, with ``--weights WEIGHTS``, from local
+folders (each run records the folder and a digest of its weights as the backbone identity)::
+
+    WEIGHTS/gpt2/, gpt2-medium/, gpt2-large/      hf download gpt2 --local-dir WEIGHTS/gpt2 ...
+    WEIGHTS/vit_base_patch16_clip_224.openai/     hf download timm/vit_base_patch16_clip_224.openai
+                                                  --local-dir WEIGHTS/vit_base_patch16_clip_224.openai
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ PAPER_LMS = {
     "medium": LMChoice("gpt2-medium", 24, 1024),
     "large": LMChoice("gpt2-large", 36, 1280),
 }
+
+#: ``--weights`` folder names: each LM size's Hub id, and the open_clip repository of ViT-B/16.
+VISION_FOLDER = "vit_base_patch16_clip_224.openai"
 
 PAPER_LAYOUT = {
     "captions": ("coco/dataset_coco.json", "Karpathy's COCO split file"),
@@ -77,24 +87,53 @@ class PaperProfile(Profile):
             _check_dataset_files(plan.config)
 
 
-def paper_profile(runs_dir: Path, data_root: Path | str | None, scale: str) -> PaperProfile:
+def paper_profile(
+    runs_dir: Path, data_root: Path | str | None, scale: str, *, weights: Path | str | None = None
+) -> PaperProfile:
     if data_root is None:
         raise ConfigError(
             "profile paper needs --data-root DIR holding coco/dataset_coco.json, coco/images/, "
             f"nocaps/ and visual_genome/ (layout: {LAYOUT_DOC})"
         )
     root = Path(data_root)
+    lms, vision, pretrained = PAPER_LMS, "ViT-B-16", "openai"
+    if weights is not None:
+        lms, vision, pretrained = (
+            _local_weights(Path(weights)),
+            str(Path(weights) / VISION_FOLDER),
+            None,
+        )
     return PaperProfile(
         name="paper",
         scale=scale,
         runs_dir=runs_dir,
-        lms=PAPER_LMS,
-        vision="ViT-B-16",
-        vision_pretrained="openai",
+        lms=lms,
+        vision=vision,
+        vision_pretrained=pretrained,
         vision_width=768,
         data={key: str(root / rel) for key, (rel, _) in PAPER_LAYOUT.items()},
         budget=PAPER_BUDGET if scale == "full" else TINY_BUDGET,
     )
+
+
+def _local_weights(folder: Path) -> dict[str, LMChoice]:
+    """Each LM size from ``folder/<hub id>``; one line naming the first folder missing and the
+    command that fills it."""
+    needed = [*(folder / lm.name for lm in PAPER_LMS.values()), folder / VISION_FOLDER]
+    for path in needed:
+        if not (path / "config.json").is_file() and not (path / "open_clip_config.json").is_file():
+            hub = f"timm/{VISION_FOLDER}" if path.name == VISION_FOLDER else path.name
+            raise ConfigError(
+                f"--weights {folder}: {path} holds no model; fill it with `hf download {hub} "
+                f"--local-dir {path}` (layout: {LAYOUT_DOC})"
+            )
+    from ituning.backbones import lm_config
+
+    out = {}
+    for size, lm in PAPER_LMS.items():
+        config = lm_config(str(folder / lm.name))  # the folder's own depth and width
+        out[size] = LMChoice(str(folder / lm.name), config.num_hidden_layers, config.hidden_size)
+    return out
 
 
 _DATA_CHECKED: set[str] = set()

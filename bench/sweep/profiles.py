@@ -7,6 +7,7 @@ spec or a report does not load the training stack.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from bench.sweep.profile import Profile
@@ -22,6 +23,7 @@ def get_profile(
     runs_dir: Path | str = "runs",
     data_root: Path | str | None = None,
     scale: str = "full",
+    weights: Path | str | None = None,
 ) -> Profile:
     if name not in PROFILES:
         raise ConfigError(f"--profile {name}: unknown profile (allowed: {', '.join(PROFILES)})")
@@ -30,10 +32,27 @@ def get_profile(
     if name == "paper":
         from bench.sweep.paper_profile import paper_profile
 
-        return paper_profile(Path(runs_dir), data_root, scale)
+        return paper_profile(Path(runs_dir), data_root, scale, weights=weights)
+    if weights is not None:
+        raise ConfigError("--weights: only the paper profile loads outside weights")
     from bench.mini.profile import mini_profile
 
     return mini_profile(Path(runs_dir), scale)
+
+
+def add_paper_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data-root`` and ``--weights``: where the paper profile finds its data and backbones."""
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        help="the paper profile's datasets (layout: bench/sweep/paper_profile.py)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="the paper profile's backbones from local folders instead of the Hugging Face cache "
+        "(layout: bench/sweep/paper_profile.py)",
+    )
 
 
 def profile_class(name: str) -> type[Profile]:
