@@ -30,6 +30,7 @@ from bench.report.build import ReportSettings, build_report, shown
 from bench.sweep import queue, tracking
 from bench.sweep.coordinator import SweepReport, check_workers, default_workers, run_sweeps
 from bench.sweep.plan import RunPlan
+from bench.sweep.preflight import preflight
 from bench.sweep.profile import Profile
 from bench.sweep.profiles import PROFILES, add_paper_arguments, get_profile
 from bench.sweep.spec import SweepSpec, find_spec, load_spec
@@ -77,7 +78,7 @@ def reproduce(
     plans: dict[str, list[RunPlan]] = {spec.name: profile.plan(spec) for spec in specs}
     distinct = {p.run_id: p for ps in plans.values() for p in ps}
     # Everything that can fail fast does so before the mini backbones are trained.
-    profile.check(list(distinct.values()))
+    preflight(profile, list(distinct.values()), progress=progress)
     tracking.check_reachable(uri)
     queue.open_storage(storage_url or queue.default_storage_url(profile.runs_dir))
     done_before = distinct.keys() & tracking.finished_if_stored(uri, profile.label).keys()
@@ -169,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_root=args.data_root,
         scale="tiny" if args.tiny else "full",
         weights=args.weights,
+        skip_bad_images=args.skip_bad_images,
     )
     result = reproduce(
         profile,

@@ -38,6 +38,7 @@ ADDED_AT_DEFAULT: dict[str, Any] = {
     "data.instances": None,
     "data.chair_synonyms": None,
     "data.limit_vlp_images": None,
+    "data.skip_bad_images": False,
 }
 
 
@@ -65,6 +66,8 @@ class DataSpec(Settings):
     limit_train_images: int | None = Field(default=None, ge=1)
     limit_eval_images: int | None = Field(default=None, ge=1)
     limit_vlp_images: int | None = Field(default=None, ge=1)
+    #: Train and evaluate without the images that cannot be decoded (listed in the run folder).
+    skip_bad_images: bool = False
 
 
 class OptimSpec(Settings):

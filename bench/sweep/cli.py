@@ -14,6 +14,7 @@ from bench import SPECS_DIR
 from bench.sweep import queue as work_queue
 from bench.sweep.coordinator import check_workers, run_sweep
 from bench.sweep.dry_run import describe
+from bench.sweep.preflight import preflight
 from bench.sweep.profiles import PROFILES, SCALES, add_paper_arguments, get_profile
 from bench.sweep.spec import find_spec, load_spec
 from bench.sweep.worker import DEFAULT_EXECUTOR
@@ -71,10 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_root=args.data_root,
         scale=args.scale,
         weights=args.weights,
+        skip_bad_images=args.skip_bad_images,
     )
     plans = profile.plan(spec)
-    if args.dry_run:
+    if args.dry_run:  # the plan first, so it shows even while the data is not in place
         print(describe(spec, profile, plans, args.tracking_uri))
+        preflight(profile, plans, progress=not args.quiet)
         return 0
     started = time.perf_counter()
     report = run_sweep(

@@ -31,8 +31,7 @@ from typing import ClassVar
 from bench.sweep.budgets import PAPER_BUDGET, TINY_BUDGET
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import LMChoice, Profile
-from ituning.errors import ConfigError, DataError
-from ituning.run_config import TrainConfig
+from ituning.errors import ConfigError
 
 LAYOUT_DOC = "bench/sweep/paper_profile.py"
 
@@ -62,29 +61,13 @@ PAPER_LAYOUT = {
 class PaperProfile(Profile):
     paper_task: ClassVar[bool] = True
 
-    def check(self, plans: Sequence[RunPlan] = ()) -> None:
-        """One line naming the first missing path and what belongs there, or the first bad file and
-        field: the dataset files are read as the runs will read them (image files must exist)."""
-        needed = ["captions", "image_root"]
-        if any(p.config.eval.nocaps for p in plans):
-            needed += ["nocaps", "nocaps_image_root"]
-        if any(p.config.vlp for p in plans):
-            needed += ["vlp_regions", "vlp_image_data", "vlp_image_root"]
-        root = Path(self.data["captions"]).parent.parent
-        if not root.is_dir():
-            raise DataError(
-                f"--data-root {root}: no such folder; it must hold coco/, nocaps/ and visual_genome/ "
-                f"(layout: {LAYOUT_DOC})"
-            )
-        for key in needed:
-            path = Path(self.data[key])
-            rel, what = PAPER_LAYOUT[key]
-            if not path.exists():
-                raise DataError(
-                    f"{path}: missing; put {what} there (data root layout: {LAYOUT_DOC})"
-                )
-        for plan in plans:
-            _check_dataset_files(plan.config)
+    def problems(self, plans: Sequence[RunPlan] = (), *, progress: bool = True) -> list[str]:
+        """The data root, every dataset file read as the runs read it, every image decoded, the
+        weights of every point present locally, and disk for the feature cache
+        (``bench.sweep.paper_checks``)."""
+        from bench.sweep.paper_checks import paper_problems
+
+        return paper_problems(self, plans, progress=progress)
 
 
 def paper_profile(
@@ -134,43 +117,3 @@ def _local_weights(folder: Path) -> dict[str, LMChoice]:
         config = lm_config(str(folder / lm.name))  # the folder's own depth and width
         out[size] = LMChoice(str(folder / lm.name), config.num_hidden_layers, config.hidden_size)
     return out
-
-
-_DATA_CHECKED: set[str] = set()
-
-
-def _check_dataset_files(config: TrainConfig) -> None:
-    """``load_data`` as a run calls it, once per data setup and state of its files per process."""
-    from ituning.train import load_data
-
-    files = [config.data.captions]
-    if config.eval.nocaps and config.data.nocaps is not None:
-        files.append(config.data.nocaps)
-    if config.vlp:
-        files += [config.data.vlp_regions, config.data.vlp_image_data]
-    chair = [p for p in (config.data.instances, config.data.chair_synonyms) if p and p.is_file()]
-    files += chair
-    stamps = []
-    for path in files:
-        try:
-            st = Path(path).stat()
-            stamps.append((str(path), st.st_size, st.st_mtime_ns))
-        except OSError:
-            stamps.append((str(path), None, None))
-    key = repr(
-        (
-            config.data.model_dump_json(),
-            config.eval.nocaps,
-            config.eval.splits,
-            config.vlp,
-            stamps,
-        )
-    )
-    if key not in _DATA_CHECKED:
-        load_data(config)
-        if len(chair) == 2:  # CHAIR's inputs, when supplied, are read before any training
-            from ituning.metrics.chair import Chair, read_instances
-
-            Chair.from_file(config.data.chair_synonyms)
-            read_instances(config.data.instances)
-        _DATA_CHECKED.add(key)

@@ -24,6 +24,7 @@ def get_profile(
     data_root: Path | str | None = None,
     scale: str = "full",
     weights: Path | str | None = None,
+    skip_bad_images: bool = False,
 ) -> Profile:
     if name not in PROFILES:
         raise ConfigError(f"--profile {name}: unknown profile (allowed: {', '.join(PROFILES)})")
@@ -32,9 +33,13 @@ def get_profile(
     if name == "paper":
         from bench.sweep.paper_profile import paper_profile
 
-        return paper_profile(Path(runs_dir), data_root, scale, weights=weights)
-    if weights is not None:
-        raise ConfigError("--weights: only the paper profile loads outside weights")
+        profile = paper_profile(Path(runs_dir), data_root, scale, weights=weights)
+        if skip_bad_images:
+            profile.settings["data.skip_bad_images"] = True
+        return profile
+    if weights is not None or skip_bad_images:
+        flag = "--weights" if weights is not None else "--skip-bad-images"
+        raise ConfigError(f"{flag}: only the paper profile reads outside weights and images")
     from bench.mini.profile import mini_profile
 
     return mini_profile(Path(runs_dir), scale)
@@ -52,6 +57,11 @@ def add_paper_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="the paper profile's backbones from local folders instead of the Hugging Face cache "
         "(layout: bench/sweep/paper_profile.py)",
+    )
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="train and evaluate without the images that cannot be decoded (each run lists them)",
     )
 
 

@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_root=args.data_root,
         scale=args.scale,
         weights=args.weights,
+        skip_bad_images=args.skip_bad_images,
     )
     if args.lm not in profile.lms:
         p.error(

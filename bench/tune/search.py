@@ -33,6 +33,7 @@ from bench.sweep import folders, tracking
 from bench.sweep import queue as work_queue
 from bench.sweep.coordinator import worker_threads
 from bench.sweep.learning_rates import SearchRecord
+from bench.sweep.preflight import preflight
 from bench.sweep.profile import Profile
 from bench.sweep.spec import validate_spec
 from bench.sweep.worker import (
@@ -106,7 +107,7 @@ def run_search(
     """Run every method's grid to the end; each method's record (raises if a trial failed)."""
     points = {m: _point(search, m) for m in search.methods}
     plans = {m: profile.resolve(p, {}, source="learning-rate search") for m, p in points.items()}
-    profile.check(list(plans.values()))
+    preflight(profile, list(plans.values()), progress=progress)
     profile.prepare(list(plans.values()), progress=progress)
     storage = work_queue.open_storage(storage_url)
     tracking.check_reachable(tracking_uri)
