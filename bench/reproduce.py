@@ -32,7 +32,7 @@ from bench.sweep.coordinator import SweepReport, check_workers, default_workers,
 from bench.sweep.plan import RunPlan
 from bench.sweep.preflight import preflight
 from bench.sweep.profile import Profile
-from bench.sweep.profiles import PROFILES, add_paper_arguments, get_profile
+from bench.sweep.profiles import PROFILES, add_paper_arguments, profile_from_args
 from bench.sweep.spec import SweepSpec, find_spec, load_spec
 from ituning.errors import ArgumentParser, cli_main
 
@@ -164,14 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = [load_spec(find_spec(name, SPECS_DIR)) for name in args.sweeps]
     if args.seeds is not None:
         specs = [spec.with_seeds(args.seeds) for spec in specs]
-    profile = get_profile(
-        args.profile,
-        runs_dir=args.runs_dir,
-        data_root=args.data_root,
-        scale="tiny" if args.tiny else "full",
-        weights=args.weights,
-        skip_bad_images=args.skip_bad_images,
-    )
+    profile = profile_from_args(args, scale="tiny" if args.tiny else "full")
     result = reproduce(
         profile,
         specs,

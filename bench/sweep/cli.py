@@ -15,7 +15,7 @@ from bench.sweep import queue as work_queue
 from bench.sweep.coordinator import check_workers, run_sweep
 from bench.sweep.dry_run import describe
 from bench.sweep.preflight import preflight
-from bench.sweep.profiles import PROFILES, SCALES, add_paper_arguments, get_profile
+from bench.sweep.profiles import PROFILES, SCALES, add_paper_arguments, profile_from_args
 from bench.sweep.spec import find_spec, load_spec
 from bench.sweep.worker import DEFAULT_EXECUTOR
 from ituning.errors import ArgumentParser, cli_main
@@ -66,14 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = load_spec(_shown(find_spec(args.spec, SPECS_DIR)))
     if args.seeds is not None:
         spec = spec.with_seeds(args.seeds)
-    profile = get_profile(
-        args.profile,
-        runs_dir=args.runs_dir,
-        data_root=args.data_root,
-        scale=args.scale,
-        weights=args.weights,
-        skip_bad_images=args.skip_bad_images,
-    )
+    profile = profile_from_args(args)
     plans = profile.plan(spec)
     if args.dry_run:  # the plan first, so it shows even while the data is not in place
         print(describe(spec, profile, plans, args.tracking_uri))

@@ -65,6 +65,19 @@ def add_paper_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def profile_from_args(args: argparse.Namespace, *, scale: str | None = None) -> Profile:
+    """The profile a command line names (``--profile``, ``--runs-dir``, :func:`add_paper_arguments`'
+    flags, and ``--scale`` unless ``scale`` is given)."""
+    return get_profile(
+        args.profile,
+        runs_dir=args.runs_dir,
+        data_root=args.data_root,
+        scale=scale or args.scale,
+        weights=args.weights,
+        skip_bad_images=args.skip_bad_images,
+    )
+
+
 def profile_class(name: str) -> type[Profile]:
     """The class of profile ``name``: what kind of task and machine it stands for."""
     if name == "paper":

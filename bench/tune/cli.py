@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.sweep import learning_rates, tracking
 from bench.sweep import queue as work_queue
 from bench.sweep.coordinator import check_workers, default_workers
-from bench.sweep.profiles import PROFILES, SCALES, add_paper_arguments, get_profile
+from bench.sweep.profiles import PROFILES, SCALES, add_paper_arguments, profile_from_args
 from bench.sweep.worker import DEFAULT_EXECUTOR
 from bench.tune.search import LR_GRID, METRIC, Search, run_search
 from ituning.errors import ArgumentParser, cli_main
@@ -51,14 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--executor", default=DEFAULT_EXECUTOR, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     check_workers(args.workers, minimum=1)
-    profile = get_profile(
-        args.profile,
-        runs_dir=args.runs_dir,
-        data_root=args.data_root,
-        scale=args.scale,
-        weights=args.weights,
-        skip_bad_images=args.skip_bad_images,
-    )
+    profile = profile_from_args(args)
     if args.lm not in profile.lms:
         p.error(
             f"--lm {args.lm}: not an LM size of profile {args.profile} ({', '.join(profile.lms)})"
