@@ -141,7 +141,7 @@ def _lm_problem(name: str) -> str | None:
         return None
     return (
         f"language model {name}: not in the Hugging Face cache; fetch it once with `hf download "
-        f"{name} --include 'config.json' '*.safetensors' '*.json' '*.txt'` (or pass --weights)"
+        f"{name} --include '*.json' '*.safetensors' '*.txt'` (or pass --weights)"
     )
 
 
