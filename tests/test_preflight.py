@@ -104,7 +104,13 @@ def test_a_full_disk_is_named_with_the_space_the_feature_cache_needs(
 
 
 @pytest.mark.slow
-def test_skipping_bad_images_trains_without_them_and_lists_them(tmp_path, weights):
+def test_a_sweep_from_local_weights_skips_bad_images_when_asked_and_lists_them(tmp_path, weights):
+    """``--weights``: the paper profile trains from local folders (their own depth and width,
+    the folder and its weights digest recorded); a bad image stops the sweep unless skipped."""
+    import json
+
+    from bench.sweep.paper_profile import VISION_FOLDER
+
     root = write_paper_root(tmp_path / "data", vlp=False)
     bad = _truncate(root)
     runs = tmp_path / "runs"
@@ -114,9 +120,32 @@ def test_skipping_bad_images_trains_without_them_and_lists_them(tmp_path, weight
     assert sweep_main([*argv, "--skip-bad-images"]) == 0
     client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
     exp = client.get_experiment_by_name("paper-tiny")
-    for run in client.search_runs([exp.experiment_id]):
+    finished = client.search_runs([exp.experiment_id])
+    assert {r.data.params["lm.name"] for r in finished} == {
+        str(weights / "gpt2"),
+        str(weights / "gpt2-large"),
+    }
+    large = next(r for r in finished if r.data.params["lm"] == "large")
+    layers = int(large.data.params["lm.layers"])
+    from bench.sweep.axes import Drop
+
+    assert int(large.data.params["drop"]) == Drop(fraction=0.5).resolve(layers)  # folder's depth
+    for run in finished:
         assert run.info.status == "FINISHED" and run.data.params["data.skip_bad_images"] == "True"
+        assert run.data.params["backbones.vision"] == str(weights / VISION_FOLDER)
         folder = Path(run.data.tags["run_folder"])
+        meta = json.loads((folder / "checkpoint" / "ituning.json").read_text())
+        assert len(meta["lm"]["weights_sha256"]) == 64
         assert str(bad) in (folder / "skipped_images.json").read_text()
         logged = [a.path for a in client.list_artifacts(run.info.run_id)]
         assert "skipped_images.json" in logged
+
+
+def test_a_missing_weight_folder_is_one_line_naming_the_download(tmp_path, weights, capsys):
+    root = write_paper_root(tmp_path / "data", vlp=False)
+    (weights / "gpt2-medium").unlink()  # the symlink only: the tiny backbones stay
+    argv = ["smoke", "--profile", "paper", "--data-root", str(root), "--weights", str(weights)]
+    assert sweep_main([*argv, "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gpt2-medium holds no model" in err[0]
+    assert f"hf download gpt2-medium --local-dir {weights / 'gpt2-medium'}" in err[0]
