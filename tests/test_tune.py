@@ -85,6 +85,23 @@ def test_each_method_searches_the_same_grid_on_validation_resumes_and_records(
     assert len(_search_runs(runs_dir)) == 5 and record.read_text() == before
 
 
+def test_a_third_lm_size_can_be_searched_after_two(runs_dir, tmp_path, monkeypatch, capsys):
+    """With rates recorded at two sizes, the profile refuses to guess a third; the search that
+    settles it must not be refused the same way: it reaches its trial (which fails by design
+    here, so that nothing trains)."""
+    record = tmp_path / "rates.yaml"
+    rates = LearningRates()
+    for lm in ("base", "medium"):
+        rates = rates.with_record("mini-tiny", "itune", lm, _record(1e-3, {1e-3: 1.0}))
+    learning_rates.write(rates, record)
+    monkeypatch.setattr(learning_rates, "LEARNING_RATES_FILE", record)
+    args = ["--scale", "tiny", "--runs-dir", str(runs_dir), "--record", str(record), "--quiet"]
+    args += ["--lm", "large", "--methods", "itune", "--grid", str(FAILING_LR)]
+    assert main([*args, "--workers", "1", "--executor", FAILING]) == 1
+    err = capsys.readouterr().err
+    assert "itune lr 0.003: RuntimeError: diverged" in err and "searched at LM sizes" not in err
+
+
 def _record(chosen: float, scores: dict[float, float]) -> SearchRecord:
     return SearchRecord(chosen=chosen, seed=0, metric="val/cider", study="s", scores=scores)
 

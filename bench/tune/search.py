@@ -106,7 +106,9 @@ def run_search(
 ) -> dict[str, SearchRecord]:
     """Run every method's grid to the end; each method's record (raises if a trial failed)."""
     points = {m: _point(search, m) for m in search.methods}
-    plans = {m: profile.resolve(p, {}, source="learning-rate search") for m, p in points.items()}
+    # resolved at a grid rate: the record's rate for this LM size is what is being searched
+    first = {**SEARCH_SETTINGS, "optim.lr": search.grid[0]}
+    plans = {m: profile.resolve(p, first, source="learning-rate search") for m, p in points.items()}
     preflight(profile, list(plans.values()), progress=progress)
     profile.prepare(list(plans.values()), progress=progress)
     storage = work_queue.open_storage(storage_url)
