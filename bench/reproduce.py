@@ -30,8 +30,9 @@ from bench.report.build import ReportSettings, build_report, shown
 from bench.sweep import queue, tracking
 from bench.sweep.coordinator import SweepReport, check_workers, default_workers, run_sweeps
 from bench.sweep.plan import RunPlan
+from bench.sweep.preflight import preflight
 from bench.sweep.profile import Profile
-from bench.sweep.profiles import PROFILES, get_profile
+from bench.sweep.profiles import PROFILES, add_paper_arguments, profile_from_args
 from bench.sweep.spec import SweepSpec, find_spec, load_spec
 from ituning.errors import ArgumentParser, cli_main
 
@@ -77,7 +78,7 @@ def reproduce(
     plans: dict[str, list[RunPlan]] = {spec.name: profile.plan(spec) for spec in specs}
     distinct = {p.run_id: p for ps in plans.values() for p in ps}
     # Everything that can fail fast does so before the mini backbones are trained.
-    profile.check(list(distinct.values()))
+    preflight(profile, list(distinct.values()), progress=progress)
     tracking.check_reachable(uri)
     queue.open_storage(storage_url or queue.default_storage_url(profile.runs_dir))
     done_before = distinct.keys() & tracking.finished_if_stored(uri, profile.label).keys()
@@ -129,11 +130,7 @@ def reproduce(
 def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m bench.reproduce", description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="mini", choices=PROFILES, help="default: mini")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        help="the paper profile's datasets (layout: bench/sweep/paper_profile.py)",
-    )
+    add_paper_arguments(p)
     p.add_argument(
         "--tiny", action="store_true", help="test size: tiny backbones, data and budget (seconds)"
     )
@@ -167,12 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = [load_spec(find_spec(name, SPECS_DIR)) for name in args.sweeps]
     if args.seeds is not None:
         specs = [spec.with_seeds(args.seeds) for spec in specs]
-    profile = get_profile(
-        args.profile,
-        runs_dir=args.runs_dir,
-        data_root=args.data_root,
-        scale="tiny" if args.tiny else "full",
-    )
+    profile = profile_from_args(args, scale="tiny" if args.tiny else "full")
     result = reproduce(
         profile,
         specs,

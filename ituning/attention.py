@@ -51,12 +51,21 @@ def attention_maps(
     return tokens, maps
 
 
-def draw(image: Image.Image, tokens: list[str], maps: np.ndarray, out: Path) -> Path:
-    """One panel per generated word: the image with its attention map laid over it."""
+def draw(
+    image: Image.Image,
+    tokens: list[str],
+    maps: np.ndarray,
+    out: Path,
+    region: tuple[float, float, float, float] | None = None,
+) -> Path:
+    """One panel per generated word: the image with its attention map laid over ``region``
+    (``(left, top, right, bottom)`` in image pixels: what the encoder saw; default the image)."""
     cols = min(6, len(tokens))
     rows = math.ceil(len(tokens) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
     shown = np.asarray(image.convert("RGB"))
+    height, width = shown.shape[:2]
+    left, top, right, bottom = region or (0, 0, width, height)
     for ax in axes.flat:
         ax.axis("off")
     for ax, word, amap in zip(axes.flat, tokens, maps, strict=False):
@@ -66,9 +75,11 @@ def draw(image: Image.Image, tokens: list[str], maps: np.ndarray, out: Path) -> 
             heat,
             cmap="jet",
             alpha=0.5,
-            extent=(0, shown.shape[1], shown.shape[0], 0),
+            extent=(left, right, bottom, top),
             interpolation="bilinear",
         )
+        ax.set_xlim(0, width)  # the photo's frame, whatever the region's
+        ax.set_ylim(height, 0)
         ax.set_title(word, fontsize=11)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +111,7 @@ def figure_for_image(
         visual = encoder(encoder.preprocess(image).unsqueeze(0).to(device))
     caption = generate_captions(model, codec, visual, settings)[0]
     tokens, maps = attention_maps(model, codec, visual, caption, model.config.include_cls)
-    draw(image, tokens, maps, out)
+    draw(image, tokens, maps, out, encoder.seen_region(*image.size))
     return caption
 
 

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from ituning.errors import BackboneError, first_line
+from ituning.hub_cache import local_first
 
 #: Hub ids whose architecture ships with the package, with their aliases.
 SHIPPED_CONFIGS = {
@@ -56,7 +57,7 @@ def with_fused_activation(config: PretrainedConfig) -> PretrainedConfig:
     return config
 
 
-def _is_local(name_or_path: str) -> bool:
+def is_local_name(name_or_path: str) -> bool:
     """A folder, or something spelled like a path (so a typo is not mistaken for a Hub id)."""
     return (
         Path(name_or_path).expanduser().is_dir()
@@ -115,11 +116,11 @@ def lm_config(name_or_path: str) -> PretrainedConfig:
         data.pop("_comment", None)
         model_type = data.pop("model_type")
         return AutoConfig.for_model(model_type, **data)
-    if _is_local(name_or_path):
+    if is_local_name(name_or_path):
         _check_folder(Path(name_or_path).expanduser(), "language model")
         return AutoConfig.from_pretrained(Path(name_or_path).expanduser())
     try:
-        return AutoConfig.from_pretrained(name_or_path)
+        return local_first(lambda: AutoConfig.from_pretrained(name_or_path))
     except OSError as exc:
         raise _offline_error("language model config", name_or_path, exc) from None
 
@@ -148,18 +149,22 @@ def load_lm(
     how a checkpoint happens to be stored. A tokenizer without a pad token (GPT-2) gets
     ``pad_token = eos_token`` so that batches can be padded; padded positions are masked anyway.
     """
-    local = _is_local(name_or_path)
+    local = is_local_name(name_or_path)
     src: str | Path = Path(name_or_path).expanduser() if local else name_or_path
     if local:
         _check_folder(Path(src), "language model")
         _check_safetensors_only(Path(src))
-    try:
+
+    def load() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         config = with_fused_activation(AutoConfig.from_pretrained(src))
         with _loading_bar(progress):
             lm = AutoModelForCausalLM.from_pretrained(
                 src, config=config, dtype=dtype or torch.float32, use_safetensors=True
             )
-        tokenizer = AutoTokenizer.from_pretrained(src)
+        return lm, AutoTokenizer.from_pretrained(src)
+
+    try:
+        lm, tokenizer = load() if local else local_first(load)
     except Exception as exc:  # a folder is user input: malformed JSON, truncated weights, ...
         if local:
             raise BackboneError(
@@ -193,7 +198,7 @@ def lm_identity(name_or_path: str) -> dict[str, str | None]:
     Hub ids are pinned by name only (the cache holds one snapshot per revision); a local folder's
     ``*.safetensors`` files are hashed so that a retrained mini backbone is not silently reused.
     """
-    if not _is_local(name_or_path):
+    if not is_local_name(name_or_path):
         return {"name_or_path": name_or_path, "weights_sha256": None}
     folder = Path(name_or_path).expanduser()
     files = sorted(folder.glob("*.safetensors"))

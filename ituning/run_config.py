@@ -37,6 +37,8 @@ ADDED_AT_DEFAULT: dict[str, Any] = {
     "clipcap": None,
     "data.instances": None,
     "data.chair_synonyms": None,
+    "data.limit_vlp_images": None,
+    "data.skip_bad_images": False,
 }
 
 
@@ -63,6 +65,9 @@ class DataSpec(Settings):
     chair_synonyms: Path | None = None
     limit_train_images: int | None = Field(default=None, ge=1)
     limit_eval_images: int | None = Field(default=None, ge=1)
+    limit_vlp_images: int | None = Field(default=None, ge=1)
+    #: Train and evaluate without the images that cannot be decoded (listed in the run folder).
+    skip_bad_images: bool = False
 
 
 class OptimSpec(Settings):

@@ -51,6 +51,7 @@ def __getattr__(name: str):
 MetricFn = Callable[[str, float, int], None]
 StageFn = Callable[[str], None]
 RESULT_FILE = "result.json"
+SKIPPED_FILE = "skipped_images.json"
 
 
 @dataclass
@@ -100,6 +101,8 @@ class LoadedData:
     train: CaptionDataset
     evals: dict[str, CaptionDataset]
     vlp: CaptionDataset | None
+    #: Images left out by ``data.skip_bad_images``: file -> why it could not be read.
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def load_data(cfg: TrainConfig) -> LoadedData:
@@ -134,8 +137,38 @@ def load_data(cfg: TrainConfig) -> LoadedData:
             d.vlp_image_data,
             d.vlp_image_root or d.vlp_regions.parent,
             exclude_coco_ids=held_out,
+            limit=d.limit_vlp_images,
         )
-    return LoadedData(captions, train, evals, vlp)
+    data = LoadedData(captions, train, evals, vlp)
+    return _without_bad_images(data) if d.skip_bad_images else data
+
+
+def _without_bad_images(data: LoadedData) -> LoadedData:
+    """``data`` without the records whose image cannot be decoded (``load_image``, as training
+    reads it), and which files those were."""
+    from ituning.data.images import load_image
+    from ituning.data.records import CaptionDataset
+    from ituning.errors import DataError
+
+    skipped: dict[str, str] = {}
+
+    def readable(ds: CaptionDataset) -> CaptionDataset:
+        kept = []
+        for rec in ds:
+            try:
+                load_image(ds.image_path(rec))
+                kept.append(rec)
+            except DataError as exc:
+                skipped[str(ds.image_path(rec))] = str(exc)
+        return CaptionDataset(ds.name, ds.image_root, kept)
+
+    return LoadedData(
+        data.captions,
+        readable(data.train),
+        {k: readable(v) for k, v in data.evals.items()},
+        readable(data.vlp) if data.vlp is not None else None,
+        skipped,
+    )
 
 
 def first_images(records, limit: int) -> tuple:
@@ -210,6 +243,8 @@ def run_experiment(
     data = load_data(config)  # a bad dataset file fails here, before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(out_dir / "config.json", resolved)
+    if data.skipped:
+        _write_json_atomic(out_dir / SKIPPED_FILE, data.skipped)
     started = time.perf_counter()
     clock = PhaseClock()
     dist = setup(config.device)
@@ -284,6 +319,8 @@ def run_experiment(
             }
         )
         result.artifacts.update({"config": out_dir / "config.json", "checkpoint": ckpt})
+        if data.skipped:
+            result.artifacts["skipped_images"] = out_dir / SKIPPED_FILE
         _write_json_atomic(out_dir / RESULT_FILE, result.to_json())
         return result
     finally:

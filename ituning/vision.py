@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ituning.errors import BackboneError, first_line
 from ituning.files import atomic_path, atomic_write_json
+from ituning.hub_cache import local_first
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -125,6 +126,30 @@ class VisionEncoder(nn.Module):
             f"resize={cfg.get('resize_mode')}"
         )
 
+    def seen_region(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """``(left, top, right, bottom)`` of a ``width`` × ``height`` image, in its own pixels, that
+        the patch grid covers after preprocessing: the centre square that "shortest" resizing
+        crops, the square that "longest" pads around the image (beyond its edges), or the whole
+        image when it is squashed. Attention maps belong over this region, not the whole image."""
+        cfg = self.preprocess_cfg
+        size = cfg.get("size", self.image_size)
+        side = int(size[0] if isinstance(size, (tuple, list)) else size)
+        mode = cfg.get("resize_mode", "shortest")
+        if mode == "squash":
+            return 0.0, 0.0, float(width), float(height)
+        if mode == "longest":
+            long = max(width, height)
+            return (width - long) / 2, (height - long) / 2, (width + long) / 2, (height + long) / 2
+        # torchvision: short side to ``side``, the long one truncated; then a rounded centre crop
+        scale = side / min(width, height)
+        if width <= height:
+            resized_w, resized_h = side, int(side * height / width)
+        else:
+            resized_w, resized_h = int(side * width / height), side
+        left = int(round((resized_w - side) / 2.0))
+        top = int(round((resized_h - side) / 2.0))
+        return left / scale, top / scale, (left + side) / scale, (top + side) / scale
+
     @cached_property
     def identity(self) -> str:
         """Stable string naming exactly this V: model, weights digest, preprocessing, CLS choice."""
@@ -204,8 +229,10 @@ def load_vision(
         kwargs["require_pretrained"] = True
     try:
         with _quiet_open_clip():
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained, device=device, **kwargs
+            model, _, preprocess = local_first(
+                lambda: open_clip.create_model_and_transforms(
+                    model_name, pretrained=pretrained, device=device, **kwargs
+                )
             )
     except Exception as exc:  # open_clip raises RuntimeError/OSError/ValueError for all of these
         first = first_line(exc)

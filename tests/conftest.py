@@ -327,3 +327,12 @@ def runs_dir(tiny_assets: Path, tmp_path: Path) -> Path:
     """A runs folder of its own (stores, run folders) over the shared tiny assets: one MLflow
     experiment holds every run of a profile, so tests must not share stores."""
     return link_tiny_assets(tmp_path / "runs", tiny_assets)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The preflight remembers decoded images in the user's cache folder: tests use their own."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    yield
+    patch.undo()

@@ -545,3 +545,29 @@ def test_load_image_errors_name_the_path(tmp_path):
     truncated.write_bytes(big.read_bytes()[:60])
     with pytest.raises(DataError, match=r"cannot read image .*truncated\.png"):
         load_image(truncated)
+
+
+def test_tiny_scale_limits_evaluation_and_vlp_data_too(tmp_path):
+    """A smoke test of the paper profile reads a few evaluation and VLP images, not all of COCO,
+    NoCaps and Visual Genome: the limits apply before the image files are checked."""
+    from bench.faults.inputs import write_paper_root
+    from bench.sweep.profiles import get_profile
+    from bench.sweep.spec import parse_spec
+    from ituning.train import load_data
+
+    root = write_paper_root(tmp_path / "data")
+    profile = get_profile("paper", runs_dir=tmp_path / "runs", data_root=root, scale="tiny")
+    (plan,) = profile.plan(parse_spec("name: t\naxes: {lm: [base], vlp: [true]}\n"))
+    assert (plan.config.data.limit_eval_images, plan.config.data.limit_vlp_images) == (16, 16)
+    config = plan.config.model_copy(
+        update={
+            "data": plan.config.data.model_copy(
+                update={"limit_eval_images": 2, "limit_vlp_images": 1}
+            )
+        }
+    )
+    (root / "visual_genome" / "VG_100K" / "2.jpg").unlink()  # beyond the limit: never opened
+    data = load_data(config)
+    assert len(data.evals["nocaps"]) == 2
+    assert {r.domain for r in data.evals["nocaps"]} == {"in-domain", "near-domain"}
+    assert [r.image_id for r in data.vlp] == ["visual_genome:1"]

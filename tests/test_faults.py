@@ -181,6 +181,12 @@ def paper_root(tmp_path_factory) -> Path:
     return inputs.write_paper_root(tmp_path_factory.mktemp("paper") / "data")
 
 
+@pytest.fixture(scope="module")
+def paper_weights(tiny_assets, tmp_path_factory) -> Path:
+    """``--weights`` of the tiny backbones: the paper scenarios test data, not a download."""
+    return inputs.write_paper_weights(tmp_path_factory.mktemp("weights"), tiny_assets / "backbones")
+
+
 DATA_EDITS = inputs.bad_data_files()
 
 
@@ -188,7 +194,7 @@ DATA_EDITS = inputs.bad_data_files()
     ("name", "damage", "names", "vlp"), DATA_EDITS, ids=[c[0] for c in DATA_EDITS]
 )
 def test_a_bad_dataset_file_stops_the_sweep_before_any_store(
-    name, damage, names, vlp, paper_root, tmp_path, monkeypatch, capsys
+    name, damage, names, vlp, paper_root, paper_weights, tmp_path, monkeypatch, capsys
 ):
     """The coordinator reads the paper profile's dataset files before it opens MLflow or optuna."""
     import shutil
@@ -201,23 +207,33 @@ def test_a_bad_dataset_file_stops_the_sweep_before_any_store(
     monkeypatch.chdir(tmp_path)
     runs = tmp_path / "runs"
     argv = [str(spec) if vlp else "smoke", "--profile", "paper", "--data-root", str(root)]
+    argv += ["--weights", str(paper_weights)]
     assert _sweep_main([*argv, "--scale", "tiny", "--runs-dir", str(runs), "--quiet"]) == 2
     line = _one_error_line(capsys)
     assert all(n in line for n in names), line
     assert not runs.exists()
 
 
-def test_a_valid_paper_root_passes_the_check(paper_root, tmp_path):
+def test_a_valid_paper_root_passes_the_check(paper_root, paper_weights, tmp_path):
+    from bench.sweep.preflight import problems
     from bench.sweep.profiles import get_profile
     from bench.sweep.spec import parse_spec
 
-    profile = get_profile("paper", runs_dir=tmp_path / "runs", data_root=paper_root, scale="tiny")
+    profile = get_profile(
+        "paper",
+        runs_dir=tmp_path / "runs",
+        data_root=paper_root,
+        scale="tiny",
+        weights=paper_weights,
+    )
     plans = profile.plan(parse_spec("name: v\naxes: {vlp: [false, true]}\n"))
-    profile.check(plans)  # reads every file, writes nothing
+    assert problems(profile, plans, progress=False) == []  # reads every file, writes nothing
     assert not (tmp_path / "runs").exists()
 
 
-def test_malformed_chair_annotations_stop_the_sweep_before_training(paper_root, tmp_path, capsys):
+def test_malformed_chair_annotations_stop_the_sweep_before_training(
+    paper_root, paper_weights, tmp_path, capsys
+):
     import shutil
 
     root = tmp_path / "data"
@@ -225,13 +241,16 @@ def test_malformed_chair_annotations_stop_the_sweep_before_training(paper_root, 
     (root / "coco" / "annotations" / "instances_val2014.json").write_text('{"images": []}')
     runs = tmp_path / "runs"
     argv = ["smoke", "--profile", "paper", "--data-root", str(root), "--runs-dir", str(runs)]
+    argv += ["--weights", str(paper_weights)]
     assert _sweep_main([*argv, "--scale", "tiny"]) == 2
     line = _one_error_line(capsys)
     assert "instances_val2014.json" in line and "not COCO instance annotations" in line
     assert not runs.exists()
 
 
-def test_path_traversal_in_a_dataset_is_refused_by_the_sweep(paper_root, tmp_path, capsys):
+def test_path_traversal_in_a_dataset_is_refused_by_the_sweep(
+    paper_root, paper_weights, tmp_path, capsys
+):
     import shutil
 
     root = tmp_path / "data"
@@ -242,6 +261,7 @@ def test_path_traversal_in_a_dataset_is_refused_by_the_sweep(paper_root, tmp_pat
     )
     runs = tmp_path / "runs"
     argv = ["smoke", "--profile", "paper", "--data-root", str(root), "--runs-dir", str(runs)]
+    argv += ["--weights", str(paper_weights)]
     assert _sweep_main([*argv, "--scale", "tiny"]) == 2
     line = _one_error_line(capsys)
     assert "dataset_coco.json: images[0].filename" in line and "escapes the image root" in line

@@ -3,6 +3,7 @@ resolution under the paper profile (no weights, no data needed), and the dry run
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from bench.sweep.axes import Bottleneck, Drop
 from bench.sweep.cli import main
 from bench.sweep.profiles import get_profile
 from bench.sweep.spec import load_spec, parse_spec
-from ituning.errors import ConfigError, DataError
+from ituning.errors import ConfigError
 
 OK = "name: t\naxes: {lm: [base]}\n"
 
@@ -282,14 +283,20 @@ def test_paper_profile_names_the_missing_data(tmp_path):
         get_profile("paper")
     profile = get_profile("paper", data_root=tmp_path / "absent")
     plans = profile.plan(load_spec(SPECS_DIR / "table2.yaml"))
-    with pytest.raises(DataError, match=r"--data-root .*absent: no such folder"):
-        profile.check(plans)
+    found = profile.problems(plans)
+    assert re.search(r"--data-root .*absent: no such folder", found[0])
     (tmp_path / "coco").mkdir()
-    with pytest.raises(DataError) as info:
-        get_profile("paper", data_root=tmp_path).check(plans)
-    assert str(info.value) == (
+    found = get_profile("paper", data_root=tmp_path).problems(plans)
+    assert found[:2] == [
         f"{tmp_path}/coco/dataset_coco.json: missing; put Karpathy's COCO split file there "
-        "(data root layout: bench/sweep/paper_profile.py)"
+        "(data root layout: bench/sweep/paper_profile.py)",
+        f"{tmp_path}/coco/images: missing; put COCO 2014 images (train2014/, val2014/) there "
+        "(data root layout: bench/sweep/paper_profile.py)",
+    ]
+    # and, in the same round, each LM size and the vision encoder the cache lacks
+    assert any(
+        line.startswith("language model gpt2-large: not in the Hugging Face cache")
+        for line in found
     )
 
 

@@ -126,6 +126,25 @@ def test_caption_command_prints_one_caption_per_image(tiny_finished_run, capsys)
 
 
 @pytest.mark.slow
+def test_caption_command_captions_the_readable_images_then_lists_the_bad_ones(
+    tiny_finished_run, tmp_path, capsys
+):
+    (good, expected), (other, _) = _test_images(tiny_finished_run, 2)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(other.read_bytes()[:60])
+    missing = tmp_path / "missing.jpg"
+    argv = [str(truncated), str(good), str(missing), "--checkpoint"]
+    argv += [str(tiny_finished_run / "checkpoint"), "--beam", "2", "--max-new-tokens", "8"]
+    assert caption.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"{good}\t{expected}"]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert str(truncated) in errors[0] and "cannot read image" in errors[0]
+    assert errors[1] == f"error: image not found: {missing}"
+
+
+@pytest.mark.slow
 def test_attention_command_writes_a_figure(tiny_finished_run, tmp_path, capsys):
     ((image, _),) = _test_images(tiny_finished_run, 1)
     out = tmp_path / "maps" / "attention.png"

@@ -236,6 +236,15 @@ class FaultHarness:
             self._template = path
         return self._template
 
+    def paper_weights(self) -> Path:
+        """A ``--weights`` folder of the template's tiny backbones (paper-profile scenarios)."""
+        from bench.faults.inputs import write_paper_weights
+
+        path = self.work / "paper-weights"
+        if not path.exists():
+            write_paper_weights(path, self.template() / "backbones")
+        return path
+
     def empty_store(self) -> Path:
         """An MLflow SQLite store with its tables created (migrations take seconds)."""
         if self._empty_store is None:

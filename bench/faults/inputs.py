@@ -73,6 +73,19 @@ def write_paper_root(root: Path, *, vlp: bool = True) -> Path:
     return root
 
 
+def write_paper_weights(root: Path, backbones: Path) -> Path:
+    """A ``--weights`` folder for the paper profile made of the tiny mini backbones under
+    ``backbones`` (symlinks): the paper scenarios then test their data, not a missing download."""
+    from bench.sweep.paper_profile import PAPER_LMS, VISION_FOLDER
+
+    (built,) = [p for p in backbones.iterdir() if p.is_dir()]  # one backbones digest
+    root.mkdir(parents=True, exist_ok=True)
+    for size, lm in PAPER_LMS.items():
+        (root / lm.name).symlink_to(built / f"mini-{size}", target_is_directory=True)
+    (root / VISION_FOLDER).symlink_to(built / "mini-clip", target_is_directory=True)
+    return root
+
+
 def edit_json(path: Path, edit: Callable[[Any], Any]) -> None:
     """Rewrite a JSON file after ``edit`` changed its parsed data in place."""
     data = json.loads(path.read_text())

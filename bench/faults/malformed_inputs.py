@@ -69,8 +69,10 @@ def check_malformed_inputs(h: FaultHarness, row: RowResult) -> None:
             damage(root)
             spec = vlp_spec if vlp else "smoke"
             proc = h.run(
-                h.sweep_args(spec, runs, "--profile", "paper", "--data-root", str(root)), cwd=cwd
-            )
+                h.sweep_args(spec, runs, "--profile", "paper", "--data-root", str(root),
+                             "--weights", str(h.paper_weights())),
+                cwd=cwd,
+            )  # fmt: skip
             check(t, proc, names)
 
         run_trial(row, f"data: {name}", data_case)

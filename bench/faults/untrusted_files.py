@@ -223,7 +223,8 @@ def check_untrusted_files(h: FaultHarness, row: RowResult) -> None:
             )
             runs = h.scratch("r8-runs")
             args = ["-c", _AUDIT, str(secret.parent), "smoke", "--profile", "paper", "--data-root",
-                    str(root), "--scale", "tiny", "--runs-dir", str(runs)]  # fmt: skip
+                    str(root), "--weights", str(h.paper_weights()), "--scale", "tiny",
+                    "--runs-dir", str(runs)]  # fmt: skip
             proc = h.run(args)
             audit = [line for line in proc.err.splitlines() if line.startswith("AUDIT")]
             expect(not audit, f"{name}: opened {audit}")
@@ -236,7 +237,7 @@ def check_untrusted_files(h: FaultHarness, row: RowResult) -> None:
             lambda d: d["images"][0].update(file_name="../../../etc/passwd"),
         )
         args = h.sweep_args("smoke", h.work / "r8-runs", "--profile", "paper", "--data-root",
-                            str(nocaps))  # fmt: skip
+                            str(nocaps), "--weights", str(h.paper_weights()))  # fmt: skip
         refused(h.run(args), "nocaps_val_4500_captions.json", "images[0].file_name", "escapes")
 
     def static_scan(t: Trial) -> None:

@@ -30,6 +30,7 @@ class Budget:
     captions_per_image: int = 5
     limit_train_images: int | None = None
     limit_eval_images: int | None = None
+    limit_vlp_images: int | None = None
     blank_control: bool = False
     grounding: bool = False
 
@@ -52,6 +53,7 @@ class Budget:
             "eval.grounding": self.grounding,
             "data.limit_train_images": self.limit_train_images,
             "data.limit_eval_images": self.limit_eval_images,
+            "data.limit_vlp_images": self.limit_vlp_images,
         }
 
 
@@ -110,4 +112,6 @@ TINY_BUDGET = Budget(
     checkpoint_every=2,
     max_caption_tokens=16,
     limit_train_images=32,
+    limit_eval_images=16,  # per evaluated split: a smoke test, not 5k COCO + 4.5k NoCaps images
+    limit_vlp_images=16,
 )

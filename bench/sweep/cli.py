@@ -14,7 +14,8 @@ from bench import SPECS_DIR
 from bench.sweep import queue as work_queue
 from bench.sweep.coordinator import check_workers, run_sweep
 from bench.sweep.dry_run import describe
-from bench.sweep.profiles import PROFILES, SCALES, get_profile
+from bench.sweep.preflight import preflight
+from bench.sweep.profiles import PROFILES, SCALES, add_paper_arguments, profile_from_args
 from bench.sweep.spec import find_spec, load_spec
 from bench.sweep.worker import DEFAULT_EXECUTOR
 from ituning.errors import ArgumentParser, cli_main
@@ -43,11 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--storage", help="optuna storage URL (default sqlite:///RUNS/optuna.db)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///RUNS/mlflow.db)")
     p.add_argument("--runs-dir", default="runs", type=Path, help="run folders, stores, mini assets")
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        help="the paper profile's datasets (see bench/sweep/paper_profile.py)",
-    )
+    add_paper_arguments(p)
     p.add_argument(
         "--heartbeat",
         type=int,
@@ -69,12 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = load_spec(_shown(find_spec(args.spec, SPECS_DIR)))
     if args.seeds is not None:
         spec = spec.with_seeds(args.seeds)
-    profile = get_profile(
-        args.profile, runs_dir=args.runs_dir, data_root=args.data_root, scale=args.scale
-    )
+    profile = profile_from_args(args)
     plans = profile.plan(spec)
-    if args.dry_run:
+    if args.dry_run:  # the plan first, so it shows even while the data is not in place
         print(describe(spec, profile, plans, args.tracking_uri))
+        preflight(profile, plans, progress=not args.quiet)
         return 0
     started = time.perf_counter()
     report = run_sweep(

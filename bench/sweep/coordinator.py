@@ -34,6 +34,7 @@ from bench.sweep import queue as work_queue
 from bench.sweep import tracking
 from bench.sweep.integrity import check_finished
 from bench.sweep.plan import RunPlan
+from bench.sweep.preflight import preflight
 from bench.sweep.profile import Profile
 from bench.sweep.spec import SweepSpec
 from bench.sweep.worker import (
@@ -130,7 +131,7 @@ def run_sweeps(
         for plan in plans[spec.name]:
             distinct.setdefault(plan.run_id, plan)
             asked.setdefault(plan.run_id, []).append(spec.name)
-    profile.check(list(distinct.values()))  # a bad user file stops here, before any store
+    preflight(profile, list(distinct.values()), progress=progress)  # before any store
     tracking.check_reachable(tracking_uri)
     storage = work_queue.open_storage(storage_url, heartbeat_s=heartbeat_s, grace_s=grace_s)
     profile.prepare(list(distinct.values()), progress=progress)

@@ -12,6 +12,13 @@ Face cache, and the real datasets under ``--data-root``, laid out as::
     DATA_ROOT/coco/annotations/synonyms.txt           the CHAIR authors' synonym list (optional)
 
 Without the last two, a run reports CHAIR as unavailable and says where they belong.
+
+The backbones come from the Hugging Face cache by name, or, with ``--weights WEIGHTS``, from local
+folders (each run records the folder and a digest of its weights as the backbone identity)::
+
+    WEIGHTS/gpt2/, gpt2-medium/, gpt2-large/      hf download gpt2 --local-dir WEIGHTS/gpt2 ...
+    WEIGHTS/vit_base_patch16_clip_224.openai/     hf download timm/vit_base_patch16_clip_224.openai
+                                                  --local-dir WEIGHTS/vit_base_patch16_clip_224.openai
 """
 
 from __future__ import annotations
@@ -24,8 +31,7 @@ from typing import ClassVar
 from bench.sweep.budgets import PAPER_BUDGET, TINY_BUDGET
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import LMChoice, Profile
-from ituning.errors import ConfigError, DataError
-from ituning.run_config import TrainConfig
+from ituning.errors import ConfigError
 
 LAYOUT_DOC = "bench/sweep/paper_profile.py"
 
@@ -34,6 +40,9 @@ PAPER_LMS = {
     "medium": LMChoice("gpt2-medium", 24, 1024),
     "large": LMChoice("gpt2-large", 36, 1280),
 }
+
+#: ``--weights`` folder names: each LM size's Hub id, and the open_clip repository of ViT-B/16.
+VISION_FOLDER = "vit_base_patch16_clip_224.openai"
 
 PAPER_LAYOUT = {
     "captions": ("coco/dataset_coco.json", "Karpathy's COCO split file"),
@@ -52,86 +61,59 @@ PAPER_LAYOUT = {
 class PaperProfile(Profile):
     paper_task: ClassVar[bool] = True
 
-    def check(self, plans: Sequence[RunPlan] = ()) -> None:
-        """One line naming the first missing path and what belongs there, or the first bad file and
-        field: the dataset files are read as the runs will read them (image files must exist)."""
-        needed = ["captions", "image_root"]
-        if any(p.config.eval.nocaps for p in plans):
-            needed += ["nocaps", "nocaps_image_root"]
-        if any(p.config.vlp for p in plans):
-            needed += ["vlp_regions", "vlp_image_data", "vlp_image_root"]
-        root = Path(self.data["captions"]).parent.parent
-        if not root.is_dir():
-            raise DataError(
-                f"--data-root {root}: no such folder; it must hold coco/, nocaps/ and visual_genome/ "
-                f"(layout: {LAYOUT_DOC})"
-            )
-        for key in needed:
-            path = Path(self.data[key])
-            rel, what = PAPER_LAYOUT[key]
-            if not path.exists():
-                raise DataError(
-                    f"{path}: missing; put {what} there (data root layout: {LAYOUT_DOC})"
-                )
-        for plan in plans:
-            _check_dataset_files(plan.config)
+    def problems(self, plans: Sequence[RunPlan] = (), *, progress: bool = True) -> list[str]:
+        """The data root, every dataset file read as the runs read it, every image decoded, the
+        weights of every point present locally, and disk for the feature cache
+        (``bench.sweep.paper_checks``)."""
+        from bench.sweep.paper_checks import paper_problems
+
+        return paper_problems(self, plans, progress=progress)
 
 
-def paper_profile(runs_dir: Path, data_root: Path | str | None, scale: str) -> PaperProfile:
+def paper_profile(
+    runs_dir: Path, data_root: Path | str | None, scale: str, *, weights: Path | str | None = None
+) -> PaperProfile:
     if data_root is None:
         raise ConfigError(
             "profile paper needs --data-root DIR holding coco/dataset_coco.json, coco/images/, "
             f"nocaps/ and visual_genome/ (layout: {LAYOUT_DOC})"
         )
     root = Path(data_root)
+    lms, vision, pretrained = PAPER_LMS, "ViT-B-16", "openai"
+    if weights is not None:
+        lms, vision, pretrained = (
+            _local_weights(Path(weights)),
+            str(Path(weights) / VISION_FOLDER),
+            None,
+        )
     return PaperProfile(
         name="paper",
         scale=scale,
         runs_dir=runs_dir,
-        lms=PAPER_LMS,
-        vision="ViT-B-16",
-        vision_pretrained="openai",
+        lms=lms,
+        vision=vision,
+        vision_pretrained=pretrained,
         vision_width=768,
         data={key: str(root / rel) for key, (rel, _) in PAPER_LAYOUT.items()},
         budget=PAPER_BUDGET if scale == "full" else TINY_BUDGET,
     )
 
 
-_DATA_CHECKED: set[str] = set()
+def _local_weights(folder: Path) -> dict[str, LMChoice]:
+    """Each LM size from ``folder/<hub id>``; one line naming the first folder missing and the
+    command that fills it."""
+    needed = [*(folder / lm.name for lm in PAPER_LMS.values()), folder / VISION_FOLDER]
+    for path in needed:
+        if not (path / "config.json").is_file() and not (path / "open_clip_config.json").is_file():
+            hub = f"timm/{VISION_FOLDER}" if path.name == VISION_FOLDER else path.name
+            raise ConfigError(
+                f"--weights {folder}: {path} holds no model; fill it with `hf download {hub} "
+                f"--local-dir {path}` (layout: {LAYOUT_DOC})"
+            )
+    from ituning.backbones import lm_config
 
-
-def _check_dataset_files(config: TrainConfig) -> None:
-    """``load_data`` as a run calls it, once per data setup and state of its files per process."""
-    from ituning.train import load_data
-
-    files = [config.data.captions]
-    if config.eval.nocaps and config.data.nocaps is not None:
-        files.append(config.data.nocaps)
-    if config.vlp:
-        files += [config.data.vlp_regions, config.data.vlp_image_data]
-    chair = [p for p in (config.data.instances, config.data.chair_synonyms) if p and p.is_file()]
-    files += chair
-    stamps = []
-    for path in files:
-        try:
-            st = Path(path).stat()
-            stamps.append((str(path), st.st_size, st.st_mtime_ns))
-        except OSError:
-            stamps.append((str(path), None, None))
-    key = repr(
-        (
-            config.data.model_dump_json(),
-            config.eval.nocaps,
-            config.eval.splits,
-            config.vlp,
-            stamps,
-        )
-    )
-    if key not in _DATA_CHECKED:
-        load_data(config)
-        if len(chair) == 2:  # CHAIR's inputs, when supplied, are read before any training
-            from ituning.metrics.chair import Chair, read_instances
-
-            Chair.from_file(config.data.chair_synonyms)
-            read_instances(config.data.instances)
-        _DATA_CHECKED.add(key)
+    out = {}
+    for size, lm in PAPER_LMS.items():
+        config = lm_config(str(folder / lm.name))  # the folder's own depth and width
+        out[size] = LMChoice(str(folder / lm.name), config.num_hidden_layers, config.hidden_size)
+    return out

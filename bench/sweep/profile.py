@@ -72,9 +72,11 @@ class Profile:
         """``mini``, ``mini-tiny``: the MLflow experiment and optuna study of this profile."""
         return profile_label(self.name, self.scale)
 
-    def check(self, plans: Sequence[RunPlan] = ()) -> None:
-        """Validate what the user supplied (data files) and write nothing: a sweep runs this
-        before it opens any store, so a bad file is one error line with an empty run store."""
+    def problems(self, plans: Sequence[RunPlan] = (), *, progress: bool = True) -> list[str]:
+        """What would stop ``plans``, one line each with its fix, writing nothing but the
+        preflight's own cache (``bench.sweep.preflight``): a sweep asks before it opens any
+        store, so a bad file costs no run."""
+        return []
 
     def prepare(self, plans: Sequence[RunPlan] = (), *, progress: bool = True) -> None:
         """Build missing assets (after :meth:`check`)."""

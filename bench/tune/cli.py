@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.sweep import learning_rates, tracking
 from bench.sweep import queue as work_queue
 from bench.sweep.coordinator import check_workers, default_workers
-from bench.sweep.profiles import PROFILES, SCALES, get_profile
+from bench.sweep.profiles import PROFILES, SCALES, add_paper_arguments, profile_from_args
 from bench.sweep.worker import DEFAULT_EXECUTOR
 from bench.tune.search import LR_GRID, METRIC, Search, run_search
 from ituning.errors import ArgumentParser, cli_main
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--storage", help="optuna storage URL (default sqlite:///RUNS/optuna.db)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///RUNS/mlflow.db)")
     p.add_argument("--runs-dir", default="runs", type=Path, help="run folders, stores, mini assets")
-    p.add_argument("--data-root", type=Path, help="the paper profile's datasets")
+    add_paper_arguments(p)
     p.add_argument(
         "--record",
         type=Path,
@@ -51,9 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--executor", default=DEFAULT_EXECUTOR, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     check_workers(args.workers, minimum=1)
-    profile = get_profile(
-        args.profile, runs_dir=args.runs_dir, data_root=args.data_root, scale=args.scale
-    )
+    profile = profile_from_args(args)
     if args.lm not in profile.lms:
         p.error(
             f"--lm {args.lm}: not an LM size of profile {args.profile} ({', '.join(profile.lms)})"

@@ -33,6 +33,7 @@ from bench.sweep import folders, tracking
 from bench.sweep import queue as work_queue
 from bench.sweep.coordinator import worker_threads
 from bench.sweep.learning_rates import SearchRecord
+from bench.sweep.preflight import preflight
 from bench.sweep.profile import Profile
 from bench.sweep.spec import validate_spec
 from bench.sweep.worker import (
@@ -108,7 +109,7 @@ def run_search(
     # resolved at a grid rate: the record's rate for this LM size is what is being searched
     first = {**SEARCH_SETTINGS, "optim.lr": search.grid[0]}
     plans = {m: profile.resolve(p, first, source="learning-rate search") for m, p in points.items()}
-    profile.check(list(plans.values()))
+    preflight(profile, list(plans.values()), progress=progress)
     profile.prepare(list(plans.values()), progress=progress)
     storage = work_queue.open_storage(storage_url)
     tracking.check_reachable(tracking_uri)

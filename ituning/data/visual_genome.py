@@ -40,8 +40,10 @@ def read_visual_genome(
     exclude_coco_ids: Iterable[int] = (),
     check_images: bool = True,
     name: str = "visual_genome",
+    limit: int | None = None,
 ) -> CaptionDataset:
-    """Read VG regions into VLP records (split ``"vlp"``, ids ``"<name>:<vg id>"``)."""
+    """Read VG regions into VLP records (split ``"vlp"``, ids ``"<name>:<vg id>"``); with
+    ``limit``, the first ``limit`` images only (their files alone are checked)."""
     region_json, image_data_json, root = Path(region_json), Path(image_data_json), Path(image_root)
     isrc = image_data_json.name
     excluded = {int(c) for c in exclude_coco_ids}
@@ -58,6 +60,8 @@ def read_visual_genome(
     records: list[CaptionRecord] = []
     checks: list[tuple[str, str]] = []
     for i, entry in enumerate(read_json(region_json, top=list)):
+        if limit is not None and len(records) >= limit:
+            break
         where = f"{rsrc}: [{i}]"
         key = "id" if isinstance(entry, dict) and "id" in entry else "image_id"
         vid = need(entry, key, where, int)
