@@ -113,6 +113,9 @@ def compare_path(runs_dir: Path, spec: str, experiment: str = "mini") -> str:
     client = tracking.client(tracking.default_tracking_uri(Path(runs_dir).resolve()))
     exp = client.get_experiment_by_name(experiment)
     query = f"attributes.status = 'FINISHED' and {tracking.spec_filter(spec)}"
+    rates = _spec_rates(spec, runs_dir, experiment)
+    if len(rates) == 1:  # runs at a rate a later search replaced stay out of the view
+        query += f" and params.`optim.lr` = '{rates.pop()}'"
     if exp is None or not client.search_runs([exp.experiment_id], query, max_results=1):
         raise ConfigError(
             f"--spec {spec}: no FINISHED run of it in experiment {experiment} of {runs_dir}; run "
@@ -146,6 +149,22 @@ def compare_path(runs_dir: Path, spec: str, experiment: str = "mini") -> str:
 
 
 _CHART = {"metricSectionId": "sweep", "isGenerated": False, "deleted": False}
+
+
+def _spec_rates(spec: str, runs_dir: Path, experiment: str) -> set[str]:
+    """The learning rates (as logged) that the spec's points train at now, under the profile the
+    experiment is named after; empty when that cannot be resolved here."""
+    from bench.sweep.profiles import PROFILES, get_profile
+
+    name, _, scale = experiment.partition("-")
+    if name not in PROFILES or name == "paper":  # the paper profile needs its data root
+        return set()
+    try:
+        profile = get_profile(name, runs_dir=runs_dir, scale=scale or "full")
+        plans = profile.plan(load_spec(find_spec(spec, SPECS_DIR)))
+    except ConfigError:
+        return set()
+    return {str(plan.config.optim.lr) for plan in plans}
 
 
 def _varied_axes(spec: str) -> list[str]:

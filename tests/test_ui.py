@@ -20,13 +20,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _finished_runs(runs_dir: Path, spec: str, n: int) -> list[str]:
-    """``n`` FINISHED runs of ``spec`` in the mini profile's experiment, beside a FAILED one and a
-    FINISHED run of another spec (neither compared)."""
+def _finished_runs(runs_dir: Path, spec: str, n: int, lr: str = "0.001") -> list[str]:
+    """``n`` FINISHED runs of ``spec`` at rate ``lr`` in the mini profile's experiment, beside a
+    FAILED one, a FINISHED run of another spec and one at a rate a later search replaced (none
+    compared)."""
     tracker = tracking.Tracker(tracking.default_tracking_uri(runs_dir.resolve()), "mini")
     ids = []
-    for i in range(n + 2):
-        run = tracker.start(run_name=f"point {i}", params={}, tags={"config_hash": f"h{i}"})
+    for i in range(n + 3):
+        rate = lr if i != n + 2 else f"{float(lr) * 2:g}"
+        params = {"optim.lr": rate}
+        run = tracker.start(run_name=f"point {i}", params=params, tags={"config_hash": f"h{i}"})
         run.metric("test/cider", 10.0 * i)
         run.flush()
         tracker.tag_specs(run.run_id, [spec if i != n + 1 else "other"])
@@ -37,8 +40,11 @@ def _finished_runs(runs_dir: Path, spec: str, n: int) -> list[str]:
 
 @pytest.mark.slow
 def test_server_answers_on_loopback_lists_the_runs_and_stops(tmp_path: Path) -> None:
+    from bench.sweep import learning_rates
+
     runs_dir = tmp_path / "runs"
-    ids = _finished_runs(runs_dir, "dropping", 3)
+    rate = str(learning_rates.chosen("mini", "itune", "large"))  # what sweeps/dropping.yaml trains
+    ids = _finished_runs(runs_dir, "dropping", 3, rate)
     port = _free_port()
     with ui.serve(runs_dir, port=port) as url:
         assert url == f"http://127.0.0.1:{port}"
@@ -65,7 +71,7 @@ def test_server_answers_on_loopback_lists_the_runs_and_stops(tmp_path: Path) -> 
         )
         with urllib.request.urlopen(request, timeout=10) as reply:
             served = {r["info"]["run_id"] for r in json.load(reply)["runs"]}
-        assert served == set(ids)  # the view's filter: FINISHED runs of the spec only
+        assert served == set(ids)  # the view's filter: FINISHED runs of the spec at its rate
         assert experiment.tags["mlflow.experiment.primaryMetric.name"] == "test/cider"
         assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     with socket.socket() as sock:  # stopped: nothing listens there any more
