@@ -313,11 +313,12 @@ def test_cli_dry_run_prints_runs_with_layer_counts_and_params(capsys, tmp_path):
             "--dry-run",
         ]
     )
-    out = capsys.readouterr().out
-    assert rc == 0
+    out, err = capsys.readouterr()
+    # the plan is printed although the data is not in place; then the problems, and exit 2
     assert "0.5 -> 18" in out and "0.75 -> 27" in out
     assert "47.24M (47,243,520)" in out
     assert "12 runs" in out
+    assert rc == 2 and err.startswith("error: --data-root data: no such folder")
     assert not any(tmp_path.iterdir())  # a dry run touches no store
 
 
