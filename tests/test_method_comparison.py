@@ -107,3 +107,19 @@ def test_a_run_is_superseded_only_when_its_setting_has_runs_at_the_recorded_rate
     assert {r.config_hash for r in kept} == {r.config_hash for r in [*new, other, full, unsearched]}
     # another profile's record does not apply
     assert split_superseded(old + new, "paper", rates)[1] == []
+
+
+def test_runs_from_before_a_setting_was_added_are_the_same_setting_and_can_be_superseded():
+    """A run logged before ``data.instances`` existed and one logged after (at its default) are
+    seeds of one setting; an old-rate run without the new params is still replaced."""
+    from bench.sweep.tracking import setting_digest
+
+    new = {"data.instances": "None", "data.skip_bad_images": "False", "optim.lr": "0.01"}
+    before = make_run(params={"optim.lr": "0.01"})
+    after = make_run(seed=1, params=new)
+    assert setting_digest(before.params) == setting_digest(after.params)
+    assert setting_digest(after.params) != setting_digest({**after.params, "data.instances": "x"})
+    rates = LearningRates().with_record("mini", "itune", "base", _record(1e-2, {1e-2: 1.0}))
+    stale = make_run(params={"optim.lr": "0.006"})
+    kept, superseded = split_superseded([stale, after], "mini", rates)
+    assert superseded == [stale] and kept == [after]

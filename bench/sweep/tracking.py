@@ -374,10 +374,18 @@ def setting_digest(params: Mapping[str, Any]) -> str:
     """Digest of a run's params but its seed: the runs of one setting under several seeds share
     it (the report groups by it; each run carries it in its ``setting`` tag, for MLflow's group-by)."""
     from bench.sweep.axes import AXES
+    from ituning.run_config import ADDED_AT_DEFAULT
 
-    def recorded(key: str, value: Any) -> bool:  # an axis added later, at its old meaning
+    def recorded(key: str, value: Any) -> bool:
+        """False for an axis or setting added later, at the value that means what runs before it
+        did: a run from before the addition and one from after are the same setting."""
         axis = AXES.get(key)
-        return axis is None or axis.absent is None or _param_value(value) != str(axis.absent)
+        if axis is not None and axis.absent is not None:
+            return _param_value(value) != str(axis.absent)
+        if key in ADDED_AT_DEFAULT:
+            default = ADDED_AT_DEFAULT[key]
+            return _param_value(value) not in {_param_value(default), str(default)}
+        return True
 
     items = sorted(
         (k, _param_value(v)) for k, v in params.items() if k != "seed" and recorded(k, v)
