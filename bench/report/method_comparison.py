@@ -25,7 +25,7 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
     searched = {m: rates.searched(label, m) for m in METHODS}
     used: dict[tuple[str, str | None], set[float]] = {}  # (method, size searched) -> run rates
     for run in inputs.runs.runs:
-        key = (run.method, _searched_size(searched[run.method], run.lm_size))
+        key = (run.method, rates.size_for(label, run.method, run.lm_size))
         used.setdefault(key, set()).update(lr for lr in [_lr(run.params)] if lr is not None)
     records = [
         (m, lm, searched[m][lm])
@@ -80,13 +80,6 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
             "the recorded rate (they stay in the MLflow store).",
         ]
     return lines
-
-
-def _searched_size(by_lm: dict, lm: str) -> str | None:
-    """The LM size whose search sets the rate at ``lm`` (``LearningRates.chosen``'s rule)."""
-    if lm in by_lm:
-        return lm
-    return next(iter(by_lm)) if len(by_lm) == 1 else None
 
 
 def _rate_title(lr: float) -> str:

@@ -56,14 +56,21 @@ class LearningRates(BaseModel):
         """LM size -> the method's search at that size."""
         return self.profiles.get(label, {}).get(method, {})
 
-    def chosen(self, label: str, method: str, lm: str) -> float | None:
-        """The rate for ``method`` at LM size ``lm``: searched there, else searched at the one
-        size it was searched at; ``None`` if never searched (the budget's rate applies)."""
+    def size_for(self, label: str, method: str, lm: str) -> str | None:
+        """The LM size whose search sets ``method``'s rate at ``lm``: ``lm`` itself if searched
+        there, else the one size it was searched at; ``None`` if neither."""
         by_lm = self.searched(label, method)
         if lm in by_lm:
-            return by_lm[lm].chosen
-        if len(by_lm) == 1:
-            return next(iter(by_lm.values())).chosen
+            return lm
+        return next(iter(by_lm)) if len(by_lm) == 1 else None
+
+    def chosen(self, label: str, method: str, lm: str) -> float | None:
+        """The rate for ``method`` at LM size ``lm`` (:meth:`size_for`); ``None`` if never
+        searched (the budget's rate applies)."""
+        by_lm = self.searched(label, method)
+        size = self.size_for(label, method, lm)
+        if size is not None:
+            return by_lm[size].chosen
         if by_lm:
             raise ConfigError(
                 f"the learning rate of {method} under profile {label} was searched at LM sizes "

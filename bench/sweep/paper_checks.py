@@ -50,9 +50,8 @@ def paper_problems(
             for ds in (data.train, *data.evals.values(), *([data.vlp] if data.vlp else []))
             for rec in ds
         ]
-        bad = unreadable_images(paths, progress=progress)
-        if not all(p.config.data.skip_bad_images for p in plans):
-            out += bad_image_lines(bad)
+        if not all(p.config.data.skip_bad_images for p in plans):  # else load_data dropped them
+            out += bad_image_lines(unreadable_images(paths, progress=progress))
         out += _disk_problems(profile, plans, len(set(paths)))
     return out + _weight_problems(plans)
 
