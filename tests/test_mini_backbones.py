@@ -75,10 +75,13 @@ def test_token_probe_reads_planted_attributes_and_not_noise() -> None:
             k = int(o.y // 8) * grid + int(o.x // 8)
             planted[i, k, WORLD.shapes.index(o.shape)] += 5.0
             planted[i, k, 8 + WORLD.colours.index(o.colour)] += 5.0
+            planted[i, k, 14] += 5.0 * (o.col - 1)
+            planted[i, k, 15] += 5.0 * (o.row - 1)
+    attributes = ("shape", "colour", "column", "row")
     good = token_probe(planted, scenes, 8, WORLD)
-    assert good["token_probe_shape"] > 0.95 and good["token_probe_colour"] > 0.95
+    assert all(good[f"token_probe_{a}"] > 0.95 for a in attributes), good
     noise = token_probe(torch.randn_like(planted), scenes, 8, WORLD)
-    assert noise["token_probe_shape"] < 0.45 and noise["token_probe_colour"] < 0.45
+    assert all(noise[f"token_probe_{a}"] < 0.5 for a in attributes), noise
 
 
 # -- determinism ---------------------------------------------------------------------------------
@@ -232,3 +235,31 @@ def test_bad_swap_kind_is_rejected() -> None:
 
     with pytest.raises(ValueError, match="unknown swap kinds"):
         ClipTrainConfig(hard_negatives=("colr",))
+
+
+def test_a_world_written_under_other_rules_is_rewritten_in_place(tiny_assets, tmp_path) -> None:
+    """A Shapes world left by another version of its rules (e.g. another mention order) would
+    otherwise be trained on silently: the profile rewrites it, and leaves a current one alone."""
+    import shutil
+
+    from bench.sweep.profiles import get_profile
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "backbones").symlink_to(tiny_assets / "backbones", target_is_directory=True)
+    shutil.copytree(tiny_assets / "data", runs / "data")
+    world = runs / "data" / "shapes-tiny"
+    captions = (world / "dataset_shapes.json").read_bytes()
+    summary = json.loads((world / "world.json").read_text())
+    summary["world"]["mention_order"] = "reading"
+    (world / "world.json").write_text(json.dumps(summary))
+    (world / "dataset_shapes.json").write_text('{"images": []}')
+    profile = get_profile("mini", runs_dir=runs, scale="tiny")
+    profile.prepare(progress=False)
+    assert (world / "dataset_shapes.json").read_bytes() == captions
+    assert json.loads((world / "world.json").read_text())["world"] == WorldConfig().model_dump(
+        mode="json"
+    )
+    stamp = (world / "dataset_shapes.json").stat().st_mtime_ns
+    profile.prepare(progress=False)
+    assert (world / "dataset_shapes.json").stat().st_mtime_ns == stamp

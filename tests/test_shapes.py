@@ -201,3 +201,24 @@ def test_canonical_phrase_is_one_text_per_combination() -> None:
     with_pos = canonical_phrase(obj, with_position=True)
     assert claim_holds(with_pos.claim, scene)
     assert with_pos.text.startswith(p.text[:-1])
+
+
+def test_reading_order_names_objects_column_by_column_on_the_same_scenes() -> None:
+    """Under ``reading`` every caption names the scene's objects left column first, top to bottom
+    within a column; the scenes (and so the images) are those of ``random``."""
+    reading = WORLD.model_copy(update={"mention_order": "reading"})
+    checked = 0
+    for i in range(60):
+        a = make_item(0, "train", i, WORLD, "seen")
+        b = make_item(0, "train", i, reading, "seen")
+        assert a.scene == b.scene
+        objects = sorted(b.scene.objects, key=lambda o: (o.col, o.row))
+        for text in b.captions:
+            named = [shape_of(w) for w in caption_words(text) if shape_of(w)]
+            assert named == [o.shape for o in objects][: len(named)]
+            checked += len(b.scene.objects) > 1
+    assert checked > 50
+    rng = item_rng(0, "train", 0)
+    scene = sample_scene(rng, WORLD, "seen")
+    with pytest.raises(ValueError, match="unknown mention order"):
+        describe(scene, rng, "list", "spiral")  # type: ignore[arg-type]

@@ -216,7 +216,8 @@ def _batch(step: int, seed: int, world: WorldConfig, train: ClipTrainConfig, spe
         rng = item_rng(seed, "clip", step * train.batch_size + b)
         scene = sample_scene(rng, world, "any")
         images.append(render(scene, world))
-        phrase = describe(scene, rng, styles[int(rng.choice(len(styles), p=probs))])
+        style = styles[int(rng.choice(len(styles), p=probs))]
+        phrase = describe(scene, rng, style, world.mention_order)
         pos.append(phrase.text)
         for kind in train.hard_negatives:
             s = swap(phrase, scene, kind, rng, world)  # type: ignore[arg-type]

@@ -7,8 +7,10 @@ description with one colour / shape / size / position word swapped (false for th
 Chance is 0.5; ties count half, so a constant scorer gets exactly 0.5.
 
 The token probe asks what I-Tuning needs: do the *patch tokens* (not only the pooled embedding)
-carry the attributes? A linear classifier reads the shape and colour of each object from the
-token of the patch under the object's centre.
+carry the attributes? A linear classifier reads the shape, colour, grid column and grid row of each
+object from the token of the patch under the object's centre. Column and row matter because
+captions name objects in reading order: a module can follow that order only if it can tell where
+each object is.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ from ituning.data.shapes_scene import Scene, WorldConfig, item_rng, sample_scene
 from ituning.data.shapes_swaps import swap
 
 #: Minimum accuracies; attributes without an entry are reported but not gated.
-VISION_TARGETS: dict[str, float] = {"colour": 0.90, "shape": 0.90, "heldout": 0.80}
+VISION_TARGETS: dict[str, float] = {
+    "colour": 0.90,
+    "shape": 0.90,
+    "heldout": 0.80,
+    "token_probe_shape": 0.90,
+    "token_probe_colour": 0.90,
+    "token_probe_column": 0.90,
+    "token_probe_row": 0.90,
+}
 
 
 def discrimination(
@@ -72,7 +82,7 @@ def gate_scenes(seed: int, world: WorldConfig, n_images: int) -> tuple[list[Scen
         rng = item_rng(seed, "gate", i)
         scene = sample_scene(rng, world, "any")
         scenes.append(scene)
-        listing = describe(scene, rng, "list")
+        listing = describe(scene, rng, "list", world.mention_order)
         for kind in ("colour", "shape", "size"):
             s = swap(listing, scene, kind, rng, world)  # type: ignore[arg-type]
             if s is not None:
@@ -89,7 +99,7 @@ def gate_scenes(seed: int, world: WorldConfig, n_images: int) -> tuple[list[Scen
         rng = item_rng(seed, "gate-ood", i)
         scene = sample_scene(rng, world, "ood")
         scenes.append(scene)
-        listing = describe(scene, rng, "list")
+        listing = describe(scene, rng, "list", world.mention_order)
         s = swap(
             listing, scene, "shape", rng, world, shape_pool=others, source_shape=world.ood_shape
         )
@@ -150,10 +160,10 @@ def token_probe(
     world: WorldConfig,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Held-out accuracy of linear shape / colour classifiers on the centre-patch token of each
-    object (first half of the scenes trains, second half tests)."""
+    """Held-out accuracy of linear shape / colour / column / row classifiers on the centre-patch
+    token of each object (first half of the scenes trains, second half tests)."""
     grid = world.image_size // patch_size
-    feats, shapes, colours, first_half = [], [], [], []
+    feats, shapes, colours, columns, rows, first_half = [], [], [], [], [], []
     for i, scene in enumerate(scenes):
         for o in scene.objects:
             r = min(grid - 1, int(o.y // patch_size))
@@ -161,6 +171,8 @@ def token_probe(
             feats.append(tokens[i, r * grid + c])
             shapes.append(world.shapes.index(o.shape))
             colours.append(world.colours.index(o.colour))
+            columns.append(o.col)
+            rows.append(o.row)
             first_half.append(i < len(scenes) // 2)
     x = torch.stack(feats).float()
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
@@ -169,6 +181,8 @@ def token_probe(
     for name, labels, n_cls in (
         ("shape", shapes, len(world.shapes)),
         ("colour", colours, len(world.colours)),
+        ("column", columns, 3),
+        ("row", rows, 3),
     ):
         y = torch.tensor(labels)
         g = torch.Generator().manual_seed(seed)

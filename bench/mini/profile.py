@@ -8,11 +8,12 @@ architecture numbers come from the configuration, not from weights.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bench.mini.backbones import (
     CLIP_DIR,
@@ -27,6 +28,10 @@ from bench.sweep.plan import RunPlan
 from bench.sweep.profile import LMChoice, Profile
 from ituning.errors import BackboneError
 from ituning.files import file_lock
+
+if TYPE_CHECKING:
+    from ituning.data.shapes import SplitSizes
+    from ituning.data.shapes_scene import WorldConfig
 
 MINI_SEED = 0  # the Shapes world and the mini backbones
 
@@ -43,6 +48,26 @@ def _world_sizes(scale: str):
     return SplitSizes(train=48, val=8, test=8, nocaps_per_domain=4, vlp_images=16, lm_sentences=50)
 
 
+def _rules(world: WorldConfig, sizes: SplitSizes) -> dict:
+    """What a written world records about how it was made (see ``write_world``)."""
+    return {
+        "seed": MINI_SEED,
+        "world": world.model_dump(mode="json"),
+        "sizes": sizes.model_dump(mode="json"),
+    }
+
+
+def _written_rules(folder: Path) -> dict | None:
+    """The rules recorded by the world in ``folder``; ``None`` when it was never fully written
+    (``world.json`` comes last). A world written under other rules is rewritten in place, and the
+    feature cache re-encodes the images whose files changed."""
+    try:
+        summary = json.loads((folder / "world.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {key: summary.get(key) for key in ("seed", "world", "sizes")}
+
+
 @dataclass(frozen=True)
 class MiniProfile(Profile):
     cpu_workers: ClassVar[bool] = True
@@ -50,16 +75,18 @@ class MiniProfile(Profile):
     def prepare(self, plans: Sequence[RunPlan] = (), *, progress: bool = True) -> None:
         """Write the Shapes world and pre-train the backbones unless already there."""
         from ituning.data.shapes import write_world
-        from ituning.data.shapes_scene import WorldConfig
 
-        world = Path(self.data["image_root"])
-        with file_lock(world.with_name(world.name + ".lock")):
-            if not (world / "world.json").is_file():
-                if progress:
-                    print(f"writing the Shapes world to {world} (once)", file=sys.stderr)
-                sizes = _world_sizes(self.scale)
-                write_world(world, MINI_SEED, WorldConfig(), sizes, progress=progress)
         config = backbones_config(self.scale)
+        world = Path(self.data["image_root"])
+        sizes = _world_sizes(self.scale)
+        with file_lock(world.with_name(world.name + ".lock")):
+            written = _written_rules(world)
+            wanted = _rules(config.world, sizes)
+            if written != wanted:
+                if progress:
+                    why = "once" if written is None else "its rules changed since it was written"
+                    print(f"writing the Shapes world to {world} ({why})", file=sys.stderr)
+                write_world(world, MINI_SEED, config.world, sizes, progress=progress)
         built = build_backbones(self.runs_dir / "backbones", config, MINI_SEED, progress=progress)
         expected = Path(self.vision).parent
         if built.root != expected:  # resolved from the same function as the build: a bug if not

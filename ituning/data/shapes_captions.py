@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ituning.data.shapes_scene import Scene, ShapeObject
+from ituning.data.shapes_scene import MentionOrder, Scene, ShapeObject
 from ituning.data.shapes_vocab import COLOUR_WORDS, RELATION_PHRASES, SHAPE_WORDS, SIZE_WORDS
 
 
@@ -137,6 +137,22 @@ def _relation_tokens(rng: np.random.Generator, rel: str, ri: int) -> list[Token]
     return [(w, ("relation", ri) if (w == key or len(words) == 1) else None) for w in words]
 
 
+def mention_order(
+    rng: np.random.Generator, objs: Sequence[ShapeObject], rule: MentionOrder
+) -> list[int]:
+    """Indices of ``objs`` in the order a caption names them under ``rule``.
+
+    The permutation is drawn under every rule, so that the item's later draws (and with them every
+    other caption word) stay the same whichever order the world uses.
+    """
+    drawn = [int(k) for k in rng.permutation(len(objs))]
+    if rule == "random":
+        return drawn
+    if rule == "reading":
+        return sorted(drawn, key=lambda k: (objs[k].col, objs[k].row))
+    raise ValueError(f"unknown mention order {rule!r}")
+
+
 def _pick_relation(rng: np.random.Generator, objs: Sequence[ShapeObject], order: Sequence[int]):
     """A pair (i, j) of positions in ``order`` and a relation that holds from i to j."""
     pairs = [(i, j) for i in range(len(order)) for j in range(len(order)) if i != j]
@@ -171,8 +187,10 @@ def canonical_phrase(obj: ShapeObject, *, with_position: bool = False) -> Phrase
     return Phrase(tokens, Claim([m]))
 
 
-def describe(scene: Scene, rng: np.random.Generator, style: str = "caption") -> Phrase:
-    """One description of the scene.
+def describe(
+    scene: Scene, rng: np.random.Generator, style: str = "caption", order: MentionOrder = "random"
+) -> Phrase:
+    """One description of the scene, naming its objects in ``order`` (the world's rule).
 
     ``caption``: a COCO-like sentence naming every object (templates and synonyms vary);
     ``list``: every object with its size ("a small red circle and a large blue square");
@@ -190,31 +208,30 @@ def describe(scene: Scene, rng: np.random.Generator, style: str = "caption") -> 
             toks += _position_tokens(rng, objs[k], 0, m)
         return Phrase(toks, Claim([m]))
     if style == "list":
-        order = rng.permutation(n)
         toks: list[Token] = []
         ms = []
-        for mi, k in enumerate(order):
+        for mi, k in enumerate(mention_order(rng, objs, order)):
             if mi > 0:
                 toks.append(("and", None) if mi == n - 1 else (",", None))
             t, m = _mention_tokens(rng, objs[k], mi, with_size=True)
             toks += t
             ms.append(m)
         return Phrase(toks, Claim(ms))
-    if style == "relation":
-        order = rng.permutation(n)
-        i, j, rel = _pick_relation(rng, objs, order)
-        t1, m1 = _mention_tokens(rng, objs[order[i]], 0, with_size=rng.random() < 0.5)
-        t2, m2 = _mention_tokens(rng, objs[order[j]], 1, with_size=rng.random() < 0.5)
+    if style == "relation":  # two objects in either order: the relation word says which is where
+        drawn = rng.permutation(n)
+        i, j, rel = _pick_relation(rng, objs, drawn)
+        t1, m1 = _mention_tokens(rng, objs[drawn[i]], 0, with_size=rng.random() < 0.5)
+        t2, m2 = _mention_tokens(rng, objs[drawn[j]], 1, with_size=rng.random() < 0.5)
         return Phrase(t1 + _relation_tokens(rng, rel, 0) + t2, Claim([m1, m2], [(rel, 0, 1)]))
     if style != "caption":
         raise ValueError(f"unknown style {style!r}")
-    return _caption(scene, rng)
+    return _caption(scene, rng, order)
 
 
-def _caption(scene: Scene, rng: np.random.Generator) -> Phrase:
+def _caption(scene: Scene, rng: np.random.Generator, rule: MentionOrder) -> Phrase:
     objs = scene.objects
     n = len(objs)
-    order = [int(k) for k in rng.permutation(n)]
+    order = mention_order(rng, objs, rule)
     with_size = rng.random() < 0.6
     mts = [_mention_tokens(rng, objs[k], mi, with_size) for mi, k in enumerate(order)]
     ms = [m for _, m in mts]
@@ -264,19 +281,21 @@ def _caption(scene: Scene, rng: np.random.Generator) -> Phrase:
     return Phrase(toks, claim)
 
 
-def captions_for(scene: Scene, rng: np.random.Generator, n: int) -> list[Phrase]:
+def captions_for(
+    scene: Scene, rng: np.random.Generator, n: int, order: MentionOrder = "random"
+) -> list[Phrase]:
     """``n`` captions of a scene, distinct where the templates allow."""
     out: list[Phrase] = []
     seen: set[str] = set()
     for _ in range(20 * n):
-        p = describe(scene, rng, "caption")
+        p = describe(scene, rng, "caption", order)
         if p.text not in seen:
             seen.add(p.text)
             out.append(p)
             if len(out) == n:
                 return out
     while len(out) < n:  # tiny worlds can run out of distinct captions
-        out.append(describe(scene, rng, "caption"))
+        out.append(describe(scene, rng, "caption", order))
     return out
 
 

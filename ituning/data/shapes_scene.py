@@ -39,6 +39,8 @@ from ituning.data.shapes_vocab import (
 )
 
 SceneKind = Literal["seen", "near", "ood", "any"]
+#: In which order a caption names a scene's objects (see ``WorldConfig.mention_order``).
+MentionOrder = Literal["random", "reading"]
 
 #: Stream ids: one independent random stream per use, so splits never share an item.
 STREAMS: dict[str, int] = {
@@ -97,6 +99,13 @@ class WorldConfig(BaseModel):
     #: Standard deviation of the background noise on "noise" backgrounds (0-255 scale).
     background_noise: float = Field(5.0, ge=0, le=40)
     captions_per_image: int = Field(5, ge=1, le=20)
+    #: Order of the objects in captions and listings. ``random``: any order, as people write.
+    #: ``reading``: column by column from the left, top to bottom within a column, so that the
+    #: image alone decides which object comes next. With ``random``, mini-large I-Tuning learned to
+    #: spread its attention evenly over the objects at every mention and named the same object
+    #: again (half its phrases on 3-object scenes repeated one); the module, reading a frozen
+    #: LM's state, could not learn "an object not yet named" (full fine-tuning could).
+    mention_order: MentionOrder = "random"
 
     @model_validator(mode="after")
     def _check(self) -> WorldConfig:
