@@ -145,21 +145,30 @@ def load_data(cfg: TrainConfig) -> LoadedData:
 
 def _without_bad_images(data: LoadedData) -> LoadedData:
     """``data`` without the records whose image cannot be decoded (``load_image``, as training
-    reads it), and which files those were."""
-    from ituning.data.images import load_image
+    reads it), and which files those were. Images that decoded before, unchanged since, are not
+    decoded again (:mod:`ituning.data.readable_images`): a sweep's points share the answer."""
+    from ituning.data.readable_images import unreadable_images
     from ituning.data.records import CaptionDataset
     from ituning.errors import DataError
 
+    datasets = [data.train, *data.evals.values(), *([data.vlp] if data.vlp is not None else [])]
     skipped: dict[str, str] = {}
-
-    def readable(ds: CaptionDataset) -> CaptionDataset:
-        kept = []
+    paths = {}
+    for ds in datasets:
         for rec in ds:
             try:
-                load_image(ds.image_path(rec))
-                kept.append(rec)
-            except DataError as exc:
-                skipped[str(ds.image_path(rec))] = str(exc)
+                paths[rec.image_id, ds.name] = ds.image_path(rec)
+            except DataError as exc:  # a file name that leaves the image root
+                skipped[str(rec.file)] = str(exc)
+    bad = unreadable_images(paths.values(), progress=False)
+    skipped.update({str(path): why for path, why in bad.items()})
+
+    def readable(ds: CaptionDataset) -> CaptionDataset:
+        kept = [
+            r
+            for r in ds
+            if (r.image_id, ds.name) in paths and paths[r.image_id, ds.name] not in bad
+        ]
         return CaptionDataset(ds.name, ds.image_root, kept)
 
     return LoadedData(

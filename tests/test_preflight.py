@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from bench.faults.inputs import write_paper_root, write_paper_weights
 from bench.sweep import preflight as P
 from bench.sweep.cli import main as sweep_main
+from ituning.data.readable_images import unreadable_images
 
 TRUNCATED = "coco/images/train2014/COCO_train2014_000000000001.jpg"
 
@@ -70,13 +71,13 @@ def test_images_are_decoded_once_and_remembered_until_they_change(tmp_path, monk
     decoded = []
     real = images.load_image
     monkeypatch.setattr(images, "load_image", lambda p: decoded.append(p) or real(p))
-    assert P.unreadable_images(paths, cache, progress=False) == {}
+    assert unreadable_images(paths, cache, progress=False) == {}
     assert len(decoded) == len(paths) == 5
     decoded.clear()
-    assert P.unreadable_images(paths, cache, progress=False) == {}
+    assert unreadable_images(paths, cache, progress=False) == {}
     assert decoded == []  # all remembered
     bad = _truncate(root)
-    found = P.unreadable_images(paths, cache, progress=False)
+    found = unreadable_images(paths, cache, progress=False)
     assert decoded == [bad] and list(found) == [bad] and "cannot read image" in found[bad]
 
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.sweep.preflight import bad_image_lines, unreadable_images
+from bench.sweep.preflight import bad_image_lines
+from ituning.data.readable_images import unreadable_images
 from ituning.errors import DataError
 
 if TYPE_CHECKING:

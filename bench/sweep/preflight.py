@@ -7,24 +7,18 @@ image decoded once, weights present locally, disk space), Java is checked for ev
 all problems are reported together (exit status 2), so one round of fixes is enough.
 
 Decoding every image takes a while the first time (COCO + Visual Genome: minutes); an image that
-decoded is remembered by path, size and modification time in the user's cache folder
-(``$XDG_CACHE_HOME/ituning/readable_images.json``, by default under ``~/.cache``), so the next
-preflight only decodes new or changed files. It is not kept in the runs folder: a preflight that
-finds problems writes nothing there.
+decoded is remembered (:mod:`ituning.data.readable_images`), so the next preflight, and every
+run that skips bad images, only decodes new or changed files.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ituning.errors import DataError, ITuningError
-from ituning.files import atomic_write_json
+from ituning.errors import ITuningError
 
 if TYPE_CHECKING:
     from bench.sweep.plan import RunPlan
@@ -58,58 +52,6 @@ def preflight(profile: Profile, plans: Sequence[RunPlan], *, progress: bool = Tr
         raise PreflightError(found)
 
 
-def image_check_cache() -> Path:
-    """Where decoded images are remembered (see the module's docstring)."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "ituning" / "readable_images.json"
-
-
-def unreadable_images(
-    paths: Iterable[Path], cache: Path | None = None, *, progress: bool = True
-) -> dict[Path, str]:
-    """Every image of ``paths`` decoded once (``ituning.data.images.load_image``, as training
-    reads it): the ones that fail, with why. Files that decoded before, unchanged since, are
-    skipped (``cache``)."""
-    from ituning.data.images import load_image
-
-    cache = cache or image_check_cache()
-    known = _read_cache(cache)
-    todo, stamps = [], {}
-    for path in dict.fromkeys(paths):
-        try:
-            st = path.stat()
-        except OSError:
-            todo.append(path)
-            continue
-        stamps[path] = [st.st_size, st.st_mtime_ns]
-        if known.get(str(path)) != stamps[path]:
-            todo.append(path)
-
-    def decode(path: Path) -> str | None:
-        try:
-            load_image(path)
-        except DataError as exc:
-            return str(exc)
-        return None
-
-    bad: dict[Path, str] = {}
-    if todo:
-        from tqdm import tqdm
-
-        with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
-            results = pool.map(decode, todo)
-            bar = tqdm(
-                results, total=len(todo), desc="preflight: decoding images", disable=not progress
-            )
-            for path, why in zip(todo, bar, strict=True):
-                if why is None:
-                    known[str(path)] = stamps[path]
-                else:
-                    bad[path] = why
-        _write_cache(cache, known)
-    return bad
-
-
 def bad_image_lines(bad: dict[Path, str]) -> list[str]:
     """One line per bad image (the first few), then a count of the rest."""
     fix = "replace the file, or pass --skip-bad-images to train and evaluate without it"
@@ -118,16 +60,3 @@ def bad_image_lines(bad: dict[Path, str]) -> list[str]:
     if len(reasons) > SHOWN_BAD_IMAGES:
         lines.append(f"... and {len(reasons) - SHOWN_BAD_IMAGES} more unreadable images; {fix}")
     return lines
-
-
-def _read_cache(cache: Path) -> dict[str, list[int]]:
-    try:
-        raw = json.loads(cache.read_text())
-        return raw if isinstance(raw, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_cache(cache: Path, known: dict[str, list[int]]) -> None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cache, known)
