@@ -263,3 +263,68 @@ def test_a_world_written_under_other_rules_is_rewritten_in_place(tiny_assets, tm
     stamp = (world / "dataset_shapes.json").stat().st_mtime_ns
     profile.prepare(progress=False)
     assert (world / "dataset_shapes.json").stat().st_mtime_ns == stamp
+
+
+class _ColourMemory(torch.nn.Module):
+    """A stand-in LM whose state at every position holds the colours named so far (``keeps``) or
+    nothing but noise: what the named-colour probe must tell apart."""
+
+    def __init__(self, vocab: list[str], keeps: bool) -> None:
+        super().__init__()
+        self.vocab, self.keeps = vocab, keeps
+        self.colours = list(WORLD.colours)
+
+    def forward(self, input_ids, attention_mask, output_hidden_states):
+        from types import SimpleNamespace
+
+        from ituning.data.shapes_vocab import WORD_CLASSES
+
+        gen = torch.Generator().manual_seed(int(input_ids.sum()))
+        state = torch.randn(*input_ids.shape, 2 * len(self.colours), generator=gen)
+        for b, row in enumerate(input_ids.tolist()):
+            named = []
+            for t, token in enumerate(row):
+                attribute, cls = WORD_CLASSES.get(self.vocab[token], ("", ""))
+                if attribute == "colour":
+                    named.append(self.colours.index(cls))
+                if self.keeps:
+                    for k, c in enumerate(named[:2]):
+                        state[b, t, k * len(self.colours) + c] += 4.0
+        return SimpleNamespace(hidden_states=(state, state))
+
+
+def test_named_colour_probe_reads_a_state_that_keeps_colours_and_not_one_that_forgets() -> None:
+    from bench.mini.gates import named_colour_probe
+
+    vocab = [*all_words_for_probe()]
+    index = {w: i for i, w in enumerate(vocab)}
+    captions = [
+        "A red heart, a green cross and a blue circle.",
+        "A yellow star, a red square and a purple diamond.",
+    ]
+    rng = np.random.default_rng(0)
+    colours, shapes = list(WORLD.colours), list(WORLD.shapes)
+    for _ in range(240):
+        a, b, c = rng.choice(len(colours), 3, replace=False)
+        s = rng.choice(len(shapes), 3)
+        captions.append(
+            f"A {colours[a]} {shapes[s[0]]}, a {colours[b]} {shapes[s[1]]} and a {colours[c]} "
+            f"{shapes[s[2]]}."
+        )
+
+    def tokenize(text: str) -> list[int]:
+        from ituning.data.shapes_captions import caption_words
+
+        return [0, *(index[w] for w in caption_words(text))]
+
+    kept = named_colour_probe(_ColourMemory(vocab, keeps=True), tokenize, captions, WORLD)
+    lost = named_colour_probe(_ColourMemory(vocab, keeps=False), tokenize, captions, WORLD)
+    assert kept is not None and kept > 0.95
+    assert lost is not None and lost < 0.35  # chance is 1/6
+    assert named_colour_probe(_ColourMemory(vocab, True), tokenize, captions[:5], WORLD) is None
+
+
+def all_words_for_probe() -> list[str]:
+    from ituning.data.shapes_vocab import all_words
+
+    return ["<bos>", *all_words()]

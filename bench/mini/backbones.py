@@ -257,6 +257,9 @@ def _build(
         "gates": {
             "lm_perplexity": {s.name: lm_report[s.name]["heldout_perplexity"] for s in config.lms},
             "lm_larger_is_better": lm_gate,
+            "lm_named_colour_probe": {
+                s.name: lm_report[s.name]["named_colour_probe"] for s in config.lms
+            },
             "vision": gates,
             "vision_targets": VISION_TARGETS,
             "vision_pass": vision_pass,
@@ -295,6 +298,9 @@ def format_report(manifest: dict) -> str:
         lines.append(f"  {name:12s} held-out perplexity {ppl:.3f}")
     verdict = "ok" if g["lm_larger_is_better"] else "FAIL"
     lines.append(f"  larger LM -> lower perplexity: {verdict}")
+    for name, kept in g.get("lm_named_colour_probe", {}).items():
+        shown = "n/a (too few captions)" if kept is None else f"{kept:.3f} (chance 1/6; reported)"
+        lines.append(f"  {name:12s} named colours kept in its state: {shown}")
     for k, v in g["vision"].items():
         target = g["vision_targets"].get(k)
         mark = (

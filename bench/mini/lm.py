@@ -22,6 +22,7 @@ from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
+from bench.mini.gates import named_colour_probe
 from ituning.data.shapes import lm_sentences, make_item
 from ituning.data.shapes_scene import WorldConfig
 from ituning.data.shapes_vocab import PUNCTUATION, all_words
@@ -200,10 +201,14 @@ def train_lm(
     seconds = time.perf_counter() - t0
     ppl = perplexity(model, tok, heldout, train.n_positions)
     params = sum(p.numel() for p in model.parameters())
+    model.eval()
+    eos = tok.token_to_id(EOS)
+    memory = named_colour_probe(model, lambda text: [eos, *tok.encode(text).ids], heldout, world)
     return model, {
         "params": params,
         "final_train_loss": round(loss_val, 4),
         "heldout_perplexity": round(ppl, 4),
+        "named_colour_probe": memory,
         "train_seconds": round(seconds, 1),
     }
 
