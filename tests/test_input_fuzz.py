@@ -305,7 +305,7 @@ def test_the_sweep_command_dry_runs_or_exits_2_with_one_line(spec_arg, options):
                 path.write_text(spec_arg[1], encoding="utf-8")
             spec_arg = str(path)
         argv = [spec_arg, *(part for option in options for part in option)]
-        argv += ["--dry-run", "--runs-dir", str(runs)]  # never a real sweep
+        argv += ["--dry-run", "--no-estimate", "--runs-dir", str(runs)]  # never a real sweep
         out, err = io.StringIO(), io.StringIO()
         with redirect_stdout(out), redirect_stderr(err):
             try:

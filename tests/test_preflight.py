@@ -56,6 +56,9 @@ def test_the_dry_run_prints_the_plan_then_the_problems(tmp_path, weights, capsys
     assert sweep_main([*argv, "--weights", str(weights), "--dry-run"]) == 2
     out, err = capsys.readouterr()
     assert "sweep smoke" in out and "2 runs" in out
+    # the cost estimate times the (tiny) architectures over the datasets' published sizes
+    assert "2 of 2 points" in out
+    assert "image counts of captions, NoCaps, Visual Genome: the published sizes" in out
     assert err.strip().splitlines() == [
         f"error: --data-root {tmp_path / 'nope'}: no such folder; it must hold coco/, nocaps/ and "
         "visual_genome/ (layout: bench/sweep/paper_profile.py)"

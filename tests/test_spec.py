@@ -311,6 +311,7 @@ def test_cli_dry_run_prints_runs_with_layer_counts_and_params(capsys, tmp_path):
             "--runs-dir",
             str(tmp_path),
             "--dry-run",
+            "--no-estimate",  # timing GPT-2 large on a CPU is not this test's business
         ]
     )
     out, err = capsys.readouterr()

@@ -30,6 +30,7 @@ from ituning.errors import BackboneError
 from ituning.files import file_lock
 
 if TYPE_CHECKING:
+    from bench.sweep.cost import DataSizes
     from ituning.data.shapes import SplitSizes
     from ituning.data.shapes_scene import WorldConfig
 
@@ -92,6 +93,44 @@ class MiniProfile(Profile):
         if built.root != expected:  # resolved from the same function as the build: a bug if not
             raise AssertionError(f"mini backbones built in {built.root}, expected {expected}")
         verify_backbones(built.root, built.manifest)
+
+    def lm_architecture(self, name: str):
+        """Known before the backbones are built: their configuration says it."""
+        from bench.mini.lm import lm_config
+
+        config = backbones_config(self.scale)
+        (spec,) = [s for s in config.lms if s.name == Path(name).name]
+        return lm_config(spec, config.lm_train)
+
+    def vision_architecture(self, include_cls: bool):
+        import open_clip
+
+        from bench.mini.clip import model_cfg, preprocess_cfg
+        from ituning.vision import VisionEncoder
+
+        spec = backbones_config(self.scale).clip
+        return VisionEncoder(
+            open_clip.CLIP(**model_cfg(spec)).visual,
+            name=CLIP_DIR,
+            pretrained=None,
+            include_cls=include_cls,
+            preprocess=lambda image: image,
+            preprocess_cfg=preprocess_cfg(spec),
+        )
+
+    def data_sizes(self) -> DataSizes:
+        """Known before the world is written: it is generated to these sizes."""
+        return _sizes_of(_world_sizes(self.scale))
+
+
+def _sizes_of(sizes: SplitSizes) -> DataSizes:
+    from bench.sweep.cost import DataSizes
+
+    return DataSizes(
+        {"train": sizes.train, "val": sizes.val, "test": sizes.test},
+        3 * sizes.nocaps_per_domain,
+        sizes.vlp_images,
+    )
 
 
 def verify_backbones(root: Path, manifest: dict) -> None:

@@ -31,6 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--dry-run", action="store_true", help="print the resolved runs and stop")
     p.add_argument(
+        "--no-estimate",
+        action="store_true",
+        help="dry run without the cost estimate (it times each architecture once per machine)",
+    )
+    p.add_argument(
         "--seeds",
         type=int,
         metavar="N",
@@ -69,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = profile_from_args(args)
     plans = profile.plan(spec)
     if args.dry_run:  # the plan first, so it shows even while the data is not in place
-        print(describe(spec, profile, plans, args.tracking_uri))
+        print(describe(spec, profile, plans, args.tracking_uri, estimate=not args.no_estimate))
         preflight(profile, plans, progress=not args.quiet)
         return 0
     started = time.perf_counter()

@@ -1,4 +1,5 @@
-"""``--dry-run``: the resolved runs of a spec, one row each, with every axis as a column.
+"""``--dry-run``: the resolved runs of a spec, one row each, with every axis as a column, and
+what they will cost (``bench.sweep.cost``).
 
 The state column asks the same record as the sweep: ``finished`` is a FINISHED MLflow run of the
 point; ``partial`` a run folder with resumable training state; ``new`` anything else. A store that
@@ -8,13 +9,19 @@ does not exist yet is not created.
 from __future__ import annotations
 
 from bench.sweep import axes, folders, tracking
+from bench.sweep.cost_lines import duration, point_costs, summary
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import Profile
 from bench.sweep.spec import SweepSpec
 
 
 def describe(
-    spec: SweepSpec, profile: Profile, plans: list[RunPlan], tracking_uri: str | None = None
+    spec: SweepSpec,
+    profile: Profile,
+    plans: list[RunPlan],
+    tracking_uri: str | None = None,
+    *,
+    estimate: bool = True,
 ) -> str:
     lines = [
         f"sweep {spec.name} ({spec.source}) under profile {profile.name}"
@@ -34,7 +41,19 @@ def describe(
     names = list(axes.AXES)
     at = names.index("lm") + 1  # the LM's depth right after the LM
     titles = [axis.title for axis in axes.AXES.values()]
-    header = ("run id", *titles[:at], "layers", *titles[at:], "lr", "trainable", "state")
+    estimated = ("est.",) if estimate else ()
+    header = (
+        "run id",
+        *titles[:at],
+        "layers",
+        *titles[at:],
+        "lr",
+        "trainable",
+        *estimated,
+        "state",
+    )
+    sizes = profile.data_sizes() if estimate else None
+    costs = point_costs(profile, plans, sizes) if sizes is not None else {}
     rows = []
     for plan in plans:
         method = plan.point["method"]
@@ -58,6 +77,7 @@ def describe(
                 *cells[at:],
                 f"{plan.config.optim.lr:g}",
                 _count(plan.arch.trainable_params),
+                *((duration(costs[plan.run_id].seconds),) if estimate else ()),
                 state,
             )
         )
@@ -67,6 +87,8 @@ def describe(
             "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
         )
     lines.append(f"  {len(plans)} runs")
+    if estimate:
+        lines += summary(profile, plans, costs, sizes)
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from bench.sweep.budgets import PAPER_BUDGET, TINY_BUDGET
+from bench.sweep.cost import DataSizes
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import LMChoice, Profile
 from ituning.errors import ConfigError
@@ -57,6 +58,13 @@ PAPER_LAYOUT = {
 }
 
 
+#: Images per split of Karpathy's COCO split (113,287 train with restval), NoCaps validation and
+#: Visual Genome: what the paper's setup section gives (113.2k / 5k / 5k, 4.5k, ~108k).
+PUBLISHED_SIZES = DataSizes(
+    {"train": 113_287, "val": 5_000, "test": 5_000}, nocaps=4_500, vlp=108_077
+)
+
+
 @dataclass(frozen=True)
 class PaperProfile(Profile):
     paper_task: ClassVar[bool] = True
@@ -68,6 +76,27 @@ class PaperProfile(Profile):
         from bench.sweep.paper_checks import paper_problems
 
         return paper_problems(self, plans, progress=progress)
+
+    def data_sizes(self) -> DataSizes:
+        """Counted from the files; where a file is not in place yet, the dataset's published size
+        (:data:`PUBLISHED_SIZES`), so that a sweep can be costed before the data is downloaded."""
+        from dataclasses import replace
+
+        counted = super().data_sizes()
+        published = PUBLISHED_SIZES
+        assumed = tuple(
+            name
+            for name, value in (("captions", counted.splits), ("NoCaps", counted.nocaps),
+                                ("Visual Genome", counted.vlp))
+            if value is None
+        )  # fmt: skip
+        return replace(
+            counted,
+            splits=counted.splits or dict(published.splits or {}),
+            nocaps=counted.nocaps if counted.nocaps is not None else published.nocaps,
+            vlp=counted.vlp if counted.vlp is not None else published.vlp,
+            assumed=assumed,
+        )
 
 
 def paper_profile(

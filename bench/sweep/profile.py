@@ -22,7 +22,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import ValidationError
 
@@ -34,6 +34,9 @@ from ituning.errors import ConfigError, validation_line
 from ituning.methods.clipcap_config import ClipCapConfig
 from ituning.methods.registry import is_clipcap
 from ituning.run_config import TrainConfig, set_dotted
+
+if TYPE_CHECKING:
+    from bench.sweep.cost import DataSizes
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,24 @@ class Profile:
 
     def prepare(self, plans: Sequence[RunPlan] = (), *, progress: bool = True) -> None:
         """Build missing assets (after :meth:`check`)."""
+
+    def lm_architecture(self, name: str):
+        """The LM's architecture (a transformers config) without its weights."""
+        from ituning.backbones import lm_config
+
+        return lm_config(name)
+
+    def vision_architecture(self, include_cls: bool):
+        """The vision encoder with random weights, on the CPU (for the cost estimate)."""
+        from ituning.vision import vision_from_config
+
+        return vision_from_config(self.vision, device="cpu", include_cls=include_cls)
+
+    def data_sizes(self) -> DataSizes:
+        """Images per split, NoCaps and VLP set, for the cost estimate (counted from the files)."""
+        from bench.sweep.cost import DataSizes
+
+        return DataSizes.from_files(self.data)
 
     # ------------------------------------------------------------------ resolution
 

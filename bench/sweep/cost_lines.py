@@ -1,0 +1,107 @@
+"""The cost estimate as the dry run prints it: one cell per point, and a summary with its error.
+
+The error is measured, not assumed: for every point already finished, the estimate is set against
+what the run recorded for the same work (``time/train_s``, ``time/vlp_s`` and ``time/decode_s`` in
+its ``result.json``), and the summary gives the median and range of estimate / recorded.
+"""
+
+from __future__ import annotations
+
+import statistics
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.sweep import folders
+from bench.sweep.cost import Cost, DataSizes, estimates, machine_key
+from bench.sweep.plan import RunPlan
+from bench.sweep.profile import Profile
+
+#: What a run records of the work the estimate covers.
+MEASURED = ("time/train_s", "time/vlp_s", "time/decode_s")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+@contextmanager
+def _threads(n: int | None):
+    """Calibrate with the threads a worker of this profile uses (mini: one per worker)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def point_costs(profile: Profile, plans: list[RunPlan], sizes: DataSizes) -> dict[str, Cost]:
+    with _threads(1 if profile.cpu_workers else None):
+        return estimates(profile, plans, sizes)
+
+
+def recorded_seconds(runs_dir: Path, plan: RunPlan) -> float | None:
+    """The time a finished point recorded for the work the estimate covers."""
+    result = folders.read_result(folders.run_dir(runs_dir, plan.run_id))
+    metrics = (result or {}).get("metrics", {})
+    if "time/train_s" not in metrics:
+        return None
+    return sum(float(metrics.get(key, 0.0)) for key in MEASURED)
+
+
+def summary(
+    profile: Profile, plans: list[RunPlan], costs: dict[str, Cost], sizes: DataSizes
+) -> list[str]:
+    known = [costs[p.run_id] for p in plans if costs[p.run_id].seconds is not None]
+    machine = machine_key()
+    threads = 1 if profile.cpu_workers else machine["threads"]
+    lines = [
+        f"  cost estimate (random-weight architectures timed on {machine['device']}, "
+        f"{threads} thread(s) per worker): {duration(sum(c.seconds for c in known))} of worker "
+        f"time for {len(known)} of {len(plans)} points (training, VLP, decoding; feature "
+        "extraction, scoring and start-up not included)"
+    ]
+    assumed = sizes.assumed
+    if assumed:
+        lines.append(
+            f"    image counts of {', '.join(assumed)}: the published sizes (files not in place)"
+        )
+    unknown = {costs[p.run_id].why_unknown for p in plans if costs[p.run_id].seconds is None}
+    for why in sorted(unknown):
+        lines.append(f"    ? {why}")
+    peaks = [c.peak_bytes for c in costs.values() if c.peak_bytes is not None]
+    disk = sum(c.disk_bytes for c in costs.values())
+    lines.append(
+        f"    peak accelerator memory {size(max(peaks)) if peaks else '- (CPU)'}; checkpoints "
+        f"and resumable state {size(disk)}"
+    )
+    ratios = []
+    for plan in plans:
+        recorded = recorded_seconds(profile.runs_dir, plan)
+        estimated = costs[plan.run_id].seconds
+        if recorded and estimated:
+            ratios.append(estimated / recorded)
+    if ratios:
+        lines.append(
+            f"    measured on {len(ratios)} finished point(s): estimate / recorded time median "
+            f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})"
+        )
+    return lines
