@@ -260,9 +260,13 @@ def named_colour_probe(
     y = torch.tensor(labels)
     train = torch.arange(len(y)) < len(y) // 2
     n = len(world.colours)
-    return max(
-        (linear_probe(x[:, k], y[:, 0], n, train) + linear_probe(x[:, k], y[:, 1], n, train)) / 2
-        for k in range(x.shape[1])
+    return round(
+        max(
+            (linear_probe(x[:, k], y[:, 0], n, train) + linear_probe(x[:, k], y[:, 1], n, train))
+            / 2
+            for k in range(x.shape[1])
+        ),
+        4,
     )
 
 

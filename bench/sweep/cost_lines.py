@@ -8,13 +8,13 @@ its ``result.json``), and the summary gives the median and range of estimate / r
 from __future__ import annotations
 
 import statistics
-from contextlib import contextmanager
 from pathlib import Path
 
 from bench.sweep import folders
 from bench.sweep.cost import Cost, DataSizes, estimates, machine_key
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import Profile
+from bench.sweep.worker import torch_threads
 
 #: What a run records of the work the estimate covers.
 MEASURED = ("time/train_s", "time/vlp_s", "time/decode_s")
@@ -39,22 +39,8 @@ def size(n: int | None) -> str:
     return f"{n} B"
 
 
-@contextmanager
-def _threads(n: int | None):
-    """Calibrate with the threads a worker of this profile uses (mini: one per worker)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def point_costs(profile: Profile, plans: list[RunPlan], sizes: DataSizes) -> dict[str, Cost]:
-    with _threads(1 if profile.cpu_workers else None):
+    with torch_threads(1 if profile.cpu_workers else None):  # as a worker of this profile
         return estimates(profile, plans, sizes)
 
 
