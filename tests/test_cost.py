@@ -33,6 +33,9 @@ def test_counts_follow_the_runs_limits_splits_nocaps_and_vlp(tmp_path) -> None:
     assert sizes.counts(plain) == (32, 16 + 12, 0)
     assert sizes.counts(vlp) == (32, 16 + 12, 16)
     assert DataSizes(None, None, None).counts(plain) == (None, None, 0)
+    # the sweep's feature cache holds each image once, whichever points use it
+    assert cost.feature_images([plain, vlp], sizes) == 32 + 28 + 16
+    assert cost.feature_images([plain], DataSizes(None, 12, None)) is None
 
 
 def test_estimate_is_rows_times_step_time_plus_decoding(tmp_path) -> None:

@@ -118,6 +118,7 @@ class Rates:
     decode_image_s: float
     peak_bytes: int | None
     device: str
+    feature_bytes_per_image: int = 0  # one cached (tokens x width) array at the cache's dtype
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ def calibration_key(plan: RunPlan) -> dict:
         "beam": cfg.eval.beam,
         "max_new_tokens": cfg.eval.max_new_tokens,
         "precision": cfg.precision,
+        "feature_dtype": cfg.feature_dtype,
         "machine": machine_key(),
     }
 
@@ -257,7 +259,9 @@ def calibrate(plan: RunPlan, profile: Profile) -> Rates:
     )
     model.eval()
     decode_s = _best(lambda: generate_captions(model, _Codec, visual, settings), sync)
+    dtype_bytes = 2 if cfg.feature_dtype == "float16" else 4
     return Rates(
+        feature_bytes_per_image=int(visual.shape[1] * visual.shape[2]) * dtype_bytes,
         train_row_s=train_s / ids.shape[0],
         encode_image_s=encode_s / images,
         decode_image_s=decode_s / images,
@@ -305,13 +309,12 @@ def estimate(plan: RunPlan, sizes: DataSizes, rates: Rates | None, why: str = ""
     return Cost(seconds, rates.peak_bytes, disk)
 
 
-def feature_seconds(images: int, rates: Rates) -> float:
-    return images * rates.encode_image_s
-
-
-def feature_disk(images: int, tokens: int, width: int, dtype_bytes: int) -> int:
-    """The feature cache: one (tokens x width) array per image."""
-    return images * tokens * width * dtype_bytes
+def feature_images(plans: list[RunPlan], sizes: DataSizes) -> int | None:
+    """Images the sweep's feature cache will hold: each image is encoded once for every point."""
+    counts = [sizes.counts(plan) for plan in plans]
+    if not counts or any(None in c for c in counts):
+        return None
+    return sum(max(c[k] for c in counts) for k in range(3))
 
 
 def estimates(profile: Profile, plans: list[RunPlan], sizes: DataSizes) -> dict[str, Cost]:

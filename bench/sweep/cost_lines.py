@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from bench.sweep import folders
-from bench.sweep.cost import Cost, DataSizes, estimates, machine_key
+from bench.sweep.cost import Cost, DataSizes, estimates, feature_images, machine_key, rates_for
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import Profile
 from bench.sweep.worker import torch_threads
@@ -27,7 +27,8 @@ def duration(seconds: float | None) -> str:
         return f"{seconds:.0f} s"
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    hours = seconds / 3600
+    return f"{hours:.1f} h" if hours < 100 else f"{hours:,.0f} h"
 
 
 def size(n: int | None) -> str:
@@ -73,6 +74,18 @@ def summary(
     unknown = {costs[p.run_id].why_unknown for p in plans if costs[p.run_id].seconds is None}
     for why in sorted(unknown):
         lines.append(f"    ? {why}")
+    images = feature_images(plans, sizes)
+    try:
+        with torch_threads(1 if profile.cpu_workers else None):  # the points' calibration
+            rates = rates_for(plans[0], profile) if images is not None and known else None
+    except Exception:  # noqa: BLE001 - as for the points: not measurable yet
+        rates = None
+    if rates is not None:
+        lines.append(
+            f"    feature cache, once for the sweep: {images:,} images, "
+            f"{duration(images * rates.encode_image_s)} to encode, "
+            f"{size(images * rates.feature_bytes_per_image)} on disk"
+        )
     peaks = [c.peak_bytes for c in costs.values() if c.peak_bytes is not None]
     disk = sum(c.disk_bytes for c in costs.values())
     lines.append(
