@@ -8,9 +8,10 @@ counts the run will do:
 * training and VLP: seconds per caption row of a training step (the point's method, LM, Dropping
   and bottleneck; a micro-batch of at most :data:`CALIBRATION_ROWS` rows of the captions' typical
   length) x epochs x images x captions per image;
-* feature extraction: seconds per image of the vision encoder, once per image for the sweep (the
-  cache is shared), counted in the total, not per point;
-* evaluation: seconds per image decoded with the point's beam and length.
+* feature extraction: seconds per image of the vision encoder (a batch of the run's evaluation
+  size, at most :data:`CALIBRATION_IMAGES` on a CPU), once per image for the sweep (the
+  cache is shared), shown beside the points' total;
+* evaluation: seconds per image decoded with the point's beam, length and batch.
 
 Calibrations are remembered per device, thread count and architecture in the user's cache folder
 (``$XDG_CACHE_HOME/ituning/cost_calibration.json``), so only the first dry run on a machine pays
@@ -38,7 +39,11 @@ if TYPE_CHECKING:
     from bench.sweep.profile import Profile
 
 #: Caption rows of the calibrated training step (time is scaled linearly to the real micro-batch).
-CALIBRATION_ROWS = 8
+CALIBRATION_ROWS = 32
+#: Bump when what a calibration measures changes (older cached calibrations are then not used).
+CALIBRATION_FORMAT = 2
+#: Images of the calibrated encoding and decoding on a CPU (an accelerator uses the run's batch).
+CALIBRATION_IMAGES = 32
 #: Timed repetitions of each calibrated step after one warm-up; the fastest counts.
 REPEATS = 2
 #: Tokens of a typical training caption row (bos + caption + eos; COCO captions: ~12 words).
@@ -155,6 +160,7 @@ def calibration_key(plan: RunPlan) -> dict:
     """The architecture facts a point's speed depends on (not its seed, λ or learning rate)."""
     cfg = plan.config
     return {
+        "format": CALIBRATION_FORMAT,
         "lm": plan.arch.lm_name,
         "vision": cfg.backbones.vision,
         "method": cfg.method,
@@ -164,6 +170,7 @@ def calibration_key(plan: RunPlan) -> dict:
         "clipcap": cfg.clipcap.model_dump() if cfg.clipcap is not None else None,
         "micro_rows": calibration_rows(plan, _device()),
         "beam": cfg.eval.beam,
+        "eval_batch": cfg.eval.batch_images,
         "max_new_tokens": cfg.eval.max_new_tokens,
         "precision": cfg.precision,
         "feature_dtype": cfg.feature_dtype,
@@ -237,14 +244,21 @@ def calibrate(plan: RunPlan, profile: Profile) -> Rates:
     train_s = _best(step, sync)
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
-    def encode() -> None:
+    batch = cfg.eval.batch_images
+    batch = batch if device.type == "cuda" else min(batch, CALIBRATION_IMAGES)
+    size = encoder.image_size
+    pixels = torch.randn(batch, 3, size, size, generator=gen).to(device)
+
+    def encode() -> torch.Tensor:
         with torch.no_grad():
-            encoder(pixels)
+            return encoder(pixels)
 
     encode_s = _best(encode, sync)
+    visual = encode()
 
     class _Codec:  # what generate_captions needs of a codec: token ids only, no text
-        bos_id, eos_id, pad_id = 0, 0, 0
+        bos_id, pad_id = 0, 0
+        eos_id = lm_cfg.vocab_size - 1  # rarely drawn by random weights: full-length captions
 
         @staticmethod
         def prompt(n: int) -> torch.Tensor:
@@ -255,7 +269,7 @@ def calibrate(plan: RunPlan, profile: Profile) -> Rates:
             return [""] * len(out)
 
     settings = DecodeSettings(
-        beam=cfg.eval.beam, max_new_tokens=cfg.eval.max_new_tokens, batch_images=images
+        beam=cfg.eval.beam, max_new_tokens=cfg.eval.max_new_tokens, batch_images=batch
     )
     model.eval()
     decode_s = _best(lambda: generate_captions(model, _Codec, visual, settings), sync)
@@ -263,8 +277,8 @@ def calibrate(plan: RunPlan, profile: Profile) -> Rates:
     return Rates(
         feature_bytes_per_image=int(visual.shape[1] * visual.shape[2]) * dtype_bytes,
         train_row_s=train_s / ids.shape[0],
-        encode_image_s=encode_s / images,
-        decode_image_s=decode_s / images,
+        encode_image_s=encode_s / batch,
+        decode_image_s=decode_s / batch,
         peak_bytes=peak,
         device=machine_key()["device"],
     )
