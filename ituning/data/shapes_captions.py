@@ -142,8 +142,9 @@ def mention_order(
 ) -> list[int]:
     """Indices of ``objs`` in the order a caption names them under ``rule``.
 
-    The permutation is drawn under every rule, so that the item's later draws (and with them every
-    other caption word) stay the same whichever order the world uses.
+    The permutation is drawn under every rule, so that one call consumes the same draws whichever
+    order the world uses (the words drawn after it may still differ: a relation between the first
+    two objects depends on which they are).
     """
     drawn = [int(k) for k in rng.permutation(len(objs))]
     if rule == "random":
