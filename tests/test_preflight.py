@@ -149,7 +149,9 @@ def test_a_missing_weight_folder_is_one_line_naming_the_download(tmp_path, weigh
     root = write_paper_root(tmp_path / "data", vlp=False)
     (weights / "gpt2-medium").unlink()  # the symlink only: the tiny backbones stay
     argv = ["smoke", "--profile", "paper", "--data-root", str(root), "--weights", str(weights)]
-    assert sweep_main([*argv, "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 2
+    assert (
+        sweep_main([*argv, "--runs-dir", str(tmp_path / "runs"), "--dry-run", "--no-estimate"]) == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "gpt2-medium holds no model" in err[0]
     assert f"hf download gpt2-medium --local-dir {weights / 'gpt2-medium'}" in err[0]
