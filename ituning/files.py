@@ -89,6 +89,13 @@ def sha256_text(text: str, length: int | None = None) -> str:
     return digest if length is None else digest[:length]
 
 
+def user_cache_file(name: str) -> Path:
+    """``name`` in the user's cache folder for this project (``$XDG_CACHE_HOME/ituning``, by
+    default ``~/.cache/ituning``): what is remembered per machine, not per runs folder."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "ituning" / name
+
+
 def canonical_json(payload: Any) -> str:
     """Sorted keys, no spaces: equal data always gives equal text (and equal digests)."""
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))

@@ -295,8 +295,9 @@ class _ColourMemory(torch.nn.Module):
 
 def test_named_colour_probe_reads_a_state_that_keeps_colours_and_not_one_that_forgets() -> None:
     from bench.mini.gates import named_colour_probe
+    from ituning.data.shapes_vocab import all_words
 
-    vocab = [*all_words_for_probe()]
+    vocab = ["<bos>", *all_words()]
     index = {w: i for i, w in enumerate(vocab)}
     captions = [
         "A red heart, a green cross and a blue circle.",
@@ -322,9 +323,3 @@ def test_named_colour_probe_reads_a_state_that_keeps_colours_and_not_one_that_fo
     assert kept is not None and kept > 0.95
     assert lost is not None and lost < 0.35  # chance is 1/6
     assert named_colour_probe(_ColourMemory(vocab, True), tokenize, captions[:5], WORLD) is None
-
-
-def all_words_for_probe() -> list[str]:
-    from ituning.data.shapes_vocab import all_words
-
-    return ["<bos>", *all_words()]

@@ -226,8 +226,8 @@ def named_colour_probe(
     classifier reads the first and the second colour the caption named from the LM's hidden state
     (each layer; the best layer counts; mean of the two; first half of the captions trains).
     I-Tuning's module queries the image with a linear map of this state, so an object already
-    named can be left out only as far as the state still says which it was: a mini LM that kept
-    them at 0.41-0.50 (chance 1/6) let its I-Tuning model name the same object again and again.
+    named can be left out only as far as the state still says which it was: mini LMs that kept
+    them at 0.28-0.34 (chance 1/6) let their I-Tuning models name the same object again and again.
     ``tokenize(text)`` returns the LM's input ids, beginning-of-text included. ``None`` when fewer
     than :data:`MIN_PROBE_CAPTIONS` captions name three colours (e.g. the quick test backbones).
     """

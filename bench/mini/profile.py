@@ -103,34 +103,24 @@ class MiniProfile(Profile):
         return lm_config(spec, config.lm_train)
 
     def vision_architecture(self, include_cls: bool):
-        import open_clip
+        import torch
 
-        from bench.mini.clip import model_cfg, preprocess_cfg
-        from ituning.vision import VisionEncoder
+        from bench.mini.clip import model_cfg
+        from bench.perf.models import build_vision
 
-        spec = backbones_config(self.scale).clip
-        return VisionEncoder(
-            open_clip.CLIP(**model_cfg(spec)).visual,
-            name=CLIP_DIR,
-            pretrained=None,
-            include_cls=include_cls,
-            preprocess=lambda image: image,
-            preprocess_cfg=preprocess_cfg(spec),
-        )
+        spec = model_cfg(backbones_config(self.scale).clip)
+        return build_vision(spec, torch.device("cpu"), include_cls=include_cls)
 
     def data_sizes(self) -> DataSizes:
         """Known before the world is written: it is generated to these sizes."""
-        return _sizes_of(_world_sizes(self.scale))
+        from bench.sweep.cost import DataSizes
 
-
-def _sizes_of(sizes: SplitSizes) -> DataSizes:
-    from bench.sweep.cost import DataSizes
-
-    return DataSizes(
-        {"train": sizes.train, "val": sizes.val, "test": sizes.test},
-        3 * sizes.nocaps_per_domain,
-        sizes.vlp_images,
-    )
+        sizes = _world_sizes(self.scale)
+        return DataSizes(
+            {"train": sizes.train, "val": sizes.val, "test": sizes.test},
+            3 * sizes.nocaps_per_domain,
+            sizes.vlp_images,
+        )
 
 
 def verify_backbones(root: Path, manifest: dict) -> None:

@@ -21,11 +21,13 @@ def build_lm(cfg: PretrainedConfig, seed: int, device: torch.device) -> nn.Modul
     return lm.to(device).eval()
 
 
-def build_vision(spec: str | dict[str, Any], device: torch.device) -> VisionEncoder:
+def build_vision(
+    spec: str | dict[str, Any], device: torch.device, *, include_cls: bool = False
+) -> VisionEncoder:
     """Random-weight open_clip ViT: a bundled model name, or a CLIP config dict (quick mode)."""
     torch.manual_seed(0)
     if isinstance(spec, str):
-        return vision_from_config(spec, device="cpu").to(device)
+        return vision_from_config(spec, device="cpu", include_cls=include_cls).to(device)
     import open_clip
 
     clip = open_clip.CLIP(**spec)
@@ -33,7 +35,7 @@ def build_vision(spec: str | dict[str, Any], device: torch.device) -> VisionEnco
         clip.visual,
         name="tiny-vit",
         pretrained=None,
-        include_cls=False,
+        include_cls=include_cls,
         preprocess=lambda image: image,
         preprocess_cfg={},
     ).to(device)

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ituning.files import atomic_write_json, canonical_json, sha256_text
+from ituning.files import atomic_write_json, canonical_json, sha256_text, user_cache_file
 
 if TYPE_CHECKING:
     import torch
@@ -99,16 +98,13 @@ class DataSizes:
         def cap(n: int | None, limit: int | None) -> int | None:
             return n if n is None or not limit else min(n, limit)
 
-        train = cap(self.splits.get("train"), d.limit_train_images) if self.splits else None
-        evaluated: int | None = 0
-        for split in cfg.eval.splits:
-            n = self.splits.get(split) if self.splits else None
-            evaluated = (
-                None if n is None or evaluated is None else evaluated + cap(n, d.limit_eval_images)
-            )
+        splits = self.splits or {}
+        train = cap(splits.get("train"), d.limit_train_images)
+        parts = [splits.get(split) for split in cfg.eval.splits]
         if cfg.eval.nocaps and d.nocaps is not None:
-            n = cap(self.nocaps, d.limit_eval_images)
-            evaluated = None if n is None or evaluated is None else evaluated + n
+            parts.append(self.nocaps)
+        parts = [cap(n, d.limit_eval_images) for n in parts]
+        evaluated = None if None in parts else sum(parts)
         vlp = cap(self.vlp, d.limit_vlp_images) if cfg.vlp else 0
         return train, evaluated, vlp
 
@@ -134,11 +130,11 @@ class Cost:
     peak_bytes: int | None
     disk_bytes: int
     why_unknown: str = ""
+    rates: Rates | None = None  # the calibration it came from (the feature cache's costs too)
 
 
 def calibration_cache() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "ituning" / "cost_calibration.json"
+    return user_cache_file("cost_calibration.json")
 
 
 def _device() -> torch.device:
@@ -307,7 +303,7 @@ def rates_for(plan: RunPlan, profile: Profile, cache: Path | None = None) -> Rat
 
 def estimate(plan: RunPlan, sizes: DataSizes, rates: Rates | None, why: str = "") -> Cost:
     """The point's training, VLP and evaluation time, peak memory and its own disk (checkpoint
-    and resumable state; the shared feature cache is :func:`feature_disk`)."""
+    and resumable state; the shared feature cache is counted by :func:`feature_images`)."""
     cfg = plan.config
     disk = plan.arch.trainable_params * CHECKPOINT_BYTES_PER_PARAM
     if rates is None:
@@ -317,10 +313,11 @@ def estimate(plan: RunPlan, sizes: DataSizes, rates: Rates | None, why: str = ""
         n for n, v in (("train", train), ("evaluation", evaluated), ("VLP", vlp)) if v is None
     ]
     if missing:
-        return Cost(None, rates.peak_bytes, disk, f"image counts unknown: {', '.join(missing)}")
+        why = f"image counts unknown: {', '.join(missing)}"
+        return Cost(None, rates.peak_bytes, disk, why, rates)
     rows = (cfg.epochs * train + cfg.vlp_epochs * vlp) * cfg.captions_per_image
     seconds = rows * rates.train_row_s + evaluated * rates.decode_image_s
-    return Cost(seconds, rates.peak_bytes, disk)
+    return Cost(seconds, rates.peak_bytes, disk, rates=rates)
 
 
 def feature_images(plans: list[RunPlan], sizes: DataSizes) -> int | None:

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from bench.sweep import folders
-from bench.sweep.cost import Cost, DataSizes, estimates, feature_images, machine_key, rates_for
+from bench.sweep.cost import Cost, DataSizes, estimates, feature_images, machine_key
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import Profile
 from bench.sweep.worker import torch_threads
@@ -75,12 +75,8 @@ def summary(
     for why in sorted(unknown):
         lines.append(f"    ? {why}")
     images = feature_images(plans, sizes)
-    try:
-        with torch_threads(1 if profile.cpu_workers else None):  # the points' calibration
-            rates = rates_for(plans[0], profile) if images is not None and known else None
-    except Exception:  # noqa: BLE001 - as for the points: not measurable yet
-        rates = None
-    if rates is not None:
+    rates = next((c.rates for c in known if c.rates is not None), None)
+    if images is not None and rates is not None:
         lines.append(
             f"    feature cache, once for the sweep: {images:,} images, "
             f"{duration(images * rates.encode_image_s)} to encode, "

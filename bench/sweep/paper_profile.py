@@ -82,20 +82,13 @@ class PaperProfile(Profile):
         (:data:`PUBLISHED_SIZES`), so that a sweep can be costed before the data is downloaded."""
         from dataclasses import replace
 
-        counted = super().data_sizes()
-        published = PUBLISHED_SIZES
-        assumed = tuple(
-            name
-            for name, value in (("captions", counted.splits), ("NoCaps", counted.nocaps),
-                                ("Visual Genome", counted.vlp))
-            if value is None
-        )  # fmt: skip
+        counted, published = super().data_sizes(), PUBLISHED_SIZES
+        names = {"splits": "captions", "nocaps": "NoCaps", "vlp": "Visual Genome"}
+        missing = [field for field in names if getattr(counted, field) is None]
         return replace(
             counted,
-            splits=counted.splits or dict(published.splits or {}),
-            nocaps=counted.nocaps if counted.nocaps is not None else published.nocaps,
-            vlp=counted.vlp if counted.vlp is not None else published.vlp,
-            assumed=assumed,
+            **{field: getattr(published, field) for field in missing},
+            assumed=tuple(names[field] for field in missing),
         )
 
 

@@ -17,13 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ituning.errors import DataError
-from ituning.files import atomic_write_json
+from ituning.files import atomic_write_json, user_cache_file
 
 
 def image_check_cache() -> Path:
     """Where decoded images are remembered (see the module's docstring)."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "ituning" / "readable_images.json"
+    return user_cache_file("readable_images.json")
 
 
 def unreadable_images(
