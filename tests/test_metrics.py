@@ -24,7 +24,12 @@ java_metric = pytest.mark.slow  # starts JVMs: METEOR once per module, the PTB t
 
 @pytest.fixture(scope="module")
 def scorer():
-    with CaptionScorer() as s:
+    """One METEOR JVM for the module, started with GC logging on (``JDK_JAVA_OPTIONS``): every
+    test scoring through it also checks that JVM log lines never reach METEOR's reply protocol."""
+    with pytest.MonkeyPatch.context() as env, CaptionScorer() as s:
+        env.setenv("JDK_JAVA_OPTIONS", "-Xlog:gc=info")
+        s._ensure_meteor()
+        env.undo()
         yield s
 
 

@@ -27,6 +27,14 @@ METEOR_DIR = Path(_pycoco_meteor.__file__).resolve().parent
 METEOR_JAR = _pycoco_meteor.METEOR_JAR
 
 
+#: The JVM's own messages must not reach stdout, which carries METEOR's line protocol: its log
+#: lines (warnings, and whatever ``JDK_JAVA_OPTIONS`` turns on) go to stderr instead, and no
+#: ``hsperfdata`` file is kept. Workers in separate pid namespaces that share ``/tmp`` (containers)
+#: get the same JVM pid, and the second JVM's "hsperfdata ... locked by another process" warning,
+#: read as a reply, had shifted every later one.
+JVM_QUIET = ("-Xlog:disable", "-Xlog:all=warning:stderr", "-XX:-UsePerfData")
+
+
 def _clean_segment(text: str) -> str:
     """Keep one caption from breaking METEOR's ``|||``-separated, newline-terminated protocol."""
     return " ".join(text.replace("|||", " ").split())
@@ -38,7 +46,7 @@ class MeteorProcess:
     def __init__(self, java: str = "java") -> None:
         self._lock = threading.Lock()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the JVM)
-        cmd = [java, "-Dfile.encoding=UTF-8", "-jar", "-Xmx2G", METEOR_JAR]
+        cmd = [java, *JVM_QUIET, "-Dfile.encoding=UTF-8", "-jar", "-Xmx2G", METEOR_JAR]
         cmd += ["-", "-", "-stdio", "-l", "en", "-norm"]
         self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
             cmd,
