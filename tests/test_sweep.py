@@ -128,6 +128,71 @@ def test_a_heartbeat_keeps_a_long_point_alive(tmp_path):
     assert [t.state for t in queue.trials()] == [q.TrialState.COMPLETE]
 
 
+def _storage_error(driver_error: Exception) -> Exception:
+    """What optuna raises when a commit fails: its own error, caused by SQLAlchemy's."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        try:
+            raise OperationalError("COMMIT", {}, driver_error)
+        except OperationalError as exc:
+            raise StorageInternalError("An exception is raised during the commit.") from exc
+    except StorageInternalError as wrapped:
+        return wrapped
+
+
+def test_a_lost_database_server_is_retried_and_sqlite_errors_are_not(monkeypatch, capsys):
+    import sqlite3
+
+    import psycopg
+
+    refused = _storage_error(psycopg.OperationalError("connection refused (the server restarts)"))
+    local = _storage_error(sqlite3.OperationalError("disk I/O error"))
+    assert q._server_lost(refused) and not q._server_lost(local)
+    monkeypatch.setattr(q, "RECONNECT_EVERY_S", 0.01)
+    monkeypatch.setattr(q, "OUTAGES", q._Outages())
+    answers = [refused, refused, "claimed"]
+
+    def flaky():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert q._retry(flaky) == "claimed" and not answers
+    assert "optuna storage unreachable (connection refused" in capsys.readouterr().err
+    assert q.OUTAGES.within(60)  # stale heartbeats are not reaped for a grace period now
+
+    def down():
+        raise refused
+
+    monkeypatch.setattr(q, "RECONNECT_S", 0.05)
+    with pytest.raises(q.QueueError, match=r"unreachable for 0 s: connection refused"):
+        q._retry(down)
+    with pytest.raises(type(local)):  # a local error propagates at once
+        q._retry(lambda: (_ for _ in ()).throw(local))
+
+
+def test_stale_heartbeats_right_after_an_outage_are_not_reaped(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    queue = q.WorkQueue(q.open_storage(url, heartbeat_s=1, grace_s=1), "s")
+    queue.enqueue([_attrs(0)])
+    claim = queue.claim()
+    queue.storage.set_trial_system_attr(
+        claim.trial_id, "worker", {"host": "elsewhere", "boot": "x", "pid": 1, "start": "1"}
+    )
+    queue.storage.record_heartbeat(claim.trial_id)
+    time.sleep(2.5)
+    outages = q._Outages()
+    outages.note()
+    monkeypatch.setattr(q, "OUTAGES", outages)
+    assert queue.reap() == []  # the database was down a moment ago: no heartbeat could land
+    assert queue.running_elsewhere({"p00"}) == ["p00"]  # so a worker with nothing to do waits
+    monkeypatch.setattr(q, "OUTAGES", q._Outages())
+    assert queue.reap() == ["p00"]
+
+
 # ---------------------------------------------------------------------- end to end, tiny
 
 

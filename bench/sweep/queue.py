@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sqlite3
+import sys
 import threading
 import time
 import warnings
@@ -49,6 +50,8 @@ from ituning.files import file_lock
 
 HEARTBEAT_S = 10
 GRACE_S = 60
+RECONNECT_S = 120.0  # a database server restarting: how long queue calls keep retrying
+RECONNECT_EVERY_S = 2.0
 LOCK_WAIT_S = 10  # opening a SQLite storage that another process keeps locked fails after this
 T = TypeVar("T")
 
@@ -262,6 +265,8 @@ class WorkQueue:
                 dead = (now - started).total_seconds() > self.grace_s
             if dead and self._fail_and_requeue(t, "worker process died"):
                 requeued.append(t.user_attrs.get("digest", "?"))
+        if OUTAGES.within(self.grace_s):
+            return requeued  # heartbeats missed while the database was down prove nothing
         before = {t._trial_id for t in self.trials((TrialState.RUNNING,))}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -330,6 +335,18 @@ class WorkQueue:
             )
         return None
 
+    def running_elsewhere(self, wanted: Iterable[str]) -> list[str]:
+        """The ``wanted`` points that a worker of another machine runs now (or claimed without
+        saying who it is). A worker with nothing left to claim waits for them: should that machine
+        die, its point is re-queued after the grace period and someone must be left to run it."""
+        wanted = set(wanted)
+        return [
+            t.user_attrs["digest"]
+            for t in self.trials((TrialState.RUNNING,))
+            if t.user_attrs.get("digest") in wanted
+            and not same_machine(t.system_attrs.get("worker") or {})
+        ]
+
     def _held_elsewhere(self, digest: str, trial_id: int) -> bool:
         return any(
             t._trial_id != trial_id and t.user_attrs.get("digest") == digest
@@ -359,8 +376,10 @@ class WorkQueue:
         def beat() -> None:
             while not stop.wait(interval):
                 # A database blip must not kill training; the next beat retries.
-                with contextlib.suppress(Exception):
+                try:
                     self.storage.record_heartbeat(claim.trial_id)
+                except Exception:
+                    OUTAGES.note()
 
         thread = threading.Thread(target=beat, name=f"heartbeat-{claim.number}", daemon=True)
         thread.start()
@@ -387,18 +406,96 @@ def _requeue(study: optuna.Study, trial: FrozenTrial) -> None:
 # ---------------------------------------------------------------------- helpers
 
 
+class _Outages:
+    """When this process last failed to reach its database server. Nobody's heartbeat could be
+    recorded then: until a grace period has passed since, a stale heartbeat is the outage's doing,
+    not a dead worker's, and reaping on it would run a live worker's point a second time."""
+
+    def __init__(self) -> None:
+        self.last = float("-inf")
+
+    def note(self) -> None:
+        self.last = time.monotonic()
+
+    def within(self, seconds: float) -> bool:
+        return time.monotonic() - self.last < seconds
+
+
+OUTAGES = _Outages()
+
+
 def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
-    """Retry SQLite 'database is locked' (several local workers); anything else propagates."""
+    """Retry SQLite 'database is locked' (several local workers), and a lost database server
+    (PostgreSQL or MySQL restarting) for up to ``RECONNECT_S``: then one line names the storage.
+    Anything else propagates."""
     delay = 0.2
     for i in range(attempts):
         try:
             return fn()
         except Exception as exc:
+            if _server_lost(exc):
+                return _reconnect(fn, exc, time.monotonic())
             if i == attempts - 1 or "locked" not in str(exc).lower():
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
     raise AssertionError("unreachable")
+
+
+def _reconnect(fn: Callable[[], T], exc: Exception, since: float) -> T:
+    """``fn`` again every few seconds while the database server stays unreachable."""
+    warned = False
+    while time.monotonic() - since < RECONNECT_S:
+        if not warned:
+            print(
+                f"warning: optuna storage unreachable ({_reason(exc)}); retrying for "
+                f"up to {RECONNECT_S:.0f} s",
+                file=sys.stderr,
+            )
+            warned = True
+        OUTAGES.note()
+        time.sleep(RECONNECT_EVERY_S)
+        try:
+            result = fn()
+        except Exception as again:
+            if not _server_lost(again):
+                raise
+            exc = again
+        else:
+            OUTAGES.note()  # its end, as this process saw it
+            return result
+    raise QueueError(
+        f"optuna storage unreachable for {RECONNECT_S:.0f} s: {_reason(exc)}"
+    ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The database driver's own words, if the chain holds them (optuna's wrapper blames the
+    commit's data)."""
+    from sqlalchemy.exc import DBAPIError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and seen.orig is not None:
+            return first_line(seen.orig)
+        seen = seen.__cause__ or seen.__context__
+    return first_line(exc)
+
+
+def _server_lost(exc: BaseException) -> bool:
+    """A database *server* connection failed or was cut (never SQLite: its errors are local and
+    immediate, and 'locked' has its own retry)."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        lost = isinstance(seen, OperationalError | InterfaceError) or (
+            isinstance(seen, DBAPIError) and seen.connection_invalidated
+        )
+        if lost and not isinstance(getattr(seen, "orig", None), sqlite3.Error):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _finite(value: float | None) -> bool:
