@@ -1,5 +1,8 @@
 """A sweep worker: claim a queued point, train it in its run folder, track it in MLflow, repeat.
 
+With nothing left to claim, a worker waits while points of its sweep run on other machines: if one
+of those machines dies, its point is re-queued after the grace period and this worker runs it.
+
 A claim is skipped when the point already has a FINISHED MLflow run (the record of "done"; see
 ``bench.sweep.tracking``). A run folder with a ``result.json`` but no FINISHED run (say, the worker
 was killed between writing the result and logging it) is logged again without training again,
@@ -19,6 +22,7 @@ import inspect
 import os
 import shutil
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,12 +98,25 @@ def work(ctx: WorkerContext, log: Callable[[str], None] = print) -> list[str]:
     tracker = tracking.Tracker(ctx.tracking_uri, ctx.experiment)
     executor = SharedScorerExecutor(load_executor(ctx.executor))
     ran: list[str] = []
+    waiting = False
     try:
         while True:
             queue.reap()
             claim = queue.claim(ctx.digests)
             if claim is None:
-                return ran
+                elsewhere = queue.running_elsewhere(ctx.digests)
+                if not elsewhere:
+                    return ran
+                if not waiting:
+                    log(
+                        f"[{ctx.name}] nothing left to claim; waiting for {len(elsewhere)} "
+                        f"point(s) running on other machines (re-run here if one stops sending "
+                        f"heartbeats for {ctx.grace_s} s)"
+                    )
+                waiting = True
+                time.sleep(ctx.heartbeat_s)
+                continue
+            waiting = False
             with queue.heartbeat(claim):
                 outcome = run_point(ctx, queue, tracker, claim, executor, log)
             log(f"[{ctx.name}] {claim.digest} {claim.label}: {outcome}")
