@@ -52,6 +52,28 @@ def _ensure_java(session: nox.Session) -> None:
     )
 
 
+def _ensure_postgresql(session: nox.Session) -> None:
+    """The several-machines test runs a real PostgreSQL server: install Debian's where the machine
+    can (as root); elsewhere that test is skipped, saying what to install."""
+    if shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        session.log("installing PostgreSQL (postgresql) for the several-machines test")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "postgresql"],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        return
+    session.warn(
+        "PostgreSQL is not installed: the several-machines test will be skipped (Debian/Ubuntu: "
+        "sudo apt-get install postgresql; macOS: brew install postgresql)"
+    )
+
+
 def _ensure_env(session: nox.Session) -> None:
     """Java, then ``.venv``: created once, (re)installed only when the dependencies changed."""
     _ensure_java(session)
@@ -74,6 +96,7 @@ def _run(session: nox.Session, *args: str, env: dict[str, str] | None = None) ->
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (what CI runs). Extra arguments go to pytest."""
+    _ensure_postgresql(session)
     _ensure_env(session)
     _run(session, "-m", "pytest", *(session.posargs or ["-q"]))
 

@@ -1,4 +1,4 @@
-"""The registry of fault rows R1 ... R12 and the loop that runs them.
+"""The registry of fault rows R1 ... R13 and the loop that runs them.
 
 The ids are public: the committed report (``reports/reliability.md``) and ``--rows`` name rows by
 them. Each row names the fault, what must hold after it, the unit tests that also cover it, and
@@ -19,6 +19,7 @@ from bench.faults.lost_results import check_lost_results
 from bench.faults.malformed_inputs import check_malformed_inputs
 from bench.faults.nonfinite_loss import check_nonfinite_loss
 from bench.faults.resource_bombs import check_resource_bombs
+from bench.faults.several_machines import check_several_machines
 from bench.faults.sweep_kills import check_sweep_kills
 from bench.faults.training_kills import check_training_kills
 from bench.faults.trials import FaultRow, RowResult, one_line
@@ -115,6 +116,15 @@ ROWS: dict[str, FaultRow] = {
             "exit 1 naming the point (never 'pending'); the rerun finishes it once",
             "test_sweep_integrity.py (worker killed)",
             check_worker_death,
+        ),
+        FaultRow(
+            "R13",
+            "3 machines on a PostgreSQL queue and an MLflow server: one SIGKILLed mid-point, "
+            "PostgreSQL and the tracking server each restarted mid-sweep",
+            "another machine re-runs the dead one's point after the grace period, never before; "
+            "1 FINISHED run per point, with its result; none RUNNING; all exit 0",
+            "test_several_machines.py",
+            check_several_machines,
         ),
     ]
 }
