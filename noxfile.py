@@ -29,21 +29,25 @@ def _requirements_digest() -> str:
     return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
 
 
+def _apt_install(session: nox.Session, package: str, why: str) -> bool:
+    """Install a Debian package where the machine can (apt-get, as root); False elsewhere."""
+    if not (shutil.which("apt-get") and os.geteuid() == 0):
+        return False
+    session.log(f"installing {package} {why}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", package], check=True, env=env, stdout=subprocess.DEVNULL
+    )
+    return True
+
+
 def _ensure_java(session: nox.Session) -> None:
     """pycocoevalcap's PTB tokenizer and METEOR are Java programs: install a JRE where the
-    machine can (Debian/Ubuntu as root), else stop with what to install."""
-    if shutil.which("java"):
-        return
-    if shutil.which("apt-get") and os.geteuid() == 0:
-        session.log("installing Java (openjdk-17-jre-headless) for the caption metrics")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "openjdk-17-jre-headless"],
-            check=True,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
+    machine can, else stop with what to install."""
+    if shutil.which("java") or _apt_install(
+        session, "openjdk-17-jre-headless", "for the caption metrics"
+    ):
         return
     session.error(
         "Java is missing: the caption metrics (pycocoevalcap) need a Java 17 runtime; install "
@@ -54,19 +58,9 @@ def _ensure_java(session: nox.Session) -> None:
 
 def _ensure_postgresql(session: nox.Session) -> None:
     """The several-machines test runs a real PostgreSQL server: install Debian's where the machine
-    can (as root); elsewhere that test is skipped, saying what to install."""
-    if shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
-        return
-    if shutil.which("apt-get") and os.geteuid() == 0:
-        session.log("installing PostgreSQL (postgresql) for the several-machines test")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "postgresql"],
-            check=True,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
+    can; elsewhere that test is skipped, saying what to install."""
+    installed = shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if installed or _apt_install(session, "postgresql", "for the several-machines test"):
         return
     session.warn(
         "PostgreSQL is not installed: the several-machines test will be skipped (Debian/Ubuntu: "

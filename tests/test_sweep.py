@@ -98,15 +98,20 @@ def test_a_dead_local_worker_is_requeued_at_once(tmp_path):
     assert retried.user_attrs["retry_of"] == 0
 
 
+def _claimed_elsewhere(queue: q.WorkQueue) -> q.Claim:
+    """Claim the next point as if from another machine that then went silent (no heartbeats)."""
+    claim = queue.claim()
+    queue.storage.set_trial_system_attr(
+        claim.trial_id, "worker", {"host": "elsewhere", "boot": "x", "pid": 1, "start": "1"}
+    )
+    return claim
+
+
 def test_a_silent_remote_worker_is_requeued_after_the_grace_period(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     queue = q.WorkQueue(q.open_storage(url, heartbeat_s=1, grace_s=1), "s")
     queue.enqueue([_attrs(0)])
-    claim = queue.claim()
-    # Pretend the claim came from another machine that then went silent (no heartbeat thread).
-    queue.storage.set_trial_system_attr(
-        claim.trial_id, "worker", {"host": "elsewhere", "boot": "x", "pid": 1, "start": "1"}
-    )
+    _claimed_elsewhere(queue)
     assert queue.reap() == []
     time.sleep(2.5)
     assert queue.reap() == ["p00"]
@@ -117,10 +122,7 @@ def test_a_heartbeat_keeps_a_long_point_alive(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     queue = q.WorkQueue(q.open_storage(url, heartbeat_s=1, grace_s=2), "s")
     queue.enqueue([_attrs(0)])
-    claim = queue.claim()
-    queue.storage.set_trial_system_attr(
-        claim.trial_id, "worker", {"host": "elsewhere", "boot": "x", "pid": 1, "start": "1"}
-    )
+    claim = _claimed_elsewhere(queue)
     with queue.heartbeat(claim):
         time.sleep(3.5)
         assert queue.reap() == []
@@ -178,10 +180,7 @@ def test_stale_heartbeats_right_after_an_outage_are_not_reaped(tmp_path, monkeyp
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     queue = q.WorkQueue(q.open_storage(url, heartbeat_s=1, grace_s=1), "s")
     queue.enqueue([_attrs(0)])
-    claim = queue.claim()
-    queue.storage.set_trial_system_attr(
-        claim.trial_id, "worker", {"host": "elsewhere", "boot": "x", "pid": 1, "start": "1"}
-    )
+    claim = _claimed_elsewhere(queue)
     queue.storage.record_heartbeat(claim.trial_id)
     time.sleep(2.5)
     outages = q._Outages()
