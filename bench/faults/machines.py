@@ -71,8 +71,9 @@ def cluster(folder: Path) -> Iterator[Cluster]:
     """PostgreSQL with databases ``optuna`` and ``mlflow``, and ``mlflow server`` on the latter
     (artifacts under ``folder``); both stopped by their process ids at the end."""
     folder.mkdir(parents=True, exist_ok=True)
-    pg = PostgresServer().start()
+    pg = PostgresServer()
     try:
+        pg.start()
         storage_url = pg.create_database("optuna")
         tracking = MlflowServer(
             pg.create_database("mlflow"), folder / "mlartifacts", folder / "mlflow-server.log"
