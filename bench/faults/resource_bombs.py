@@ -4,8 +4,10 @@ unhashable keys, seeds past 64 bits, absurd widths and beams, ``epochs: true``, 
 outside the runs folder, a name with a trailing newline, and stores that are folders or in memory.
 
 Each must be refused like any malformed input (exit 2, one ``error:`` line, no traceback, nothing
-written), and quickly: within :data:`TIME_LIMIT_S`, in an address space of :data:`MEMORY_BYTES`
-(a bomb that expands in memory fails with a MemoryError there, instead of taking the machine).
+written), and quickly: within :data:`TIME_LIMIT_S`, with :data:`MEMORY_BYTES` of address space
+beyond what the program's imports map (a bomb that expands in memory fails with a MemoryError
+there, instead of taking the machine). The imports are measured, not assumed: the CUDA build of
+torch alone maps more than 1 GiB.
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ from bench.faults.trials import RowResult, Trial, expect, refused_cleanly, run_t
 
 TIME_LIMIT_S = 30.0
 MEMORY_BYTES = 1 << 30
+#: What ``python -m bench.sweep`` imports before it reads a spec.
+_STARTUP = "import bench.sweep.cli, bench.sweep.plan, bench.sweep.profiles"
+
+
+def startup_address_space(h: FaultHarness) -> int:
+    """Bytes of address space (VmPeak) of a process that has imported what the sweep imports."""
+    code = f"{_STARTUP}\nprint(next(line for line in open('/proc/self/status') if line.startswith('VmPeak')).split()[1])"
+    proc = h.run(["-c", code])
+    expect(proc.rc == 0, f"could not measure the imports' address space: {proc.tail()}")
+    return int(proc.out.split()[-1]) * 1024
 
 
 def alias_bomb(levels: int = 9, width: int = 9) -> str:
@@ -104,6 +116,7 @@ SPECS: list[tuple[str, str | bytes, tuple[str, ...]]] = [
 
 
 def check_resource_bombs(h: FaultHarness, row: RowResult) -> None:
+    memory = startup_address_space(h) + MEMORY_BYTES
     runs = h.work / "r11-runs"  # must never come into existence
     cwd = h.scratch("r11-cwd")
     cwd.mkdir()
@@ -119,14 +132,14 @@ def check_resource_bombs(h: FaultHarness, row: RowResult) -> None:
             spec = h.scratch("r11-spec") / "bomb.yaml"
             spec.parent.mkdir()
             spec.write_bytes(text if isinstance(text, bytes) else text.encode())
-            refused(t, h.sweep_args(spec, runs), names, MEMORY_BYTES)
+            refused(t, h.sweep_args(spec, runs), names, memory)
 
         return trial
 
     def special_file(make: Callable[[Path], Path], names: tuple[str, ...]):
         def trial(t: Trial) -> None:
             path = make(h.scratch("r11-special"))
-            refused(t, h.sweep_args(path, runs), names, MEMORY_BYTES)
+            refused(t, h.sweep_args(path, runs), names, memory)
 
         return trial
 
@@ -162,5 +175,6 @@ def check_resource_bombs(h: FaultHarness, row: RowResult) -> None:
     )
     row.notes.append(
         f"{row.trials} inputs; checked: exit 2, one `error:` line, no traceback, nothing written, "
-        f"refused within {TIME_LIMIT_S:.0f} s, specs in a {MEMORY_BYTES >> 30} GiB address space"
+        f"refused within {TIME_LIMIT_S:.0f} s, specs with {MEMORY_BYTES >> 30} GiB of address space "
+        f"beyond the imports' {(memory - MEMORY_BYTES) / (1 << 30):.1f} GiB"
     )

@@ -106,7 +106,8 @@ ROWS: dict[str, FaultRow] = {
             "R11",
             "resource bombs and hostile values: alias bombs, 10^6-point grids, FIFO, /dev/zero, "
             "deep nesting, 2^64 seeds, absurd widths and beams, stores that are folders",
-            "exit 2, one error line, nothing written, within 30 s and a 1 GiB address space",
+            "exit 2, one error line, nothing written, within 30 s and 1 GiB of address space "
+            "beyond the imports",
             "test_spec_limits.py, test_input_fuzz.py, test_tracking.py",
             check_resource_bombs,
         ),
