@@ -564,3 +564,31 @@ def test_sigkill_while_logging_to_mlflow_reuses_the_finished_folder(straight, tm
     )
     states = {s for _, s in stores.trial_states(runs, stores.profile_store())}
     assert "RUNNING" not in states and "WAITING" not in states
+
+
+def test_a_partial_rerun_replaces_only_its_rows_in_the_report(tmp_path):
+    from bench.faults.report import report, updated
+    from bench.faults.trials import FaultRow, RowResult
+
+    def result(row_id: str, trials: int, passed: int, note: str, failures=()) -> RowResult:
+        row = FaultRow(row_id, f"fault {row_id}", "holds", "test_x.py", lambda h, r: None)
+        return RowResult(row, trials, passed, 0, 1.0, list(failures), [note])
+
+    full = [result("R1", 2, 2, "first"), result("R2", 3, 1, "second", ["boom"])]
+    old = report(full, command="python -m bench.faults", seconds=60, work=tmp_path)
+    new = updated(
+        old, [result("R2", 3, 3, "again"), result("R9", 1, 1, "new")],
+        command="python -m bench.faults --rows R2,R9 --update", seconds=30, work=tmp_path,
+    )  # fmt: skip
+    lines = new.splitlines()
+    assert "| R1 | fault R1 | holds | 2 | 2 | 0 | 1 s |" in lines  # untouched
+    assert "| R2 | fault R2 | holds | 3 | 3 | 0 | 1 s |" in lines
+    assert not [x for x in lines if x.startswith("| R2 |") and "| 1 |" in x]
+    assert "FAILED: boom" not in new and "again" in new and "second" not in new
+    assert (
+        lines.index("| R9 | fault R9 | holds | 1 | 1 | 0 | 1 s |")
+        == lines.index("| R2 | fault R2 | holds | 3 | 3 | 0 | 1 s |") + 1
+    )
+    assert lines[-1].startswith("- **R9**")
+    assert "Rows R2, R9 rerun by `python -m bench.faults --rows R2,R9 --update`" in new
+    assert "4 of 4 trials passed" in new and new.startswith(old.splitlines()[0])

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bench.faults.report import report, scrub, table
+from bench.faults.report import report, scrub, table, updated
 from bench.faults.rows import ROWS, run_rows
 from ituning.errors import ArgumentParser, cli_main
 from ituning.files import atomic_write
@@ -39,11 +39,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="for the kill points and moments")
     p.add_argument("--out", type=Path, default=Path("reports/reliability.md"))
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp)")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="replace only the rows run now in the existing --out report (a partial rerun)",
+    )
     args = p.parse_args(argv)
     rows = [r.strip().upper() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown or args.trials < 0:
         p.error(f"--rows: unknown {unknown}" if unknown else "--trials must be >= 0")
+    if args.update and not args.out.is_file():
+        p.error(f"--update: {args.out} does not exist; run without --update first")
     started = time.perf_counter()
     with work_folder(args.keep) as work:
         results = run_rows(work, quick=args.quick, trials=args.trials, seed=args.seed, rows=rows)
@@ -51,7 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "python -m bench.faults" + (" --quick" if args.quick else "")
         if args.trials != 3:
             command += f" --trials {args.trials}"
-        text = report(results, command=command, seconds=seconds, work=work)
+        if args.rows != ",".join(ROWS):
+            command += f" --rows {','.join(rows)}"
+        if args.update:
+            command += " --update"
+            text = updated(
+                args.out.read_text(), results, command=command, seconds=seconds, work=work
+            )
+        else:
+            text = report(results, command=command, seconds=seconds, work=work)
     print()
     print("\n".join(table(results)))
     for r in results:
