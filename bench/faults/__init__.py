@@ -14,6 +14,9 @@ fault family, its docstring saying what must hold:
 - R6 ``unreachable_stores``: tracking server or optuna storage unreachable or locked.
 - R7 ``concurrent_starts``: three sweeps started at once on a fresh runs folder.
 - R8 ``untrusted_files``: YAML tags, code-running pickles, path traversal, the UI's binding.
+- R9-R12 ``disk_full``, ``lost_results``, ``resource_bombs``, ``worker_death``.
+- R13 ``several_machines``: three machines on a PostgreSQL queue and an MLflow server (``machines``,
+  ``servers``), one killed mid-point while both servers restart.
 
 Around them: ``harness`` (work folder, subprocesses, kills at pause points), ``trials`` (pass/fail
 bookkeeping), ``inputs`` (the fake paper data root, malformed inputs), ``stores`` (what MLflow,
