@@ -4,14 +4,8 @@
 A machine is a worker process in a pid namespace of its own (``unshare``): the other workers cannot
 see its pid, so, as across real machines, only its heartbeats tell them it lives. Each has its own
 working folder and ``runs/`` (nothing shared on disk but the data and backbones), and runs the
-README's command in it. Three faults:
-
-* a machine SIGKILLed in the middle of a point: after the grace period another machine re-runs it;
-* the tracking server stopped and restarted mid-sweep;
-* PostgreSQL stopped and restarted mid-sweep.
-
-After each: every point has exactly one FINISHED MLflow run, logged with its result; no run is left
-RUNNING and no trial RUNNING or WAITING; a point ran again only where a machine died under it.
+README's command in it. The faults injected into such a fleet, and what must hold after them, are
+``bench.faults.several_machines``'s.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""R13's scenarios (see ``bench.faults.machines``) and what must hold after each.
+"""R13's scenario (the machines and servers are ``bench.faults.machines``'s) and what must hold.
 
 What the stores say is read through MLflow's and optuna's own clients, from the tracking server
 and the PostgreSQL queue the machines used.
