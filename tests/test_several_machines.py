@@ -22,5 +22,5 @@ def test_three_machines_outlive_a_dead_one_and_restarted_servers(tiny_assets, tm
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
     trial = Trial("several machines")
     with fleet(tmp_path, tiny_assets, {**env, "PYTHONHASHSEED": "0"}) as f:
-        several_machines(f, trial)  # raises, naming what broke, if any promise is not kept
+        several_machines(f, trial, down_s=4)  # raises, naming what broke, if a promise is broken
     assert any("re-run by machine" in note for note in trial.notes)
