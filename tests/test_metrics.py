@@ -17,6 +17,7 @@ from ituning.metrics import (
     spice_status,
     write_coco_results,
 )
+from ituning.metrics.scorer import ptb_tokenize
 from ituning.metrics.spice import CORENLP_JARS, SPICE_LIB
 
 java_metric = pytest.mark.slow  # starts JVMs: METEOR once per module, the PTB tokenizer per call
@@ -233,3 +234,12 @@ def test_naming_prefers_longest_phrase_and_validates():
         naming_precision({}, {}, {"Ball": "circle", "ball": "sphere"})
     with pytest.raises(DataError, match="1 captioned images have no object list"):
         naming_precision({"zz": "a ball"}, PRESENT, LEXICON)
+
+
+@java_metric
+def test_jvm_log_lines_never_reach_the_ptb_tokenizers_answers(monkeypatch):
+    """The PTB tokenizer's answers are read by line number, like METEOR's (``ituning.metrics.jvm``)."""
+    monkeypatch.setenv("JDK_JAVA_OPTIONS", "-Xlog:gc=info")  # a log line at every JVM start
+    res, gts = ptb_tokenize({"1": "A red circle."}, {"1": ["a blue square", "two (green) stars"]})
+    assert res == {"1": ["a red circle"]}
+    assert gts == {"1": ["a blue square", "two -lrb- green -rrb- stars"]}  # pycocoevalcap's own

@@ -22,17 +22,10 @@ from pathlib import Path
 from pycocoevalcap.meteor import meteor as _pycoco_meteor
 
 from ituning.errors import ITuningError
+from ituning.metrics.jvm import JVM_QUIET
 
 METEOR_DIR = Path(_pycoco_meteor.__file__).resolve().parent
 METEOR_JAR = _pycoco_meteor.METEOR_JAR
-
-
-#: The JVM's own messages must not reach stdout, which carries METEOR's line protocol: its log
-#: lines (warnings, and whatever ``JDK_JAVA_OPTIONS`` turns on) go to stderr instead, and no
-#: ``hsperfdata`` file is kept. Workers in separate pid namespaces that share ``/tmp`` (containers)
-#: get the same JVM pid, and the second JVM's "hsperfdata ... locked by another process" warning,
-#: read as a reply, had shifted every later one.
-JVM_QUIET = ("-Xlog:disable", "-Xlog:all=warning:stderr", "-XX:-UsePerfData")
 
 
 def _clean_segment(text: str) -> str:

@@ -22,9 +22,9 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer
-from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from ituning.errors import ConfigError, DataError
+from ituning.metrics.jvm import ptb_lines
 from ituning.metrics.meteor import MeteorProcess
 from ituning.metrics.spice import install_spice_jars, run_spice, spice_status
 
@@ -274,7 +274,7 @@ class CaptionScorer:
     def _tokenize(
         self, preds: dict[str, str], refs: dict[str, list[str]]
     ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        return ptb_tokenize(preds, refs)
+        return ptb_tokenize(preds, refs, self.java)
 
     def _aggregate(
         self,
@@ -323,23 +323,15 @@ class CaptionScorer:
 
 
 def ptb_tokenize(
-    preds: Mapping[str, str], refs: Mapping[str, Sequence[str]]
+    preds: Mapping[str, str], refs: Mapping[str, Sequence[str]], java: str = "java"
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """PTB-tokenise predictions and references in one JVM call (it is line-wise), as the COCO
     evaluation does before every metric; ids may be any hashable keys."""
-    batch: dict[tuple[str, object], list[dict[str, str]]] = {}
-    for i, caption in preds.items():
-        batch[("res", i)] = [{"caption": sanitise_caption(caption)}]
-    for i, captions in refs.items():
-        batch[("gts", i)] = [{"caption": sanitise_caption(c)} for c in captions]
-    tokens = PTBTokenizer().tokenize(batch)
-    misaligned = [k for k, v in batch.items() if len(tokens.get(k, ())) != len(v)]
-    if misaligned:
-        raise DataError(
-            f"the PTB tokenizer returned a different number of lines for {len(misaligned)} "
-            f"images (e.g. {_preview(str(k[1]) for k in misaligned)}): a caption contains a line "
-            "break the sanitiser missed"
-        )
-    res = {i: tokens[("res", i)] for i in preds}
-    gts = {i: tokens[("gts", i)] for i in refs}
+    keys = [("res", i) for i in preds] + [("gts", i) for i, caps in refs.items() for _ in caps]
+    sentences = [sanitise_caption(c) for c in preds.values()]
+    sentences += [sanitise_caption(c) for caps in refs.values() for c in caps]
+    res: dict[str, list[str]] = {i: [] for i in preds}
+    gts: dict[str, list[str]] = {i: [] for i in refs}
+    for (side, i), line in zip(keys, ptb_lines(sentences, java), strict=True):
+        (res if side == "res" else gts)[i].append(line)
     return res, gts
