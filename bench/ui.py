@@ -36,18 +36,28 @@ READY_TIMEOUT_S = 60
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
+#: The environment ``mlflow server`` runs in (no job runner: it would start its own workers).
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def tracking_server_argv(
+    backend_uri: str, artifacts: Path, host: str = "127.0.0.1", port: int = 5000
+) -> list[str]:
+    """The README's ``mlflow server`` command line (one worker; run it with :data:`SERVER_ENV`)."""
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+
+
 def server_command(
     runs_dir: Path, host: str = "127.0.0.1", port: int = 5000
 ) -> tuple[list[str], dict[str, str]]:
-    """The ``mlflow server`` command line and its extra environment."""
+    """The ``mlflow server`` command line over a runs folder's store, and its extra environment."""
     runs_dir = Path(runs_dir).resolve()
-    argv = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", tracking.default_tracking_uri(runs_dir),
-        "--artifacts-destination", str(runs_dir / "mlartifacts"),
-        "--host", host, "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    return argv, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    backend = tracking.default_tracking_uri(runs_dir)
+    return tracking_server_argv(backend, runs_dir / "mlartifacts", host, port), dict(SERVER_ENV)
 
 
 @contextlib.contextmanager
@@ -66,7 +76,7 @@ def serve(runs_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> Iterator
         )
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     try:
-        _wait_ready(proc, url, log)
+        wait_ready(proc, url, log)
         yield url
     finally:
         stop_group(proc)
@@ -74,7 +84,7 @@ def serve(runs_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> Iterator
 
 def stop_group(proc: subprocess.Popen, timeout_s: float = 15) -> None:
     """Stop a process started with ``start_new_session=True`` and its children: SIGTERM to its
-    group, SIGKILL after ``timeout_s``."""
+    group, SIGKILL after ``timeout_s``, then SIGKILL to what is left of the group."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -82,16 +92,26 @@ def stop_group(proc: subprocess.Popen, timeout_s: float = 15) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived their parent
 
 
-def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+def wait_ready(
+    proc: subprocess.Popen,
+    url: str,
+    log: Path,
+    timeout_s: float = READY_TIMEOUT_S,
+    hint: str = "is the port taken? try --port",
+) -> None:
+    """Until the server at ``url`` answers ``/health``; one-line ConfigError if it exits (with the
+    last line of its ``log``) or stays silent past ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             err = log.read_text(errors="replace").strip().splitlines()
             raise ConfigError(
                 f"mlflow server on {url} exited with code {proc.returncode}: "
-                f"{err[-1] if err else 'no message'} (is the port taken? try --port; log: {log})"
+                f"{err[-1] if err else 'no message'} ({hint}; log: {log})"
             )
         with (
             contextlib.suppress(OSError),
@@ -100,7 +120,7 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
             if reply.status == 200:
                 return
         time.sleep(0.5)
-    raise ConfigError(f"mlflow server on {url} did not answer within {READY_TIMEOUT_S} s")
+    raise ConfigError(f"mlflow server on {url} did not answer within {timeout_s:.0f} s")
 
 
 def compare_path(runs_dir: Path, spec: str, experiment: str = "mini") -> str:

@@ -8,19 +8,17 @@ folder of its own under the system's temporary folder (pytest's folders are priv
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.faults.harness import free_port, log_tail
+from bench.ui import SERVER_ENV, stop_group, tracking_server_argv, wait_ready
 from ituning.errors import ITuningError
 
 START_TIMEOUT_S = 120.0
@@ -62,19 +60,6 @@ def missing_postgres() -> str | None:
     except ImportError:
         return "the PostgreSQL driver is missing: pip install 'psycopg[binary]'"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, n: int = 1500) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
 
 
 @dataclass
@@ -136,7 +121,9 @@ class PostgresServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.proc is not None and self.proc.poll() is not None:
-                raise ServerError(f"postgres exited {self.proc.returncode}: {_tail(self.log_file)}")
+                raise ServerError(
+                    f"postgres exited {self.proc.returncode}: {log_tail(self.log_file)}"
+                )
             try:
                 psycopg.connect(self.url("postgres"), connect_timeout=2).close()
                 return
@@ -185,48 +172,22 @@ class MlflowServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-            "--port", str(self.port), "--workers", "1",
-            "--backend-store-uri", self.backend_uri, "--artifacts-destination", str(self.artifacts),
-        ]  # fmt: skip
-
     def start(self) -> MlflowServer:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        argv = tracking_server_argv(self.backend_uri, self.artifacts, "127.0.0.1", self.port)
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=log, env=env, start_new_session=True
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                raise ServerError(
-                    f"mlflow server exited {self.proc.returncode}: {_tail(self.log_file)}"
-                )
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url + "/health", timeout=2) as r,
-            ):
-                if r.status == 200:
-                    return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ServerError(f"mlflow server not ready after {START_TIMEOUT_S:.0f} s")
-            time.sleep(0.3)
+                argv, stdout=log, stderr=log, env={**os.environ, **SERVER_ENV},
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            wait_ready(self.proc, self.url, self.log_file, START_TIMEOUT_S, "is the port taken?")
+        except ITuningError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         """SIGTERM to the server's process group (its uvicorn workers too), SIGKILL if it lingers."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group
-        self.proc = None
+        if self.proc is not None:
+            stop_group(self.proc, STOP_TIMEOUT_S)
+            self.proc = None
