@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.faults import stores
 from bench.faults.servers import MlflowServer, PostgresServer, missing_postgres
 from bench.faults.trials import TrialFailed, expect, one_line
 
 SPEC = "smoke"
-SCALE = "tiny"
 HEARTBEAT_S = 1
 GRACE_S = 6
 MACHINES = 3
@@ -83,7 +83,7 @@ def cluster(folder: Path) -> Iterator[Cluster]:
 def sweep_command(c: Cluster, workers: int) -> list[str]:
     """The README's "Several machines" command at test size (``--workers 0``: enqueue only)."""
     return [
-        "-m", "bench.sweep", SPEC, "--scale", SCALE, "--runs-dir", "runs",
+        "-m", "bench.sweep", SPEC, "--scale", stores.SCALE, "--runs-dir", "runs",
         "--workers", str(workers), "--storage", c.storage_url, "--tracking-uri", c.tracking_uri,
         "--heartbeat", str(HEARTBEAT_S), "--grace", str(GRACE_S), "--quiet",
     ]  # fmt: skip
@@ -95,7 +95,6 @@ class Machine:
     folder: Path
     proc: subprocess.Popen | None = None
     killed_at: float | None = None
-    rc: int | None = None
 
     @property
     def log(self) -> Path:
@@ -113,19 +112,18 @@ class Machine:
         self.killed_at = time.time()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        self.rc = self.proc.wait()
+        self.proc.wait()
 
     def wait(self, deadline: float) -> int:
         assert self.proc is not None
         try:
-            self.rc = self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            return self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
             raise TrialFailed(
                 f"{self.name} ran over {RUN_TIMEOUT_S:.0f} s: {self.tail()}"
             ) from None
-        return self.rc
 
     def tail(self) -> str:
         return one_line(self.output()[-500:])
