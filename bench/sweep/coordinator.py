@@ -24,14 +24,13 @@ Several machines share one sweep by pointing ``--storage`` at one PostgreSQL/MyS
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bench.sweep import processes, tracking
 from bench.sweep import queue as work_queue
-from bench.sweep import tracking
 from bench.sweep.integrity import check_finished
 from bench.sweep.plan import RunPlan
 from bench.sweep.preflight import preflight
@@ -230,14 +229,13 @@ def _enqueue(
 
 
 def _run_workers(ctx: WorkerContext, n: int, tracker: tracking.Tracker, shown: int) -> list[str]:
-    """``n`` spawned workers; with ``shown`` points, a progress bar of finished points (the
+    """``n`` worker processes; with ``shown`` points, a progress bar of finished points (the
     workers' own bars would garble each other). Returns a line for each worker that died."""
-    mp = multiprocessing.get_context("spawn")
+    mp = processes.worker_processes()
     procs = []
     for i in range(n):
-        proc = mp.Process(
-            target=worker_entry, args=(replace(ctx, name=f"w{i}"),), name=f"sweep-worker-{i}"
-        )
+        worker = replace(ctx, name=f"w{i}", environ=processes.environment())
+        proc = mp.Process(target=worker_entry, args=(worker,), name=f"sweep-worker-{i}")
         proc.start()
         procs.append(proc)
     try:

@@ -43,6 +43,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from bench.sweep.disk_full import disk_full
 from bench.sweep.store_urls import mask_url, sqlite_problem
 from bench.sweep.worker_identity import identity, process_alive, same_machine
 from ituning.errors import ITuningError, first_line
@@ -427,7 +428,7 @@ OUTAGES = _Outages()
 def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
     """Retry SQLite 'database is locked' (several local workers), and a lost database server
     (PostgreSQL or MySQL restarting) for up to ``RECONNECT_S``: then one line names the storage.
-    Anything else propagates."""
+    A full disk is one line too; anything else propagates."""
     delay = 0.2
     for i in range(attempts):
         try:
@@ -435,6 +436,11 @@ def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
         except Exception as exc:
             if _server_lost(exc):
                 return _reconnect(fn, exc, time.monotonic())
+            if disk_full(exc):
+                raise QueueError(
+                    f"optuna storage: disk full ({_reason(exc)}); free space on its filesystem "
+                    "and rerun"
+                ) from None
             if i == attempts - 1 or "locked" not in str(exc).lower():
                 raise
             time.sleep(delay)

@@ -16,11 +16,9 @@ cannot be written, the worker stops with one line naming the point (:func:`recor
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib
 import inspect
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -29,22 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.sweep import axes, folders, tracking
+from bench.sweep import axes, folders, processes, tracking
 from bench.sweep import queue as work_queue
+from bench.sweep.disk_full import disk_full
 from bench.sweep.worker_identity import identity
 from ituning.errors import ITuningError, RunFailed, first_line
 from ituning.faultpoints import fault_point
 
 DEFAULT_EXECUTOR = "ituning.train:run_experiment"
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-DISK_FULL_SIGNS = ("database or disk is full", "No space left on device")
-NEARLY_FULL_BYTES = 16 << 20  # less free space than this after a failed write: the disk is full
 Executor = Callable[..., Any]
 
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """Everything a worker process needs (picklable: workers are spawned)."""
+    """Everything a worker process needs (picklable: workers are separate processes)."""
 
     storage_url: str
     study_name: str
@@ -60,6 +56,7 @@ class WorkerContext:
     heartbeat_s: int = work_queue.HEARTBEAT_S
     grace_s: int = work_queue.GRACE_S
     name: str = "w0"
+    environ: dict[str, str] | None = None  # the coordinator's, for a worker process to adopt
 
 
 @contextlib.contextmanager
@@ -77,7 +74,10 @@ def torch_threads(n: int | None):
 
 
 def worker_entry(ctx: WorkerContext) -> None:
-    """A spawned worker process: line-buffered output, its thread count, then :func:`work`."""
+    """A worker process: its coordinator's environment, line-buffered output, its thread count,
+    then :func:`work`."""
+    if ctx.environ is not None:
+        processes.adopt(ctx.environ)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # lines as they happen
     if ctx.threads:
         os.environ["OMP_NUM_THREADS"] = str(ctx.threads)
@@ -194,29 +194,13 @@ def failure_reason(exc: BaseException, out_dir: Path | None = None) -> tuple[str
     bare ``RuntimeError``, by the run folder's filesystem having almost no space left."""
     if isinstance(exc, ITuningError):
         return str(exc), False
-    if _disk_full(exc, out_dir):
+    if disk_full(exc, out_dir):
         return (
             f"disk full ({first_line(exc)}); free space on the run folder's filesystem and "
             "rerun (the point resumes from its last saved state)",
             False,
         )
     return f"{type(exc).__name__}: {exc}".strip(), True
-
-
-def _disk_full(exc: BaseException, out_dir: Path | None) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
-            return True
-        if any(sign in str(seen) for sign in DISK_FULL_SIGNS):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    if out_dir is None:
-        return False
-    try:
-        return shutil.disk_usage(out_dir).free < NEARLY_FULL_BYTES
-    except OSError:
-        return False
 
 
 def record_failure(

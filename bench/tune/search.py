@@ -17,7 +17,6 @@ result is logged without training again.
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from bench.sweep import folders, tracking
+from bench.sweep import folders, processes, tracking
 from bench.sweep import queue as work_queue
 from bench.sweep.coordinator import worker_threads
 from bench.sweep.learning_rates import SearchRecord
@@ -119,12 +118,14 @@ def run_search(
         todo = {m: _still_to_run(s, search.grid) for m, s in studies.items()}
         total = sum(todo.values())
         log(f"learning-rate search: {total} trial(s) to run ({len(search.grid)} rates per method)")
-        ctx = multiprocessing.get_context("spawn")
         threads = worker_threads(profile, workers)
         failed: list[str] = []
         with (
             ProcessPoolExecutor(
-                workers, mp_context=ctx, initializer=_init, initargs=(threads,)
+                workers,
+                mp_context=processes.worker_processes(),
+                initializer=_init,
+                initargs=(threads, processes.environment()),
             ) as pool,
             ThreadPoolExecutor(len(search.methods)) as methods,
         ):
@@ -275,7 +276,8 @@ def _record(search: Search, profile: Profile, method: str, study: optuna.Study) 
 _EXECUTOR: SharedScorerExecutor | None = None
 
 
-def _init(threads: int | None) -> None:
+def _init(threads: int | None, environ: dict[str, str]) -> None:
+    processes.adopt(environ)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if threads:  # for the life of this worker process, as a sweep worker does
         import torch
