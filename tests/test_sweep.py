@@ -176,6 +176,44 @@ def test_a_lost_database_server_is_retried_and_sqlite_errors_are_not(monkeypatch
         q._retry(lambda: (_ for _ in ()).throw(local))
 
 
+def _variable(name: str) -> str | None:  # in a worker process
+    return os.environ.get(name)
+
+
+def test_a_worker_takes_its_coordinators_environment_as_it_is_when_it_starts(monkeypatch):
+    """Workers fork from a server that keeps the environment it started with."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bench.sweep import processes
+
+    def pool(adopt: bool) -> ProcessPoolExecutor:
+        init = (processes.adopt, (processes.environment(),)) if adopt else (None, ())
+        return ProcessPoolExecutor(
+            1, mp_context=processes.worker_processes(), initializer=init[0], initargs=init[1]
+        )
+
+    monkeypatch.delenv("ITUNING_TEST_VARIABLE", raising=False)
+    with pool(adopt=True) as workers:  # the fork server runs from here on
+        assert workers.submit(_variable, "ITUNING_TEST_VARIABLE").result() is None
+    monkeypatch.setenv("ITUNING_TEST_VARIABLE", "set later")
+    with pool(adopt=False) as workers:
+        assert workers.submit(_variable, "ITUNING_TEST_VARIABLE").result() is None
+    with pool(adopt=True) as workers:
+        assert workers.submit(_variable, "ITUNING_TEST_VARIABLE").result() == "set later"
+
+
+def test_a_full_disk_under_the_queue_is_one_line_naming_it():
+    import sqlite3
+
+    full = _storage_error(sqlite3.OperationalError("database or disk is full"))
+    with pytest.raises(q.QueueError) as err:
+        q._retry(lambda: (_ for _ in ()).throw(full))
+    assert str(err.value) == (
+        "optuna storage: disk full (database or disk is full); free space on its filesystem "
+        "and rerun"
+    )
+
+
 def test_stale_heartbeats_right_after_an_outage_are_not_reaped(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     queue = q.WorkQueue(q.open_storage(url, heartbeat_s=1, grace_s=1), "s")
