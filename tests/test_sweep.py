@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 
 from bench import SPECS_DIR
 from bench.sweep import queue as q
+from bench.sweep import storage_retry
 from bench.sweep.cli import main
 from bench.sweep.coordinator import run_sweep
 from bench.sweep.profile import LMChoice
@@ -151,9 +152,9 @@ def test_a_lost_database_server_is_retried_and_sqlite_errors_are_not(monkeypatch
 
     refused = _storage_error(psycopg.OperationalError("connection refused (the server restarts)"))
     local = _storage_error(sqlite3.OperationalError("disk I/O error"))
-    assert q._server_lost(refused) and not q._server_lost(local)
-    monkeypatch.setattr(q, "RECONNECT_EVERY_S", 0.01)
-    monkeypatch.setattr(q, "OUTAGES", q._Outages())
+    assert storage_retry.server_lost(refused) and not storage_retry.server_lost(local)
+    monkeypatch.setattr(storage_retry, "RECONNECT_EVERY_S", 0.01)
+    monkeypatch.setattr(storage_retry, "OUTAGES", storage_retry.Outages())
     answers = [refused, refused, "claimed"]
 
     def flaky():
@@ -162,18 +163,20 @@ def test_a_lost_database_server_is_retried_and_sqlite_errors_are_not(monkeypatch
             raise answer
         return answer
 
-    assert q._retry(flaky) == "claimed" and not answers
+    assert storage_retry.retry(flaky) == "claimed" and not answers
     assert "optuna storage unreachable (connection refused" in capsys.readouterr().err
-    assert q.OUTAGES.within(60)  # stale heartbeats are not reaped for a grace period now
+    assert storage_retry.OUTAGES.within(
+        60
+    )  # stale heartbeats are not reaped for a grace period now
 
     def down():
         raise refused
 
-    monkeypatch.setattr(q, "RECONNECT_S", 0.05)
+    monkeypatch.setattr(storage_retry, "RECONNECT_S", 0.05)
     with pytest.raises(q.QueueError, match=r"unreachable for 0 s: connection refused"):
-        q._retry(down)
+        storage_retry.retry(down)
     with pytest.raises(type(local)):  # a local error propagates at once
-        q._retry(lambda: (_ for _ in ()).throw(local))
+        storage_retry.retry(lambda: (_ for _ in ()).throw(local))
 
 
 def _variable(name: str) -> str | None:  # in a worker process
@@ -207,7 +210,7 @@ def test_a_full_disk_under_the_queue_is_one_line_naming_it():
 
     full = _storage_error(sqlite3.OperationalError("database or disk is full"))
     with pytest.raises(q.QueueError) as err:
-        q._retry(lambda: (_ for _ in ()).throw(full))
+        storage_retry.retry(lambda: (_ for _ in ()).throw(full))
     assert str(err.value) == (
         "optuna storage: disk full (database or disk is full); free space on its filesystem "
         "and rerun"
@@ -221,12 +224,12 @@ def test_stale_heartbeats_right_after_an_outage_are_not_reaped(tmp_path, monkeyp
     claim = _claimed_elsewhere(queue)
     queue.storage.record_heartbeat(claim.trial_id)
     time.sleep(2.5)
-    outages = q._Outages()
+    outages = storage_retry.Outages()
     outages.note()
-    monkeypatch.setattr(q, "OUTAGES", outages)
+    monkeypatch.setattr(storage_retry, "OUTAGES", outages)
     assert queue.reap() == []  # the database was down a moment ago: no heartbeat could land
     assert queue.running_elsewhere({"p00"}) == ["p00"]  # so a worker with nothing to do waits
-    monkeypatch.setattr(q, "OUTAGES", q._Outages())
+    monkeypatch.setattr(storage_retry, "OUTAGES", storage_retry.Outages())
     assert queue.reap() == ["p00"]
 
 

@@ -28,37 +28,29 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sqlite3
-import sys
 import threading
-import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from bench.sweep.disk_full import disk_full
+from bench.sweep import storage_retry
+from bench.sweep.storage_retry import QueueError, retry
 from bench.sweep.store_urls import mask_url, sqlite_problem
 from bench.sweep.worker_identity import identity, process_alive, same_machine
-from ituning.errors import ITuningError, first_line
+from ituning.errors import first_line
 from ituning.files import file_lock
 
 HEARTBEAT_S = 10
 GRACE_S = 60
-RECONNECT_S = 120.0  # a database server restarting: how long queue calls keep retrying
-RECONNECT_EVERY_S = 2.0
 LOCK_WAIT_S = 10  # opening a SQLite storage that another process keeps locked fails after this
-T = TypeVar("T")
-
-
-class QueueError(ITuningError):
-    """The optuna storage is unreachable or unusable."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +189,7 @@ class WorkQueue:
     def __init__(self, storage: RDBStorage, study_name: str) -> None:
         self.storage = storage
         self.study_name = study_name
-        self.study = _retry(
+        self.study = retry(
             lambda: optuna.create_study(
                 storage=storage, study_name=study_name, direction="maximize", load_if_exists=True
             )
@@ -208,7 +200,7 @@ class WorkQueue:
 
     def trials(self, states: Iterable[TrialState] | None = None) -> list[FrozenTrial]:
         states = tuple(states) if states is not None else None
-        return _retry(lambda: self.study.get_trials(deepcopy=False, states=states))
+        return retry(lambda: self.study.get_trials(deepcopy=False, states=states))
 
     def by_digest(self) -> dict[str, list[FrozenTrial]]:
         out: dict[str, list[FrozenTrial]] = {}
@@ -238,7 +230,7 @@ class WorkQueue:
                 continue
             if attrs["digest"] in present:
                 continue
-            _retry(lambda a=attrs: self.study.enqueue_trial({}, user_attrs=a))
+            retry(lambda a=attrs: self.study.enqueue_trial({}, user_attrs=a))
             present.add(attrs["digest"])
             n += 1
         return n
@@ -247,7 +239,7 @@ class WorkQueue:
         merged = sorted({*trial.user_attrs.get("specs", []), *specs})
         if merged != trial.user_attrs.get("specs"):
             with contextlib.suppress(UpdateFinishedTrialError):  # it finished meanwhile
-                _retry(lambda: self.storage.set_trial_user_attr(trial._trial_id, "specs", merged))
+                retry(lambda: self.storage.set_trial_user_attr(trial._trial_id, "specs", merged))
 
     def specs_of(self, claim: Claim) -> list[str]:
         """The specs that asked for a claimed point, as the queue knows them now."""
@@ -266,12 +258,12 @@ class WorkQueue:
                 dead = (now - started).total_seconds() > self.grace_s
             if dead and self._fail_and_requeue(t, "worker process died"):
                 requeued.append(t.user_attrs.get("digest", "?"))
-        if OUTAGES.within(self.grace_s):
+        if storage_retry.OUTAGES.within(self.grace_s):
             return requeued  # heartbeats missed while the database was down prove nothing
         before = {t._trial_id for t in self.trials((TrialState.RUNNING,))}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            _retry(lambda: optuna.storages.fail_stale_trials(self.study))
+            retry(lambda: optuna.storages.fail_stale_trials(self.study))
         after = {t._trial_id for t in self.trials((TrialState.RUNNING,))}
         for t in self.trials((TrialState.FAIL,)):
             if t._trial_id in before - after and "failure" not in t.user_attrs:
@@ -281,7 +273,7 @@ class WorkQueue:
     def _fail_and_requeue(self, trial: FrozenTrial, reason: str) -> bool:
         try:
             self.storage.set_trial_system_attr(trial._trial_id, "reaped", reason)
-            won = _retry(
+            won = retry(
                 lambda: self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             )
         except UpdateFinishedTrialError:
@@ -300,7 +292,7 @@ class WorkQueue:
             if wanted is not None and t.user_attrs.get("digest") not in wanted:
                 continue
             try:
-                won = _retry(
+                won = retry(
                     lambda t=t: self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)
                 )
             except UpdateFinishedTrialError:
@@ -308,8 +300,8 @@ class WorkQueue:
             if not won:
                 continue
             try:
-                _retry(lambda t=t: self.storage.record_heartbeat(t._trial_id))
-                _retry(
+                retry(lambda t=t: self.storage.record_heartbeat(t._trial_id))
+                retry(
                     lambda t=t: self.storage.set_trial_system_attr(
                         t._trial_id, "worker", identity()
                     )
@@ -355,7 +347,7 @@ class WorkQueue:
         )
 
     def set_attr(self, claim: Claim, key: str, value: Any) -> None:
-        _retry(lambda: self.storage.set_trial_user_attr(claim.trial_id, key, value))
+        retry(lambda: self.storage.set_trial_user_attr(claim.trial_id, key, value))
 
     def complete(self, claim: Claim, value: float = 0.0) -> None:
         self._finish(claim.number, TrialState.COMPLETE, value)
@@ -366,7 +358,7 @@ class WorkQueue:
 
     def _finish(self, number: int, state: TrialState, value: float | None = None) -> None:
         values = None if state != TrialState.COMPLETE else (value if _finite(value) else 0.0)
-        _retry(lambda: self.study.tell(number, values, state=state, skip_if_finished=True))
+        retry(lambda: self.study.tell(number, values, state=state, skip_if_finished=True))
 
     @contextmanager
     def heartbeat(self, claim: Claim) -> Iterator[None]:
@@ -380,7 +372,7 @@ class WorkQueue:
                 try:
                     self.storage.record_heartbeat(claim.trial_id)
                 except Exception:
-                    OUTAGES.note()
+                    storage_retry.OUTAGES.note()
 
         thread = threading.Thread(target=beat, name=f"heartbeat-{claim.number}", daemon=True)
         thread.start()
@@ -401,107 +393,10 @@ def _requeue(study: optuna.Study, trial: FrozenTrial) -> None:
         if k not in ("failure", "skipped", "mlflow_run_id")
     }
     attrs["retry_of"] = trial.number
-    _retry(lambda: study.enqueue_trial({}, user_attrs=attrs))
+    retry(lambda: study.enqueue_trial({}, user_attrs=attrs))
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-class _Outages:
-    """When this process last failed to reach its database server. Nobody's heartbeat could be
-    recorded then: until a grace period has passed since, a stale heartbeat is the outage's doing,
-    not a dead worker's, and reaping on it would run a live worker's point a second time."""
-
-    def __init__(self) -> None:
-        self.last = float("-inf")
-
-    def note(self) -> None:
-        self.last = time.monotonic()
-
-    def within(self, seconds: float) -> bool:
-        return time.monotonic() - self.last < seconds
-
-
-OUTAGES = _Outages()
-
-
-def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
-    """Retry SQLite 'database is locked' (several local workers), and a lost database server
-    (PostgreSQL or MySQL restarting) for up to ``RECONNECT_S``: then one line names the storage.
-    A full disk is one line too; anything else propagates."""
-    delay = 0.2
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if _server_lost(exc):
-                return _reconnect(fn, exc, time.monotonic())
-            if disk_full(exc):
-                raise QueueError(
-                    f"optuna storage: disk full ({_reason(exc)}); free space on its filesystem "
-                    "and rerun"
-                ) from None
-            if i == attempts - 1 or "locked" not in str(exc).lower():
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
-
-
-def _reconnect(fn: Callable[[], T], exc: Exception, since: float) -> T:
-    """``fn`` again every few seconds while the database server stays unreachable."""
-    warned = False
-    while time.monotonic() - since < RECONNECT_S:
-        if not warned:
-            print(
-                f"warning: optuna storage unreachable ({_reason(exc)}); retrying for "
-                f"up to {RECONNECT_S:.0f} s",
-                file=sys.stderr,
-            )
-            warned = True
-        OUTAGES.note()
-        time.sleep(RECONNECT_EVERY_S)
-        try:
-            result = fn()
-        except Exception as again:
-            if not _server_lost(again):
-                raise
-            exc = again
-        else:
-            OUTAGES.note()  # its end, as this process saw it
-            return result
-    raise QueueError(
-        f"optuna storage unreachable for {RECONNECT_S:.0f} s: {_reason(exc)}"
-    ) from None
-
-
-def _reason(exc: BaseException) -> str:
-    """The database driver's own words, if the chain holds them (optuna's wrapper blames the
-    commit's data)."""
-    from sqlalchemy.exc import DBAPIError
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, DBAPIError) and seen.orig is not None:
-            return first_line(seen.orig)
-        seen = seen.__cause__ or seen.__context__
-    return first_line(exc)
-
-
-def _server_lost(exc: BaseException) -> bool:
-    """A database *server* connection failed or was cut (never SQLite: its errors are local and
-    immediate, and 'locked' has its own retry)."""
-    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        lost = isinstance(seen, OperationalError | InterfaceError) or (
-            isinstance(seen, DBAPIError) and seen.connection_invalidated
-        )
-        if lost and not isinstance(getattr(seen, "orig", None), sqlite3.Error):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _finite(value: float | None) -> bool:
