@@ -180,29 +180,42 @@ def test_a_lost_database_server_is_retried_and_sqlite_errors_are_not(monkeypatch
 
 
 def _variable(name: str) -> str | None:  # in a worker process
+    print(f"worker sees {name}={os.environ.get(name)}", flush=True)
     return os.environ.get(name)
 
 
-def test_a_worker_takes_its_coordinators_environment_as_it_is_when_it_starts(monkeypatch):
-    """Workers fork from a server that keeps the environment it started with."""
+def test_a_worker_takes_its_coordinators_environment_and_output_as_they_are_when_it_starts(
+    monkeypatch, tmp_path
+):
+    """Workers fork from a server that keeps the environment and output it started with."""
     from concurrent.futures import ProcessPoolExecutor
 
     from bench.sweep import processes
 
-    def pool(adopt: bool) -> ProcessPoolExecutor:
-        init = (processes.adopt, (processes.environment(),)) if adopt else (None, ())
+    def pool(inherit: bool) -> ProcessPoolExecutor:
+        init = (processes.Inherited.adopt, (processes.Inherited(),)) if inherit else (None, ())
         return ProcessPoolExecutor(
             1, mp_context=processes.worker_processes(), initializer=init[0], initargs=init[1]
         )
 
-    monkeypatch.delenv("ITUNING_TEST_VARIABLE", raising=False)
-    with pool(adopt=True) as workers:  # the fork server runs from here on
-        assert workers.submit(_variable, "ITUNING_TEST_VARIABLE").result() is None
-    monkeypatch.setenv("ITUNING_TEST_VARIABLE", "set later")
-    with pool(adopt=False) as workers:
-        assert workers.submit(_variable, "ITUNING_TEST_VARIABLE").result() is None
-    with pool(adopt=True) as workers:
-        assert workers.submit(_variable, "ITUNING_TEST_VARIABLE").result() == "set later"
+    name = "ITUNING_TEST_VARIABLE"
+    monkeypatch.delenv(name, raising=False)
+    with pool(inherit=True) as workers:  # the fork server runs from here on
+        assert workers.submit(_variable, name).result() is None
+    monkeypatch.setenv(name, "set later")
+    with pool(inherit=False) as workers:
+        assert workers.submit(_variable, name).result() is None
+    out, saved = tmp_path / "stdout", os.dup(1)
+    with out.open("w") as redirected:  # this process's stdout now goes to a file
+        sys.stdout.flush()
+        os.dup2(redirected.fileno(), 1)
+        try:
+            with pool(inherit=True) as workers:
+                assert workers.submit(_variable, name).result() == "set later"
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+    assert out.read_text() == f"worker sees {name}=set later\n"
 
 
 def test_a_full_disk_under_the_queue_is_one_line_naming_it():

@@ -169,13 +169,13 @@ def test_a_damaged_record_is_one_line_naming_the_file(tmp_path):
 
 def test_trial_workers_keep_the_profiles_thread_count():
     """One thread per worker at mini (two two-thread workers on two cores ran 6x slower)."""
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     import torch
 
+    from bench.sweep import processes
     from bench.tune.search import _init
 
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(1,)) as pool:
+    ctx, inherited = processes.worker_processes(), processes.Inherited()
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(1, inherited)) as pool:
         assert pool.submit(torch.get_num_threads).result() == 1

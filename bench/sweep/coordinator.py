@@ -234,7 +234,7 @@ def _run_workers(ctx: WorkerContext, n: int, tracker: tracking.Tracker, shown: i
     mp = processes.worker_processes()
     procs = []
     for i in range(n):
-        worker = replace(ctx, name=f"w{i}", environ=processes.environment())
+        worker = replace(ctx, name=f"w{i}", inherited=processes.Inherited())
         proc = mp.Process(target=worker_entry, args=(worker,), name=f"sweep-worker-{i}")
         proc.start()
         procs.append(proc)

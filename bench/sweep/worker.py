@@ -56,7 +56,7 @@ class WorkerContext:
     heartbeat_s: int = work_queue.HEARTBEAT_S
     grace_s: int = work_queue.GRACE_S
     name: str = "w0"
-    environ: dict[str, str] | None = None  # the coordinator's, for a worker process to adopt
+    inherited: processes.Inherited | None = None  # the coordinator's, for a worker process
 
 
 @contextlib.contextmanager
@@ -74,10 +74,10 @@ def torch_threads(n: int | None):
 
 
 def worker_entry(ctx: WorkerContext) -> None:
-    """A worker process: its coordinator's environment, line-buffered output, its thread count,
-    then :func:`work`."""
-    if ctx.environ is not None:
-        processes.adopt(ctx.environ)
+    """A worker process: its coordinator's environment and output, line-buffered, its thread
+    count, then :func:`work`."""
+    if ctx.inherited is not None:
+        ctx.inherited.adopt()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # lines as they happen
     if ctx.threads:
         os.environ["OMP_NUM_THREADS"] = str(ctx.threads)

@@ -125,7 +125,7 @@ def run_search(
                 workers,
                 mp_context=processes.worker_processes(),
                 initializer=_init,
-                initargs=(threads, processes.environment()),
+                initargs=(threads, processes.Inherited()),
             ) as pool,
             ThreadPoolExecutor(len(search.methods)) as methods,
         ):
@@ -276,8 +276,8 @@ def _record(search: Search, profile: Profile, method: str, study: optuna.Study) 
 _EXECUTOR: SharedScorerExecutor | None = None
 
 
-def _init(threads: int | None, environ: dict[str, str]) -> None:
-    processes.adopt(environ)
+def _init(threads: int | None, inherited: processes.Inherited) -> None:
+    inherited.adopt()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if threads:  # for the life of this worker process, as a sweep worker does
         import torch
