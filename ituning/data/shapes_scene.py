@@ -105,7 +105,7 @@ class WorldConfig(BaseModel):
     #: spread its attention evenly over the objects at every mention and named the same object
     #: again (half its phrases on 3-object scenes repeated one); the module, reading a frozen
     #: LM's state, could not learn "an object not yet named" (full fine-tuning could).
-    mention_order: MentionOrder = "random"
+    mention_order: MentionOrder = "reading"
 
     @model_validator(mode="after")
     def _check(self) -> WorldConfig:
