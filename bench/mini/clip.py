@@ -217,7 +217,7 @@ def _batch(step: int, seed: int, world: WorldConfig, train: ClipTrainConfig, spe
         scene = sample_scene(rng, world, "any")
         images.append(render(scene, world))
         style = styles[int(rng.choice(len(styles), p=probs))]
-        phrase = describe(scene, rng, style, world.mention_order)
+        phrase = describe(scene, rng, style, world.mention_order, world.name_positions)
         pos.append(phrase.text)
         for kind in train.hard_negatives:
             s = swap(phrase, scene, kind, rng, world)  # type: ignore[arg-type]
