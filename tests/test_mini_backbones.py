@@ -251,7 +251,8 @@ def test_a_world_written_under_other_rules_is_rewritten_in_place(tiny_assets, tm
     world = runs / "data" / "shapes-tiny"
     captions = (world / "dataset_shapes.json").read_bytes()
     summary = json.loads((world / "world.json").read_text())
-    summary["world"]["mention_order"] = "reading"
+    current = WorldConfig().mention_order
+    summary["world"]["mention_order"] = "random" if current == "reading" else "reading"
     (world / "world.json").write_text(json.dumps(summary))
     (world / "dataset_shapes.json").write_text('{"images": []}')
     profile = get_profile("mini", runs_dir=runs, scale="tiny")

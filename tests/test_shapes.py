@@ -81,7 +81,7 @@ def test_karpathy_file_layout_and_five_captions(written: Path) -> None:
         ]
         assert len({s["raw"] for s in img["sentences"]}) == 5
         for s in img["sentences"]:
-            assert s["tokens"] == caption_words(s["raw"]) and len(s["tokens"]) <= 20
+            assert s["tokens"] == caption_words(s["raw"]) and len(s["tokens"]) <= 29
         mentioned = set().union(*(_shape_words(s["raw"]) for s in img["sentences"]))
         assert mentioned == {o["shape"] for o in img["objects"]}
 
@@ -222,3 +222,26 @@ def test_reading_order_names_objects_column_by_column_on_the_same_scenes() -> No
     scene = sample_scene(rng, WORLD, "seen")
     with pytest.raises(ValueError, match="unknown mention order"):
         describe(scene, rng, "list", "spiral")  # type: ignore[arg-type]
+
+
+def test_named_positions_put_every_object_after_its_cell_in_reading_order() -> None:
+    world = WORLD.model_copy(update={"mention_order": "reading", "name_positions": True})
+    cells = {"left": 0, "centre": 1, "right": 2, "top": 0, "middle": 1, "bottom": 2}
+    checked = 0
+    for i in range(60):
+        item = make_item(0, "train", i, world, "seen")
+        objects = sorted(item.scene.objects, key=lambda o: (o.col, o.row))
+        if len(objects) < 2:
+            continue
+        for text in item.captions:
+            words = caption_words(text)
+            at = [k for k, w in enumerate(words) if shape_of(w)]
+            assert [shape_of(words[k]) for k in at] == [o.shape for o in objects]
+            start = 0
+            for k, obj in zip(at, objects, strict=True):
+                phrase = words[start:k]
+                said = [w for w in phrase if w in cells]
+                assert said and all(cells[w] in (obj.col, obj.row) for w in said), (text, obj)
+                start = k + 1
+            checked += 1
+    assert checked > 100

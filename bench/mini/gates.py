@@ -28,12 +28,14 @@ from ituning.data.shapes_scene import Scene, WorldConfig, item_rng, sample_scene
 from ituning.data.shapes_swaps import swap
 from ituning.data.shapes_vocab import WORD_CLASSES
 
-#: Minimum accuracies; attributes without an entry are reported but not gated.
+#: Minimum accuracies; attributes without an entry are reported but not gated. Shape is gated
+#: high: at a token probe of 0.937 (an encoder that passed a 0.9 gate) I-Tuning misnamed a lone
+#: object's shape in 11-25 % of images, which no caption rule can repair.
 VISION_TARGETS: dict[str, float] = {
     "colour": 0.90,
-    "shape": 0.90,
+    "shape": 0.97,
     "heldout": 0.80,
-    "token_probe_shape": 0.90,
+    "token_probe_shape": 0.97,
     "token_probe_colour": 0.90,
     "token_probe_column": 0.90,
     "token_probe_row": 0.90,

@@ -70,7 +70,11 @@ def build_tokenizer(*, append_eos: bool = False) -> Tokenizer:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words, tidies " ."
+    # Joins words and tidies " ." and " ,"; WordPiece's cleanup leaves " :", so ":" decodes as a
+    # continuation of the word before it ("there are two shapes: in the top left ...").
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace(":", "##:"), decoders.WordPiece(prefix="##", cleanup=True)]
+    )
     if append_eos:
         tok.post_processor = processors.TemplateProcessing(
             single=f"$A {EOS}", special_tokens=[(EOS, vocab[EOS])]

@@ -67,7 +67,9 @@ class Item:
 def make_item(seed: int, stream: str, index: int, world: WorldConfig, kind: SceneKind) -> Item:
     rng = item_rng(seed, stream, index)
     scene = sample_scene(rng, world, kind)
-    caps = captions_for(scene, rng, world.captions_per_image, world.mention_order)
+    caps = captions_for(
+        scene, rng, world.captions_per_image, world.mention_order, world.name_positions
+    )
     return Item(scene, tuple(p.text for p in caps))
 
 
@@ -77,7 +79,9 @@ def lm_sentences(seed: int, world: WorldConfig, count: int) -> Iterator[str]:
     for i in range(count):
         rng = item_rng(seed, "lm", i)
         scene = sample_scene(rng, world, "any")
-        yield describe(scene, rng, _choose(rng, styles), world.mention_order).text
+        yield describe(
+            scene, rng, _choose(rng, styles), world.mention_order, world.name_positions
+        ).text
 
 
 def _save_png(img: Image.Image, path: Path) -> None:

@@ -173,27 +173,37 @@ def canonical_phrase(obj: ShapeObject, *, with_position: bool = False) -> Phrase
     ]
     m = Mention(obj.shape, obj.colour, obj.size)
     if with_position:
-        h, v = obj.h, obj.v
-        if h == "centre" and v == "middle":
-            tokens += [("in", None), ("the", None), ("middle", None)]
-        elif v == "middle":
-            tokens += [("on", None), ("the", None), (h, ("h", 0))]
-            m.h = h
-        elif h == "centre":
-            tokens += [("at", None), ("the", None), (v, ("v", 0))]
-            m.v = v
-        else:
-            tokens += [("in", None), ("the", None), (v, ("v", 0)), (h, ("h", 0))]
-            m.h, m.v = h, v
+        tokens += _where_tokens(obj, 0, m)
     return Phrase(tokens, Claim([m]))
 
 
+def _where_tokens(obj: ShapeObject, mi: int, m: Mention) -> list[Token]:
+    """The object's grid cell in canonical words ("in the top left", "on the right", "in the
+    middle"), recorded in its mention."""
+    h, v = obj.h, obj.v
+    if h == "centre" and v == "middle":
+        return [("in", None), ("the", None), ("middle", None)]
+    if v == "middle":
+        m.h = h
+        return [("on", None), ("the", None), (h, ("h", mi))]
+    if h == "centre":
+        m.v = v
+        return [("at", None), ("the", None), (v, ("v", mi))]
+    m.h, m.v = h, v
+    return [("in", None), ("the", None), (v, ("v", mi)), (h, ("h", mi))]
+
+
 def describe(
-    scene: Scene, rng: np.random.Generator, style: str = "caption", order: MentionOrder = "random"
+    scene: Scene,
+    rng: np.random.Generator,
+    style: str = "caption",
+    order: MentionOrder = "random",
+    positions: bool = False,
 ) -> Phrase:
     """One description of the scene, naming its objects in ``order`` (the world's rule).
 
-    ``caption``: a COCO-like sentence naming every object (templates and synonyms vary);
+    ``caption``: a COCO-like sentence naming every object (templates and synonyms vary; with
+    ``positions``, a multi-object caption puts each object after its grid cell);
     ``list``: every object with its size ("a small red circle and a large blue square");
     ``object``: one object, sometimes with its position; ``relation``: two objects and a relation
     (falls back to ``object`` for one-object scenes).
@@ -226,10 +236,12 @@ def describe(
         return Phrase(t1 + _relation_tokens(rng, rel, 0) + t2, Claim([m1, m2], [(rel, 0, 1)]))
     if style != "caption":
         raise ValueError(f"unknown style {style!r}")
-    return _caption(scene, rng, order)
+    return _caption(scene, rng, order, positions)
 
 
-def _caption(scene: Scene, rng: np.random.Generator, rule: MentionOrder) -> Phrase:
+def _caption(
+    scene: Scene, rng: np.random.Generator, rule: MentionOrder, positions: bool = False
+) -> Phrase:
     objs = scene.objects
     n = len(objs)
     order = mention_order(rng, objs, rule)
@@ -250,6 +262,15 @@ def _caption(scene: Scene, rng: np.random.Generator, rule: MentionOrder) -> Phra
         return toks
 
     count = {2: "two", 3: "three"}.get(n)
+    if positions and n > 1:  # every object after where it is: "in the top left a red heart, ..."
+        toks: list[Token] = []
+        if rng.random() < 0.4:
+            toks += [("there", None), ("are", None), (count, None), ("shapes", None), (":", None)]  # type: ignore[list-item]
+        for mi in range(n):
+            if mi > 0:
+                toks.append(("and", None) if mi == n - 1 else (",", None))
+            toks += _where_tokens(objs[order[mi]], mi, ms[mi]) + ment(mi)
+        return Phrase(toks, claim)
     if n == 1:
         t = int(rng.integers(5))
         if t == 0:
@@ -283,20 +304,24 @@ def _caption(scene: Scene, rng: np.random.Generator, rule: MentionOrder) -> Phra
 
 
 def captions_for(
-    scene: Scene, rng: np.random.Generator, n: int, order: MentionOrder = "random"
+    scene: Scene,
+    rng: np.random.Generator,
+    n: int,
+    order: MentionOrder = "random",
+    positions: bool = False,
 ) -> list[Phrase]:
     """``n`` captions of a scene, distinct where the templates allow."""
     out: list[Phrase] = []
     seen: set[str] = set()
     for _ in range(20 * n):
-        p = describe(scene, rng, "caption", order)
+        p = describe(scene, rng, "caption", order, positions)
         if p.text not in seen:
             seen.add(p.text)
             out.append(p)
             if len(out) == n:
                 return out
     while len(out) < n:  # tiny worlds can run out of distinct captions
-        out.append(describe(scene, rng, "caption", order))
+        out.append(describe(scene, rng, "caption", order, positions))
     return out
 
 

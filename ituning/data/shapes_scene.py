@@ -105,7 +105,11 @@ class WorldConfig(BaseModel):
     #: spread its attention evenly over the objects at every mention and named the same object
     #: again (half its phrases on 3-object scenes repeated one); the module, reading a frozen
     #: LM's state, could not learn "an object not yet named" (full fine-tuning could).
-    mention_order: MentionOrder = "random"
+    mention_order: MentionOrder = "reading"
+    #: Captions of several objects name each after its grid cell ("in the top left a red heart,
+    #: on the right a ..."): then what a caption has named so far is in its text, where a frozen
+    #: LM's state keeps it, and the next object is the one in the next cell.
+    name_positions: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> WorldConfig:
