@@ -197,15 +197,26 @@ def test_paper_profile_checks_published_rows():
 
 
 def test_controls_grounding_and_image_dependence():
-    named = seeds("large", mean=0.9, sd=0.01, metric="grounding/test/shape_precision", n_layers=8)
-    wrong = seeds("large", mean=0.4, sd=0.01, metric="grounding/test/shape_precision", n_layers=8)
-    assert C.grounding(ctx(*named)).verdict == HOLDS
-    assert C.grounding(ctx(*wrong)).verdict == FAILS
-    assert C.grounding(ctx(make_run())).verdict == MISSING
-    silent = make_run("large", n_layers=8, metrics={"grounding/test/shape_mentions": 0.0})
-    v = C.grounding(ctx(silent))
-    assert v.verdict == FAILS and "named no shape" in v.evidence
-    assert C.grounding(ctx(make_run(profile="paper"), profile="paper")).verdict == NOT_CHECKED
+    from bench.report import control_claims as K
+
+    def scenes(recall, precision, repetition=0.0):
+        extra = {"objects/test/n3/precision": precision, "objects/test/n3/repetition": repetition}
+        metric = "objects/test/n3/recall"
+        return seeds("large", mean=recall, sd=0.01, metric=metric, extra=extra, n_layers=8)
+
+    assert K.grounding(ctx(*scenes(0.95, 0.97))).verdict == HOLDS
+    # every name right, but one object of three named (three times): recall fails the claim
+    v = K.grounding(ctx(*scenes(0.4, 0.98, repetition=0.6)))
+    assert (
+        v.verdict == FAILS
+        and "object recall 0.40" in v.evidence
+        and "repetition 0.60" in v.evidence
+    )
+    assert K.grounding(ctx(*scenes(0.95, 0.5))).verdict == FAILS  # names objects not there
+    assert K.grounding(ctx(*scenes(0.86, 0.97))).verdict == INCONCLUSIVE  # recall ≈ threshold
+    assert K.grounding(ctx(make_run())).verdict == MISSING
+    paper = K.grounding(ctx(make_run(profile="paper"), profile="paper"))
+    assert paper.verdict == NOT_CHECKED and "CHAIR" in paper.evidence
 
     def with_blank(ratio, n=3, **kw):
         out = []
@@ -214,12 +225,12 @@ def test_controls_grounding_and_image_dependence():
             out.append(make_run("large", n_layers=8, seed=s, metrics=m, **kw))
         return out
 
-    assert C.image_dependence(ctx(*with_blank(6.0))).verdict == HOLDS
-    v = C.image_dependence(ctx(*with_blank(2.0)))
+    assert K.image_dependence(ctx(*with_blank(6.0))).verdict == HOLDS
+    v = K.image_dependence(ctx(*with_blank(2.0)))
     assert v.verdict == FAILS and "2.1×" in v.evidence
     # a baseline that ignores the image is named, but I-Tuning's models decide
     blind = with_blank(0.7, params={"method": "clipcap-transformer"}, specs=("baselines",))
-    v = C.image_dependence(ctx(*with_blank(6.0), *blind))
+    v = K.image_dependence(ctx(*with_blank(6.0), *blind))
     assert v.verdict == HOLDS and "other methods below 3×: clipcap-transformer" in v.evidence
 
 
