@@ -46,7 +46,10 @@ def _world_sizes(scale: str):
 
     if scale == "full":
         return SplitSizes()
-    return SplitSizes(train=48, val=8, test=8, nocaps_per_domain=4, vlp_images=16, lm_sentences=50)
+    return SplitSizes(
+        train=48, val=8, test=8, nocaps_per_domain=4, vlp_images=16, lm_sentences=50,
+        flickr_train=12, flickr_val=4, flickr_test=4,
+    )  # fmt: skip
 
 
 def _rules(world: WorldConfig, sizes: SplitSizes) -> dict:

@@ -19,6 +19,8 @@ except VG's ``url``, which is relative to ``DIR/visual_genome`` as in the real V
 
     DIR/dataset_shapes.json          Karpathy format, filename "train/000123.png"
     DIR/{train,val,test}/NNNNNN.png
+    DIR/dataset_shapes_flickr.json   Shapes-Flickr (``shapes_flickr``), filename "flickr/train/..."
+    DIR/flickr/{train,val,test}/NNNNNN.png
     DIR/nocaps_shapes_val.json       NoCaps format, file_name "nocaps/NNNNNN.png"
     DIR/nocaps/NNNNNN.png
     DIR/visual_genome/region_descriptions.json, image_data.json, VG_100K/<id>.png
@@ -39,6 +41,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
 from ituning.data.shapes_captions import _choose, caption_words, captions_for, describe
+from ituning.data.shapes_flickr import CAPTIONS_FILE as FLICKR_CAPTIONS
+from ituning.data.shapes_flickr import DATASET as FLICKR
+from ituning.data.shapes_flickr import IMAGE_FOLDER as FLICKR_IMAGES
+from ituning.data.shapes_flickr import flickr_caption, flickr_item
 from ituning.data.shapes_render import render
 from ituning.data.shapes_scene import Scene, SceneKind, WorldConfig, item_rng, sample_scene
 from ituning.errors import ConfigError, cli_main, validation_line
@@ -56,6 +62,10 @@ class SplitSizes(BaseModel):
     nocaps_per_domain: int = Field(200, ge=1)
     vlp_images: int = Field(2000, ge=1)
     lm_sentences: int = Field(20000, ge=1)
+    #: Shapes-Flickr: a quarter of ``train``, val and test in Flickr30k's proportions (29.8k/1k/1k).
+    flickr_train: int = Field(1000, ge=1)
+    flickr_val: int = Field(34, ge=1)
+    flickr_test: int = Field(34, ge=1)
 
 
 @dataclass(frozen=True)
@@ -74,14 +84,17 @@ def make_item(seed: int, stream: str, index: int, world: WorldConfig, kind: Scen
 
 
 def lm_sentences(seed: int, world: WorldConfig, count: int) -> Iterator[str]:
-    """Text-only corpus: captions and phrases of scenes that may contain every class."""
-    styles = ("caption", "caption", "caption", "list", "object", "relation")
+    """Text-only corpus: captions and phrases of scenes that may contain every class, in both
+    datasets' registers (one sentence in seven is a Shapes-Flickr caption)."""
+    styles = ("caption", "caption", "caption", "list", "object", "relation", "flickr")
     for i in range(count):
         rng = item_rng(seed, "lm", i)
         scene = sample_scene(rng, world, "any")
-        yield describe(
-            scene, rng, _choose(rng, styles), world.mention_order, world.name_positions
-        ).text
+        style = _choose(rng, styles)
+        if style == "flickr":
+            yield flickr_caption(scene, rng).text
+        else:
+            yield describe(scene, rng, style, world.mention_order, world.name_positions).text
 
 
 def _save_png(img: Image.Image, path: Path) -> None:
@@ -101,35 +114,26 @@ def write_world(
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     total = sizes.train + sizes.val + sizes.test + 3 * sizes.nocaps_per_domain + sizes.vlp_images
+    total += sizes.flickr_train + sizes.flickr_val + sizes.flickr_test
     bar = tqdm(total=total, desc="shapes: images", unit="img", disable=not progress)
 
-    # Karpathy captions
-    images, imgid, sentid = [], 0, 0
+    # Karpathy captions: Shapes, then Shapes-Flickr
+    images: list[dict] = []
     for split in ("train", "val", "test"):
         for i in range(getattr(sizes, split)):
             item = make_item(seed, split, i, world, "seen")
             fname = f"{split}/{i:06d}.png"
-            _save_png(render(item.scene, world), out / fname)
-            sents, ids = [], []
-            for raw in item.captions:
-                sents.append(
-                    {"raw": raw, "tokens": caption_words(raw), "imgid": imgid, "sentid": sentid}
-                )
-                ids.append(sentid)
-                sentid += 1
-            images.append(
-                {
-                    "filename": fname,
-                    "imgid": imgid,
-                    "split": split,
-                    "sentids": ids,
-                    "sentences": sents,
-                    "objects": [o.to_json() for o in item.scene.objects],
-                }
-            )
-            imgid += 1
+            images.append(_karpathy_image(out, fname, split, item.scene, item.captions, world, images))
             bar.update()
     _write_json({"dataset": "shapes", "images": images}, out / "dataset_shapes.json")
+    images = []
+    for split in ("train", "val", "test"):
+        for i in range(getattr(sizes, f"flickr_{split}")):
+            scene, caps = flickr_item(seed, split, i, world)
+            fname = f"{FLICKR_IMAGES}/{split}/{i:06d}.png"
+            images.append(_karpathy_image(out, fname, split, scene, caps, world, images))
+            bar.update()
+    _write_json({"dataset": FLICKR, "images": images}, out / FLICKR_CAPTIONS)
 
     # NoCaps-style validation
     nc_images, nc_anns, ann_id, nc_id = [], [], 0, 0
@@ -218,6 +222,7 @@ def write_world(
         "withheld_pairs": [list(p) for p in world.withheld_pairs],
         "layout": {
             "karpathy": "dataset_shapes.json (filename relative to this folder)",
+            "flickr": f"{FLICKR_CAPTIONS} (Shapes-Flickr; filename relative to this folder)",
             "nocaps": "nocaps_shapes_val.json (file_name relative to this folder)",
             "visual_genome": "visual_genome/ (url relative to visual_genome/)",
             "lm_corpus": "lm_corpus.txt",
@@ -226,6 +231,33 @@ def write_world(
     _write_json(summary, out / "world.json")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary
+
+
+def _karpathy_image(
+    out: Path,
+    fname: str,
+    split: str,
+    scene: Scene,
+    captions: Sequence[str],
+    world: WorldConfig,
+    before: Sequence[dict],
+) -> dict:
+    """Render one image and return its Karpathy entry; ids continue from the entries ``before``."""
+    _save_png(render(scene, world), out / fname)
+    imgid = len(before)
+    first = before[-1]["sentids"][-1] + 1 if before else 0
+    ids = list(range(first, first + len(captions)))
+    return {
+        "filename": fname,
+        "imgid": imgid,
+        "split": split,
+        "sentids": ids,
+        "sentences": [
+            {"raw": raw, "tokens": caption_words(raw), "imgid": imgid, "sentid": sid}
+            for raw, sid in zip(captions, ids, strict=True)
+        ],
+        "objects": [o.to_json() for o in scene.objects],
+    }
 
 
 def _region(region_id: int, image_id: int, phrase: str, x: int, y: int, w: int, h: int) -> dict:

@@ -55,6 +55,9 @@ STREAMS: dict[str, int] = {
     "clip": 9,
     "gate": 10,
     "gate-ood": 11,
+    "flickr-train": 12,
+    "flickr-val": 13,
+    "flickr-test": 14,
 }
 
 _BACKGROUNDS: tuple[tuple[int, int, int], ...] = (
@@ -90,6 +93,8 @@ class WorldConfig(BaseModel):
     )
     #: Probability of 1, 2, 3 objects.
     object_count_probs: tuple[float, float, float] = (0.3, 0.4, 0.3)
+    #: The same in Shapes-Flickr, the second captioning dataset: busier scenes.
+    flickr_object_count_probs: tuple[float, float, float] = (0.1, 0.3, 0.6)
     #: Object radii in pixels at image_size 64 (scaled with image_size).
     small_radius: float = Field(8.5, gt=0)
     large_radius: float = Field(12.5, gt=0)
@@ -126,8 +131,9 @@ class WorldConfig(BaseModel):
         for s, c in self.withheld_pairs:
             if s not in self.seen_shapes or c not in self.colours:
                 raise ValueError(f"withheld pair ({s}, {c}) must use an in-domain shape and colour")
-        if abs(sum(self.object_count_probs) - 1.0) > 1e-6:
-            raise ValueError("object_count_probs must sum to 1")
+        for name in ("object_count_probs", "flickr_object_count_probs"):
+            if abs(sum(getattr(self, name)) - 1.0) > 1e-6:
+                raise ValueError(f"{name} must sum to 1")
         if self.small_radius >= self.large_radius:
             raise ValueError("small_radius must be smaller than large_radius")
         return self

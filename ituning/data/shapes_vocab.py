@@ -71,13 +71,52 @@ ATTRIBUTE_WORDS: MappingProxyType[str, MappingProxyType[str, tuple[str, ...]]] =
     {"shape": SHAPE_WORDS, "colour": COLOUR_WORDS, "size": SIZE_WORDS}
 )
 
+#: The register of Shapes-Flickr, the second captioning dataset (``shapes_flickr``): other
+#: synonyms for the same classes (the plain word first, so the two datasets share it), as Flickr30k's
+#: captions use other words than COCO's for the same things.
+FLICKR_ATTRIBUTE_WORDS: MappingProxyType[str, MappingProxyType[str, tuple[str, ...]]] = (
+    MappingProxyType(
+        {
+            "shape": MappingProxyType(
+                {
+                    "circle": ("circle", "disk", "dot"),
+                    "square": ("square", "tile", "block"),
+                    "triangle": ("triangle", "wedge"),
+                    "diamond": ("diamond", "lozenge"),
+                    "cross": ("cross", "plus"),
+                    "heart": ("heart",),
+                    "star": ("star",),
+                }
+            ),
+            "colour": MappingProxyType(
+                {
+                    "red": ("red", "crimson", "scarlet"),
+                    "green": ("green", "emerald"),
+                    "blue": ("blue", "navy"),
+                    "yellow": ("yellow", "golden"),
+                    "purple": ("purple", "plum"),
+                    "orange": ("orange", "amber"),
+                }
+            ),
+            "size": MappingProxyType(
+                {"small": ("small", "tiny", "miniature"), "large": ("large", "huge", "chunky")}
+            ),
+        }
+    )
+)
+#: Shapes-Flickr names the background (plain, gradient, noisy) by one of these adjectives.
+BACKGROUND_WORDS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
+    {"plain": ("plain", "flat"), "gradient": ("shaded", "fading"), "noise": ("speckled", "grainy")}
+)
+
 
 def _build_word_map() -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
-    for attribute, classes in ATTRIBUTE_WORDS.items():
-        for cls, words in classes.items():
-            for w in words:
-                out[w] = (attribute, cls)
+    for register in (ATTRIBUTE_WORDS, FLICKR_ATTRIBUTE_WORDS):
+        for attribute, classes in register.items():
+            for cls, words in classes.items():
+                for w in words:
+                    out[w] = (attribute, cls)
     for w in ("left", "right"):
         out[w] = ("position", w)
     for w in ("top", "bottom"):
@@ -100,6 +139,9 @@ WORD_CLASSES: MappingProxyType[str, tuple[str, str]] = MappingProxyType(_build_w
 TEMPLATE_WORDS: tuple[str, ...] = (
     "a", "an", "the", "and", "there", "is", "are", "of", "on", "in", "at", "to", "picture",
     "image", "two", "three", "shapes", "corner",
+    # Shapes-Flickr's templates
+    "single", "one", "lone", "just", "pair", "trio", "group", "alone", "with", "from", "then",
+    "reading", "sits", "rests", "lies", "backdrop", "background",
 )  # fmt: skip
 PUNCTUATION: tuple[str, ...] = (".", ",", ":")
 
@@ -107,6 +149,7 @@ PUNCTUATION: tuple[str, ...] = (".", ",", ":")
 def all_words() -> tuple[str, ...]:
     """Sorted vocabulary of all words (no punctuation) that Shapes texts may use."""
     words = set(TEMPLATE_WORDS) | set(WORD_CLASSES)
+    words.update(w for ws in BACKGROUND_WORDS.values() for w in ws)
     for phrases in RELATION_PHRASES.values():
         for phrase in phrases:
             words.update(phrase)
