@@ -34,8 +34,19 @@ def test_counts_follow_the_runs_limits_splits_nocaps_and_vlp(tmp_path) -> None:
     assert sizes.counts(vlp) == (32, 16 + 12, 16)
     assert DataSizes(None, None, None).counts(plain) == (None, None, 0)
     # the sweep's feature cache holds each image once, whichever points use it
-    assert cost.feature_images([plain, vlp], sizes) == 32 + 28 + 16
-    assert cost.feature_images([plain], DataSizes(None, 12, None)) is None
+    assert cost.feature_images([plain, vlp], {"coco": sizes}) == 32 + 28 + 16
+    assert cost.feature_images([plain], {"coco": DataSizes(None, 12, None)}) is None
+
+
+def test_each_dataset_is_counted_apart_and_the_shared_vlp_set_once(tmp_path) -> None:
+    spec = "name: c\naxes: {dataset: [coco, flickr30k]}\nbase: {vlp: true}\n"
+    profile, (coco, flickr) = _plans(tmp_path, spec)
+    assert flickr.config.data.captions.name == "dataset_shapes_flickr.json"
+    assert coco.config.data.nocaps is not None and flickr.config.data.nocaps is None
+    sizes = profile.data_sizes()  # tiny: Shapes 48/8/8 + NoCaps 12, Shapes-Flickr 12/4/4, VLP 16
+    assert sizes["coco"].counts(coco) == (32, 8 + 12, 16)
+    assert sizes["flickr30k"].counts(flickr) == (12, 4, 16)
+    assert cost.feature_images([coco, flickr], sizes) == (32 + 20) + (12 + 4) + 16
 
 
 def test_estimate_is_rows_times_step_time_plus_decoding(tmp_path) -> None:
@@ -79,7 +90,7 @@ def test_the_summary_sets_the_estimate_against_what_finished_points_recorded(tmp
     metrics = {"time/train_s": 40.0, "time/decode_s": 10.0, "time/score_s": 99.0}
     (folder / "result.json").write_text(json.dumps({"metrics": metrics}))
     sizes = DataSizes({"train": 10}, None, None, assumed=("NoCaps",))
-    lines = "\n".join(summary(profile, plans, costs, sizes))
+    lines = "\n".join(summary(profile, plans, costs, {"coco": sizes}))
     assert "image counts of NoCaps: the published sizes" in lines
     assert "2 min of worker time for 2 of 2 points" in lines
     # 30 s estimated against 40 + 10 s recorded for the same work (scoring is not estimated)

@@ -61,7 +61,7 @@ def test_the_dry_run_prints_the_plan_then_the_problems(tmp_path, weights, capsys
     assert "image counts of captions, NoCaps, Visual Genome: the published sizes" in out
     assert err.strip().splitlines() == [
         f"error: --data-root {tmp_path / 'nope'}: no such folder; it must hold coco/, nocaps/ and "
-        "visual_genome/ (layout: bench/sweep/paper_profile.py)"
+        "visual_genome/ (and flickr30k/ for Flickr30k points; layout: bench/sweep/paper_profile.py)"
     ]
 
 
@@ -82,6 +82,31 @@ def test_images_are_decoded_once_and_remembered_until_they_change(tmp_path, monk
     bad = _truncate(root)
     found = unreadable_images(paths, cache, progress=False)
     assert decoded == [bad] and list(found) == [bad] and "cannot read image" in found[bad]
+
+
+def test_flickr30k_points_read_their_own_files_and_name_the_missing_ones(tmp_path, weights):
+    """Karpathy's Flickr30k file and images go through the same checks as COCO's; a missing
+    file is one line naming where it belongs, and only Flickr30k points need it."""
+    from bench.sweep.profiles import get_profile
+    from bench.sweep.spec import parse_spec
+
+    root = write_paper_root(tmp_path / "data", vlp=False)
+    profile = get_profile(
+        "paper", runs_dir=tmp_path / "runs", data_root=root, scale="tiny", weights=weights
+    )
+    plans = profile.plan(parse_spec("name: t\naxes: {dataset: [coco, flickr30k]}\n"))
+    coco, flickr = plans
+    assert flickr.config.data.captions == root / "flickr30k" / "dataset_flickr30k.json"
+    assert flickr.config.data.nocaps is None and flickr.config.data.instances is None
+    assert coco.run_id != flickr.run_id and flickr.point.label().endswith(" flickr30k s0")
+    assert P.problems(profile, plans, progress=False) == []
+    (root / "flickr30k" / "dataset_flickr30k.json").unlink()
+    assert P.problems(profile, [coco], progress=False) == []
+    (line,) = P.problems(profile, plans, progress=False)
+    assert line == (
+        f"{root / 'flickr30k' / 'dataset_flickr30k.json'}: missing; put Karpathy's Flickr30k "
+        "split file there (data root layout: bench/sweep/paper_profile.py)"
+    )
 
 
 def test_a_full_disk_is_named_with_the_space_the_feature_cache_needs(

@@ -383,8 +383,12 @@ def test_claims_get_verdicts_from_runs(tiny) -> None:
     verdict_lines = [line for line in section.splitlines() if line.startswith("- ")]
     shown = [re.search(r"\*\*(.+?)\*\*", line).group(1) for line in verdict_lines]
     assert len(shown) == len(claim_texts()) and set(shown) <= set(VERDICTS)
+    from bench.report.resampling import Resamples
+
     runs = load_runs(tiny.uri, profile="mini", scale="tiny")
-    computed = check_claims(runs, PAPER)
+    # the report's own test-set resamples (cached beside the store), as its intervals use them
+    resamples = Resamples(tiny.uri, tiny.root / "scratch", tiny.runs_dir / "cache" / "resamples")
+    computed = check_claims(runs, PAPER, resamples)
     assert shown == [v.verdict for v in computed]
     by = {v.key: v for v in computed}
     assert by["vlp_helps"].verdict == MISSING and "sweep `table1`" in by["vlp_helps"].evidence

@@ -34,7 +34,7 @@ BAD_SPECS = [
     (
         "unknown axis",
         "name: t\naxes: {depth: [1]}\n",
-        "x.yaml: axes.depth: unknown key (allowed: method, lm, lambda, bottleneck, drop, vlp, seed)",
+        "x.yaml: axes.depth: unknown key (allowed: method, lm, lambda, bottleneck, drop, vlp, dataset, seed)",
     ),
     (
         "empty axis",

@@ -19,8 +19,9 @@ from ituning.files import atomic_write_json
 
 
 def write_paper_root(root: Path, *, vlp: bool = True) -> Path:
-    """A minimal valid ``--data-root`` for the paper profile: COCO Karpathy file, NoCaps, Visual
-    Genome, each with a few real PNG files; the fault scenarios then damage one field."""
+    """A minimal valid ``--data-root`` for the paper profile: COCO and Flickr30k Karpathy files,
+    NoCaps, Visual Genome, each with a few real PNG files; the fault scenarios then damage one
+    field."""
     from PIL import Image
 
     def png(path: Path, colour: tuple[int, int, int]) -> None:
@@ -53,6 +54,16 @@ def write_paper_root(root: Path, *, vlp: bool = True) -> Path:
     }
     atomic_write_json(root / "coco" / "annotations" / "instances_val2014.json", instances)
     (root / "coco" / "annotations" / "synonyms.txt").write_text("thing, object\npicture\n")
+    flickr = []  # Karpathy's Flickr30k file: no filepath, no cocoid; ids are file names
+    for i, split in enumerate(["train", "train", "val", "test"]):
+        name = f"{1000092795 + i}.jpg"
+        png(root / "flickr30k" / "flickr30k-images" / name, (20, 10 * i, 40))
+        sentences = [{"raw": f"a person number {i} on a thing", "tokens": [], "imgid": i}]
+        flickr.append(
+            {"filename": name, "imgid": i, "split": split, "sentids": [i], "sentences": sentences}
+        )
+    flickr_file = root / "flickr30k" / "dataset_flickr30k.json"
+    atomic_write_json(flickr_file, {"dataset": "flickr30k", "images": flickr}, indent=1)
     nocaps_images, annotations = [], []
     for i, domain in enumerate(["in-domain", "near-domain", "out-of-domain"]):
         png(root / "nocaps" / "images" / f"{i:04d}.jpg", (30, 10 * i, 30))

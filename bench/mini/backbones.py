@@ -46,7 +46,17 @@ from bench.mini.gates import (
     token_probe,
     vision_gates,
 )
-from bench.mini.lm import LMSpec, LMTrainConfig, corpus_for, heldout_captions, save_lm, train_lm
+from bench.mini.lm import (
+    LMSpec,
+    LMTrainConfig,
+    build_tokenizer,
+    corpus_for,
+    heldout_captions,
+    heldout_flickr_captions,
+    perplexity,
+    save_lm,
+    train_lm,
+)
 from ituning.data.shapes_scene import WorldConfig
 from ituning.errors import ConfigError, cli_main, validation_line
 from ituning.files import atomic_write_json, canonical_json, file_lock, sha256_file, sha256_text
@@ -208,13 +218,21 @@ def _lm_job(root: Path, config: MiniBackbonesConfig, seed: int, progress: bool) 
     t = time.perf_counter()
     corpus = corpus_for(seed, world, config.lm_train)
     heldout = heldout_captions(seed, world, config.lm_train.eval_captions)
+    flickr = heldout_flickr_captions(seed, world, config.lm_train.eval_captions)
     report: dict[str, dict] = {"_corpus_seconds": round(time.perf_counter() - t, 1)}  # type: ignore[dict-item]
     with _single_thread():
         for spec in config.lms:
             model, info = train_lm(spec, config.lm_train, world, seed, corpus, heldout, progress)
             save_lm(model, root / spec.name, config.lm_train.n_positions)
+            info["heldout_perplexity_flickr"] = round(
+                perplexity(model, build_tokenizer(), flickr, config.lm_train.n_positions), 4
+            )
             report[spec.name] = {**info, **spec.model_dump(), "bottleneck_r": spec.n_embd // 2}
-            _log(f"{spec.name}: held-out perplexity {info['heldout_perplexity']:.3f}", progress)
+            _log(
+                f"{spec.name}: held-out perplexity {info['heldout_perplexity']:.3f} (Shapes), "
+                f"{info['heldout_perplexity_flickr']:.3f} (Shapes-Flickr)",
+                progress,
+            )
     return report
 
 
@@ -233,8 +251,13 @@ def _build(
         lm_report = _lm_job(root, config, seed, progress)
         vision = _vision_job(*args)
     corpus_seconds = lm_report.pop("_corpus_seconds")
-    ppls = [lm_report[s.name]["heldout_perplexity"] for s in config.lms]
-    lm_gate = all(a > b for a, b in zip(ppls, ppls[1:], strict=False))
+    lm_gate = all(
+        all(a > b for a, b in zip(ppls, ppls[1:], strict=False))
+        for ppls in (
+            [lm_report[s.name][key] for s in config.lms]
+            for key in ("heldout_perplexity", "heldout_perplexity_flickr")
+        )
+    )
     gates = vision["gates"]
     vision_pass = {k: gates.get(k, 0.0) >= v for k, v in VISION_TARGETS.items()}
     timings = {
@@ -256,6 +279,9 @@ def _build(
         "vision_report": vision["info"],
         "gates": {
             "lm_perplexity": {s.name: lm_report[s.name]["heldout_perplexity"] for s in config.lms},
+            "lm_perplexity_flickr": {
+                s.name: lm_report[s.name]["heldout_perplexity_flickr"] for s in config.lms
+            },
             "lm_larger_is_better": lm_gate,
             "lm_named_colour_probe": {
                 s.name: lm_report[s.name]["named_colour_probe"] for s in config.lms
@@ -294,10 +320,12 @@ def evaluate_vision(model, config: MiniBackbonesConfig, seed: int) -> dict[str, 
 def format_report(manifest: dict) -> str:
     g = manifest["gates"]
     lines = [f"mini backbones {manifest['name']} (seed {manifest['seed']}):"]
+    flickr = g.get("lm_perplexity_flickr", {})
     for name, ppl in g["lm_perplexity"].items():
-        lines.append(f"  {name:12s} held-out perplexity {ppl:.3f}")
+        other = f", Shapes-Flickr {flickr[name]:.3f}" if name in flickr else ""
+        lines.append(f"  {name:12s} held-out perplexity: Shapes {ppl:.3f}{other}")
     verdict = "ok" if g["lm_larger_is_better"] else "FAIL"
-    lines.append(f"  larger LM -> lower perplexity: {verdict}")
+    lines.append(f"  larger LM -> lower perplexity on both: {verdict}")
     for name, kept in g.get("lm_named_colour_probe", {}).items():
         shown = "n/a (too few captions)" if kept is None else f"{kept:.3f} (chance 1/6; reported)"
         lines.append(f"  {name:12s} named colours kept in its state: {shown}")

@@ -24,6 +24,7 @@ from transformers.utils import logging as hf_logging
 
 from bench.mini.gates import named_colour_probe
 from ituning.data.shapes import lm_sentences, make_item
+from ituning.data.shapes_flickr import flickr_item
 from ituning.data.shapes_scene import WorldConfig
 from ituning.data.shapes_vocab import PUNCTUATION, all_words
 
@@ -137,6 +138,17 @@ def heldout_captions(seed: int, world: WorldConfig, count: int) -> list[str]:
     return out[:count]
 
 
+def heldout_flickr_captions(seed: int, world: WorldConfig, count: int) -> list[str]:
+    """Reference captions of the Shapes-Flickr *test* split and, past its end, of further items
+    of its test stream (never written, never in the LM corpus)."""
+    out: list[str] = []
+    i = 0
+    while len(out) < count:
+        out.extend(flickr_item(seed, "test", i, world)[1])
+        i += 1
+    return out[:count]
+
+
 @torch.no_grad()
 def perplexity(model: GPT2LMHeadModel, tok: Tokenizer, texts: Sequence[str], max_len: int) -> float:
     """exp(mean NLL) over every predicted token, the closing ``<|endoftext|>`` included."""
@@ -246,6 +258,7 @@ __all__ = [
     "corpus_for",
     "encode_batch",
     "heldout_captions",
+    "heldout_flickr_captions",
     "hf_tokenizer",
     "perplexity",
     "save_lm",

@@ -26,6 +26,7 @@ from bench.mini.backbones import (
 from bench.sweep.budgets import MINI_BUDGET, TINY_BUDGET
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import LMChoice, Profile
+from ituning.data.shapes_flickr import CAPTIONS_FILE as FLICKR
 from ituning.errors import BackboneError
 from ituning.files import file_lock
 
@@ -81,7 +82,7 @@ class MiniProfile(Profile):
         from ituning.data.shapes import write_world
 
         config = backbones_config(self.scale)
-        world = Path(self.data["image_root"])
+        world = Path(self.datasets["coco"]["image_root"])
         sizes = _world_sizes(self.scale)
         with file_lock(world.with_name(world.name + ".lock")):
             written = _written_rules(world)
@@ -114,16 +115,20 @@ class MiniProfile(Profile):
         spec = model_cfg(backbones_config(self.scale).clip)
         return build_vision(spec, torch.device("cpu"), include_cls=include_cls)
 
-    def data_sizes(self) -> DataSizes:
+    def data_sizes(self) -> dict[str, DataSizes]:
         """Known before the world is written: it is generated to these sizes."""
         from bench.sweep.cost import DataSizes
 
         sizes = _world_sizes(self.scale)
-        return DataSizes(
-            {"train": sizes.train, "val": sizes.val, "test": sizes.test},
-            3 * sizes.nocaps_per_domain,
-            sizes.vlp_images,
-        )
+        nocaps, vlp = 3 * sizes.nocaps_per_domain, sizes.vlp_images
+        return {
+            "coco": DataSizes({"train": sizes.train, "val": sizes.val, "test": sizes.test}, nocaps, vlp),
+            "flickr30k": DataSizes(
+                {"train": sizes.flickr_train, "val": sizes.flickr_val, "test": sizes.flickr_test},
+                None,
+                vlp,
+            ),
+        }
 
 
 def verify_backbones(root: Path, manifest: dict) -> None:
@@ -137,6 +142,21 @@ def verify_backbones(root: Path, manifest: dict) -> None:
                 f"{root / rel}: {state} (its sha256 is in {MANIFEST}); delete {root} and rerun "
                 "to rebuild the mini backbones"
             )
+
+
+def _data(world: Path, captions: str) -> dict[str, str | None]:
+    """One dataset of the Shapes world: its captions, the world's NoCaps-style set where it is
+    Shapes (MSCOCO's part: NoCaps scores COCO-trained models), the shared VLP set."""
+    coco = captions == "dataset_shapes.json"
+    return {
+        "captions": str(world / captions),
+        "image_root": str(world),
+        "nocaps": str(world / "nocaps_shapes_val.json") if coco else None,
+        "nocaps_image_root": str(world) if coco else None,
+        "vlp_regions": str(world / "visual_genome" / "region_descriptions.json"),
+        "vlp_image_data": str(world / "visual_genome" / "image_data.json"),
+        "vlp_image_root": str(world / "visual_genome"),
+    }
 
 
 def mini_profile(runs_dir: Path, scale: str) -> MiniProfile:
@@ -154,15 +174,7 @@ def mini_profile(runs_dir: Path, scale: str) -> MiniProfile:
         vision=str(root / CLIP_DIR),
         vision_pretrained=None,
         vision_width=config.clip.vision_width,
-        data={
-            "captions": str(world / "dataset_shapes.json"),
-            "image_root": str(world),
-            "nocaps": str(world / "nocaps_shapes_val.json"),
-            "nocaps_image_root": str(world),
-            "vlp_regions": str(world / "visual_genome" / "region_descriptions.json"),
-            "vlp_image_data": str(world / "visual_genome" / "image_data.json"),
-            "vlp_image_root": str(world / "visual_genome"),
-        },
+        datasets={"coco": _data(world, "dataset_shapes.json"), "flickr30k": _data(world, FLICKR)},
         budget=MINI_BUDGET if scale == "full" else TINY_BUDGET,
         # The mini LMs have 48 positions and captions of up to 32 tokens: a prefix of 10 (ClipCap's
         # MLP default; its transformer's is 40) for both variants, the transformer over 10

@@ -233,14 +233,14 @@ def _dataset_absent(inputs: ReportInputs, family: str) -> str | None:
     """Why a column family has no run at all, when no run of the profile trained on its data."""
     if family != "flickr" or any(r.dataset in COLUMN_DATASETS["flickr"] for r in inputs.runs.runs):
         return None
-    if inputs.mini:
-        return (
-            "dataset absent: the mini profile has no Flickr30k analogue (the Shapes test split "
-            "stands in for MSCOCO only)"
-        )
+    where = (
+        "Shapes-Flickr, the mini profile's Flickr30k"
+        if inputs.mini
+        else "Flickr30k (flickr30k/ under the data root; layout: bench/sweep/paper_profile.py)"
+    )
     return (
-        "dataset absent: no run of this profile trained on Flickr30k (the paper profile's data "
-        "root holds MSCOCO, NoCaps and Visual Genome)"
+        f"dataset absent: no run of this profile trained on {where}; run sweep `table1` "
+        f"(python -m bench.sweep table1 --profile {inputs.runs.profile})"
     )
 
 

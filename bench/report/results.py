@@ -26,7 +26,7 @@ from ituning.methods.registry import METHODS
 
 LM_ORDER = {size: i for i, size in enumerate(axes.LM_SIZES)}
 #: Datasets whose test split fills a paper column ("shapes" stands in for MSCOCO under mini).
-COLUMN_DATASETS = {"coco": ("coco", "shapes"), "flickr": ("flickr30k",)}
+COLUMN_DATASETS = {"coco": ("coco",), "flickr": ("flickr30k",)}
 SPEC_PREFIX = tracking.spec_tag("")
 
 
@@ -122,9 +122,8 @@ class Run:
 
     @property
     def dataset(self) -> str:
-        """``coco`` / ``flickr30k`` / ``shapes``: from the Karpathy file's name."""
-        name = Path(self.params.get("data.captions", "")).stem
-        return name.removeprefix("dataset_") or "?"
+        """``coco`` / ``flickr30k``: the ``dataset`` axis (at mini, Shapes / Shapes-Flickr)."""
+        return self.axis("dataset")
 
     @property
     def trainable_params(self) -> float | None:
@@ -151,12 +150,11 @@ class Run:
     def matches(self, point) -> bool:
         """Whether this run is a seed of the spec point ``point`` (a ``bench.sweep.spec.Point``),
         resolved against this run's own LM: a point's runs are found whichever spec made them."""
-        lm = _RunLM(self.params.get("lm.name", ""), self.n_layers, self.d_lm)
+        on = axes.Target(_RunLM(self.params.get("lm.name", ""), self.n_layers, self.d_lm))
         for name, axis in axes.AXES.items():
             if name == "seed":
                 continue
-            value = point[name]
-            if axis.logged(value, axis.resolve(value, lm)) != self.axis(name):
+            if axis.logged_on(point[name], on) != self.axis(name):
                 return False
         return True
 

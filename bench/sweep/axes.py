@@ -1,8 +1,9 @@
 """The sweep axes, each declared once.
 
-An axis is what a spec varies in the paper's own terms (LM size, λ, bottleneck, dropped layers, VLP,
-seed). Its :class:`Axis` says everything the harness needs of it: how a spec writes it, which
-``TrainConfig`` setting it decides and how it resolves against the LM a point runs on, the one
+An axis is what a spec varies in the paper's own terms (method, LM size, λ, bottleneck, dropped
+layers, VLP, dataset, seed). Its :class:`Axis` says everything the harness needs of it: how a spec
+writes it, which ``TrainConfig`` setting it decides and how it resolves against what a point runs on
+(:class:`Target`: the LM and the profile's datasets), the one
 MLflow param it is logged as (its own name, with its natural type), and how it prints in labels and
 tables. The spec schema, the dry run, the tracked params, the report's columns and the run id (the
 digest of the resolved config) all follow from :data:`AXES`; adding an axis is one entry here plus
@@ -22,8 +23,8 @@ is refused instead of silently meaning something else. The bottleneck works the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ from ituning.methods.registry import METHODS, is_clipcap
 from ituning.run_config import SEED_MAX
 
 LM_SIZES = ("base", "medium", "large")
+#: The paper's two captioning datasets (Table 1's halves); a profile says which files each is.
+DATASETS = ("coco", "flickr30k")
 
 
 class LM(Protocol):
@@ -41,6 +44,23 @@ class LM(Protocol):
     name: str
     n_layers: int
     d_lm: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a point's axes resolve against: the LM it runs on and the profile's datasets (name ->
+    its ``data`` settings; empty where only the LM matters, as when a report matches runs)."""
+
+    lm: LM
+    datasets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def data(self, dataset: str) -> dict[str, Any]:
+        if dataset not in self.datasets:
+            raise ConfigError(
+                f"dataset: {dataset!r} is not in this profile (it has: "
+                f"{', '.join(self.datasets) or 'none'})"
+            )
+        return {k: v for k, v in self.datasets[dataset].items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -106,7 +126,7 @@ class Axis:
     setting: str  # the dotted TrainConfig field this axis decides
     default: Any  # the parsed value when a spec leaves the axis out
     parse: Callable[[Any], Any]
-    resolve: Callable[[Any, LM], Any] = lambda value, lm: value  # -> the setting's value
+    resolve: Callable[[Any, Target], Any] = lambda value, on: value  # -> the setting's value
     spec_text: Callable[[Any], str] = str  # the value as a spec means it (labels, dry run)
     to_yaml: Callable[[Any], Any] = lambda value: value
     label: Callable[[Any], str] = str  # its part of a point's short name ("" = omitted)
@@ -122,6 +142,10 @@ class Axis:
     def logged(self, value: Any, resolved: Any) -> Any:
         """The MLflow param value of a point: the resolved setting (or the spec's name)."""
         return value if self.logs_spec_value else resolved
+
+    def logged_on(self, value: Any, on: Target) -> Any:
+        """:meth:`logged` of ``value`` resolved against ``on`` (resolved only when logged so)."""
+        return value if self.logs_spec_value else self.resolve(value, on)
 
     def read(self, text: str | None) -> Any:
         """An MLflow param (text) back as its natural type; :attr:`absent` if the run has none."""
@@ -174,6 +198,12 @@ def _lambda(value: Any) -> float:
 def _vlp(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _dataset(value: Any) -> str:
+    if value not in DATASETS:
+        raise ValueError(f"unknown dataset {value!r} (allowed: {', '.join(DATASETS)})")
     return value
 
 
@@ -243,7 +273,7 @@ AXES: dict[str, Axis] = {
             setting="backbones.lm",
             default="base",
             parse=_lm,
-            resolve=lambda value, lm: lm.name,
+            resolve=lambda value, on: on.lm.name,
             label=str,
             cell=lambda value, resolved: f"{value} ({Path(resolved).name})",
             logs_spec_value=True,
@@ -269,7 +299,7 @@ AXES: dict[str, Axis] = {
             setting="itune.bottleneck",
             default=Bottleneck(),
             parse=_bottleneck,
-            resolve=lambda value, lm: value.resolve(lm.d_lm),
+            resolve=lambda value, on: value.resolve(on.lm.d_lm),
             to_yaml=lambda value: value.to_yaml(),
             label=lambda value: f"r={value}",
             applies=_itune_only,
@@ -282,7 +312,7 @@ AXES: dict[str, Axis] = {
             setting="itune.drop_first",
             default=Drop(fraction=0.0),
             parse=_drop,
-            resolve=lambda value, lm: value.resolve(lm.n_layers),
+            resolve=lambda value, on: value.resolve(on.lm.n_layers),
             to_yaml=lambda value: value.to_yaml(),
             label=lambda value: f"drop={value}",
             cell=lambda value, resolved: f"{value} -> {resolved}",
@@ -298,6 +328,21 @@ AXES: dict[str, Axis] = {
             parse=_vlp,
             label=lambda value: "vlp" if value else "",
             cell=lambda value, resolved: "yes" if resolved else "no",
+        ),
+        Axis(
+            name="dataset",
+            title="dataset",
+            doc="captioning dataset, trained on its train split and scored on its test split: "
+            "coco | flickr30k (the profile says which files: Shapes and Shapes-Flickr at mini)",
+            kind=str,
+            setting="data",
+            default="coco",
+            parse=_dataset,
+            resolve=lambda value, on: on.data(value),
+            label=lambda value: "" if value == "coco" else value,
+            cell=lambda value, resolved: f"{value} ({Path(resolved.captions).name})",
+            logs_spec_value=True,
+            absent="coco",
         ),
         Axis(
             name="seed",

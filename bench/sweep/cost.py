@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -320,15 +320,23 @@ def estimate(plan: RunPlan, sizes: DataSizes, rates: Rates | None, why: str = ""
     return Cost(seconds, rates.peak_bytes, disk, rates=rates)
 
 
-def feature_images(plans: list[RunPlan], sizes: DataSizes) -> int | None:
-    """Images the sweep's feature cache will hold: each image is encoded once for every point."""
-    counts = [sizes.counts(plan) for plan in plans]
+def feature_images(plans: list[RunPlan], sizes: Mapping[str, DataSizes]) -> int | None:
+    """Images the sweep's feature cache will hold: each image is encoded once for every point;
+    each dataset's own images, the VLP set's once."""
+    by_dataset: dict[str, list] = {}
+    for plan in plans:
+        dataset = plan.point["dataset"]
+        by_dataset.setdefault(dataset, []).append(sizes[dataset].counts(plan))
+    counts = [c for cs in by_dataset.values() for c in cs]
     if not counts or any(None in c for c in counts):
         return None
-    return sum(max(c[k] for c in counts) for k in range(3))
+    own = sum(max(c[k] for c in cs) for cs in by_dataset.values() for k in range(2))
+    return own + max(c[2] for c in counts)
 
 
-def estimates(profile: Profile, plans: list[RunPlan], sizes: DataSizes) -> dict[str, Cost]:
+def estimates(
+    profile: Profile, plans: list[RunPlan], sizes: Mapping[str, DataSizes]
+) -> dict[str, Cost]:
     """Every plan's :class:`Cost`; an architecture that cannot be read gives an unknown time with
     the reason."""
     out: dict[str, Cost] = {}
@@ -338,5 +346,5 @@ def estimates(profile: Profile, plans: list[RunPlan], sizes: DataSizes) -> dict[
             why = ""
         except Exception as exc:  # noqa: BLE001 - any loader error means "not measurable yet"
             rates, why = None, f"architecture not readable ({str(exc).splitlines()[0][:120]})"
-        out[plan.run_id] = estimate(plan, sizes, rates, why)
+        out[plan.run_id] = estimate(plan, sizes[plan.point["dataset"]], rates, why)
     return out

@@ -8,6 +8,7 @@ its ``result.json``), and the summary gives the median and range of estimate / r
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 
 from bench.sweep import folders
@@ -40,7 +41,9 @@ def size(n: int | None) -> str:
     return f"{n} B"
 
 
-def point_costs(profile: Profile, plans: list[RunPlan], sizes: DataSizes) -> dict[str, Cost]:
+def point_costs(
+    profile: Profile, plans: list[RunPlan], sizes: Mapping[str, DataSizes]
+) -> dict[str, Cost]:
     with torch_threads(1 if profile.cpu_workers else None):  # as a worker of this profile
         return estimates(profile, plans, sizes)
 
@@ -55,7 +58,7 @@ def recorded_seconds(runs_dir: Path, plan: RunPlan) -> float | None:
 
 
 def summary(
-    profile: Profile, plans: list[RunPlan], costs: dict[str, Cost], sizes: DataSizes
+    profile: Profile, plans: list[RunPlan], costs: dict[str, Cost], sizes: Mapping[str, DataSizes]
 ) -> list[str]:
     known = [costs[p.run_id] for p in plans if costs[p.run_id].seconds is not None]
     machine = machine_key()
@@ -66,7 +69,8 @@ def summary(
         f"time for {len(known)} of {len(plans)} points (training, VLP, decoding; feature "
         "extraction, scoring and start-up not included)"
     ]
-    assumed = sizes.assumed
+    used = sorted({p.point["dataset"] for p in plans})
+    assumed = [name if len(used) == 1 else f"{d} {name}" for d in used for name in sizes[d].assumed]
     if assumed:
         lines.append(
             f"    image counts of {', '.join(assumed)}: the published sizes (files not in place)"

@@ -58,24 +58,30 @@ def paper_problems(
 
 
 def _layout_problems(profile: PaperProfile, plans: Sequence[RunPlan]) -> list[str]:
+    """The data root, and each file or folder the plans' datasets need, in place."""
     from bench.sweep.paper_profile import LAYOUT_DOC, PAPER_LAYOUT
 
-    root = Path(profile.data["captions"]).parent.parent
+    root = Path(profile.datasets["coco"]["captions"]).parent.parent
     if not root.is_dir():
         return [
             f"--data-root {root}: no such folder; it must hold coco/, nocaps/ and visual_genome/ "
-            f"(layout: {LAYOUT_DOC})"
+            f"(and flickr30k/ for Flickr30k points; layout: {LAYOUT_DOC})"
         ]
-    needed = ["captions", "image_root"]
-    if any(p.config.eval.nocaps for p in plans):
-        needed += ["nocaps", "nocaps_image_root"]
-    if any(p.config.vlp for p in plans):
-        needed += ["vlp_regions", "vlp_image_data", "vlp_image_root"]
+    missing: dict[str, str] = {}  # path -> what belongs there (VLP's are shared: named once)
+    for dataset in sorted({p.point["dataset"] for p in plans}):
+        needed = ["captions", "image_root"]
+        chosen = [p for p in plans if p.point["dataset"] == dataset]
+        if any(p.config.eval.nocaps and p.config.data.nocaps for p in chosen):
+            needed += ["nocaps", "nocaps_image_root"]
+        if any(p.config.vlp for p in chosen):
+            needed += ["vlp_regions", "vlp_image_data", "vlp_image_root"]
+        data, layout = profile.datasets[dataset], PAPER_LAYOUT[dataset]
+        for key in needed:
+            if not Path(data[key]).exists():
+                missing.setdefault(data[key], layout[key][1])
     return [
-        f"{profile.data[key]}: missing; put {PAPER_LAYOUT[key][1]} there (data root layout: "
-        f"{LAYOUT_DOC})"
-        for key in needed
-        if not Path(profile.data[key]).exists()
+        f"{path}: missing; put {what} there (data root layout: {LAYOUT_DOC})"
+        for path, what in missing.items()
     ]
 
 

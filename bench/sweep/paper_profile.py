@@ -3,6 +3,8 @@ Face cache, and the real datasets under ``--data-root``, laid out as::
 
     DATA_ROOT/coco/dataset_coco.json                Karpathy's split file (caption_datasets.zip)
     DATA_ROOT/coco/images/train2014/, val2014/       COCO 2014 images (the file's filepath/filename)
+    DATA_ROOT/flickr30k/dataset_flickr30k.json      Karpathy's Flickr30k split file (same zip)
+    DATA_ROOT/flickr30k/flickr30k-images/            Flickr30k images (the file's filename)
     DATA_ROOT/nocaps/nocaps_val_4500_captions.json   NoCaps validation annotations
     DATA_ROOT/nocaps/images/                         NoCaps validation images (file_name)
     DATA_ROOT/visual_genome/region_descriptions.json  Visual Genome v1.2 regions (VLP only)
@@ -45,24 +47,38 @@ PAPER_LMS = {
 #: ``--weights`` folder names: each LM size's Hub id, and the open_clip repository of ViT-B/16.
 VISION_FOLDER = "vit_base_patch16_clip_224.openai"
 
-PAPER_LAYOUT = {
-    "captions": ("coco/dataset_coco.json", "Karpathy's COCO split file"),
-    "image_root": ("coco/images", "COCO 2014 images (train2014/, val2014/)"),
-    "nocaps": ("nocaps/nocaps_val_4500_captions.json", "NoCaps validation annotations"),
-    "nocaps_image_root": ("nocaps/images", "NoCaps validation images"),
+_VLP_LAYOUT = {
     "vlp_regions": ("visual_genome/region_descriptions.json", "Visual Genome regions"),
     "vlp_image_data": ("visual_genome/image_data.json", "Visual Genome image list"),
     "vlp_image_root": ("visual_genome", "Visual Genome images (VG_100K/, VG_100K_2/)"),
-    "instances": ("coco/annotations/instances_val2014.json", "COCO 2014 instance annotations"),
-    "chair_synonyms": ("coco/annotations/synonyms.txt", "the CHAIR authors' synonym list"),
+}
+#: Each dataset's ``data`` settings under the data root: (path, what belongs there). Both start
+#: VLP from the same Visual Genome set; NoCaps and CHAIR are COCO's (NoCaps scores models trained
+#: on COCO; CHAIR needs COCO's instance annotations).
+PAPER_LAYOUT: dict[str, dict[str, tuple[str, str]]] = {
+    "coco": {
+        "captions": ("coco/dataset_coco.json", "Karpathy's COCO split file"),
+        "image_root": ("coco/images", "COCO 2014 images (train2014/, val2014/)"),
+        "nocaps": ("nocaps/nocaps_val_4500_captions.json", "NoCaps validation annotations"),
+        "nocaps_image_root": ("nocaps/images", "NoCaps validation images"),
+        **_VLP_LAYOUT,
+        "instances": ("coco/annotations/instances_val2014.json", "COCO 2014 instance annotations"),
+        "chair_synonyms": ("coco/annotations/synonyms.txt", "the CHAIR authors' synonym list"),
+    },
+    "flickr30k": {
+        "captions": ("flickr30k/dataset_flickr30k.json", "Karpathy's Flickr30k split file"),
+        "image_root": ("flickr30k/flickr30k-images", "the Flickr30k images"),
+        **_VLP_LAYOUT,
+    },
 }
 
-
-#: Images per split of Karpathy's COCO split (113,287 train with restval), NoCaps validation and
-#: Visual Genome: what the paper's setup section gives (113.2k / 5k / 5k, 4.5k, ~108k).
-PUBLISHED_SIZES = DataSizes(
-    {"train": 113_287, "val": 5_000, "test": 5_000}, nocaps=4_500, vlp=108_077
-)
+#: Images per split of Karpathy's COCO split (113,287 train with restval) and Flickr30k split,
+#: NoCaps validation and Visual Genome: what the paper's setup section gives (113.2k / 5k / 5k and
+#: 29.8k / 1k / 1k, 4.5k, ~108k).
+PUBLISHED_SIZES = {
+    "coco": DataSizes({"train": 113_287, "val": 5_000, "test": 5_000}, nocaps=4_500, vlp=108_077),
+    "flickr30k": DataSizes({"train": 29_000, "val": 1_014, "test": 1_000}, nocaps=None, vlp=108_077),
+}
 
 
 @dataclass(frozen=True)
@@ -77,19 +93,26 @@ class PaperProfile(Profile):
 
         return paper_problems(self, plans, progress=progress)
 
-    def data_sizes(self) -> DataSizes:
+    def data_sizes(self) -> dict[str, DataSizes]:
         """Counted from the files; where a file is not in place yet, the dataset's published size
         (:data:`PUBLISHED_SIZES`), so that a sweep can be costed before the data is downloaded."""
         from dataclasses import replace
 
-        counted, published = super().data_sizes(), PUBLISHED_SIZES
         names = {"splits": "captions", "nocaps": "NoCaps", "vlp": "Visual Genome"}
-        missing = [field for field in names if getattr(counted, field) is None]
-        return replace(
-            counted,
-            **{field: getattr(published, field) for field in missing},
-            assumed=tuple(names[field] for field in missing),
-        )
+        out = {}
+        for name, counted in super().data_sizes().items():
+            published = PUBLISHED_SIZES[name]
+            missing = [
+                field
+                for field in names
+                if getattr(counted, field) is None and getattr(published, field) is not None
+            ]
+            out[name] = replace(
+                counted,
+                **{field: getattr(published, field) for field in missing},
+                assumed=tuple(names[field] for field in missing),
+            )
+        return out
 
 
 def paper_profile(
@@ -98,7 +121,7 @@ def paper_profile(
     if data_root is None:
         raise ConfigError(
             "profile paper needs --data-root DIR holding coco/dataset_coco.json, coco/images/, "
-            f"nocaps/ and visual_genome/ (layout: {LAYOUT_DOC})"
+            f"nocaps/, visual_genome/ and, for Flickr30k points, flickr30k/ (layout: {LAYOUT_DOC})"
         )
     root = Path(data_root)
     lms, vision, pretrained = PAPER_LMS, "ViT-B-16", "openai"
@@ -116,7 +139,10 @@ def paper_profile(
         vision=vision,
         vision_pretrained=pretrained,
         vision_width=768,
-        data={key: str(root / rel) for key, (rel, _) in PAPER_LAYOUT.items()},
+        datasets={
+            name: {key: str(root / rel) for key, (rel, _) in layout.items()}
+            for name, layout in PAPER_LAYOUT.items()
+        },
         budget=PAPER_BUDGET if scale == "full" else TINY_BUDGET,
     )
 

@@ -59,7 +59,9 @@ class Profile:
     vision: str
     vision_pretrained: str | None
     vision_width: int
-    data: dict[str, str | None]
+    #: The ``data`` settings of each captioning dataset the profile has (the ``dataset`` axis's
+    #: values: ``coco``, and ``flickr30k`` where the profile has it).
+    datasets: dict[str, dict[str, str | None]]
     budget: Budget
     settings: dict[str, Any] = field(default_factory=dict)
     #: ClipCap settings over each variant's published ones (a small LM's positions need a
@@ -96,11 +98,12 @@ class Profile:
 
         return vision_from_config(self.vision, device="cpu", include_cls=include_cls)
 
-    def data_sizes(self) -> DataSizes:
-        """Images per split, NoCaps and VLP set, for the cost estimate (counted from the files)."""
+    def data_sizes(self) -> dict[str, DataSizes]:
+        """Each dataset's images per split, NoCaps and VLP set, for the cost estimate (counted
+        from the files)."""
         from bench.sweep.cost import DataSizes
 
-        return DataSizes.from_files(self.data)
+        return {name: DataSizes.from_files(data) for name, data in self.datasets.items()}
 
     # ------------------------------------------------------------------ resolution
 
@@ -112,13 +115,15 @@ class Profile:
         where = f"{source}: point [{point.label()}]"
         tree: dict[str, Any] = {
             "backbones": {"vision": self.vision, "vision_pretrained": self.vision_pretrained},
-            "data": {k: v for k, v in self.data.items() if v is not None},
             "feature_cache": str(self.runs_dir / "features"),
         }
-        method = point["method"]
+        method, on = point["method"], axes.Target(lm, self.datasets)
         for name, axis in axes.AXES.items():  # an axis foreign to the method keeps its default
             value = point[name] if axis.applies(method) else axis.default
-            set_dotted(tree, axis.setting, axis.resolve(value, lm))
+            try:
+                set_dotted(tree, axis.setting, axis.resolve(value, on))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc} (profile {self.name})") from None
         if is_clipcap(method):
             tree["clipcap"] = {**ClipCapConfig.for_method(method).model_dump(), **self.clipcap}
         searched = (  # the method's own rate, if searched and not set by the caller
