@@ -323,6 +323,27 @@ def test_cli_dry_run_prints_runs_with_layer_counts_and_params(capsys, tmp_path):
     assert not any(tmp_path.iterdir())  # a dry run touches no store
 
 
+def test_table1_lists_every_row_on_both_datasets_at_the_paper_profile(capsys, tmp_path):
+    argv = ["table1", "--profile", "paper", "--data-root", "data", "--runs-dir", str(tmp_path)]
+    assert main([*argv, "--dry-run", "--no-estimate"]) == 2  # the data is not in place
+    out = capsys.readouterr().out
+    # 3 LM sizes x VLP on/off x 2 datasets x 3 seeds, and Dropping (large, VLP) on each x 3 seeds
+    assert "42 runs" in out
+    rows = [line for line in out.splitlines() if "(dataset_" in line]
+    assert sum("flickr30k (dataset_flickr30k.json)" in r for r in rows) == 21
+    assert sum("coco (dataset_coco.json)" in r for r in rows) == 21
+
+
+def test_runs_from_before_the_dataset_axis_are_coco_runs_of_the_same_setting():
+    from bench.report.results import Run
+    from bench.sweep.tracking import setting_digest
+
+    old = {"lm": "base", "vlp": "False", "seed": "0", "lambda": "1.0"}
+    assert setting_digest(old) == setting_digest({**old, "dataset": "coco"})
+    assert setting_digest(old) != setting_digest({**old, "dataset": "flickr30k"})
+    assert Run("m", "h", "FINISHED", (), old, {}, {}, 0).dataset == "coco"
+
+
 def test_cli_invalid_spec_is_one_error_line(capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: t\naxes: {drop: [18]}\n")

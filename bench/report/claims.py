@@ -113,15 +113,17 @@ class ClaimContext:
 def check_claims(
     runs: RunSet, paper: PaperTables, resamples: Resamples | None = None
 ) -> list[Verdict]:
-    from bench.report import control_claims, paper_claims
+    from bench.report import control_claims, flickr_claims, paper_claims
 
     ctx = ClaimContext(runs, paper, resamples)
     checks: list[Callable[[ClaimContext], Verdict]] = [
         larger_lm,
         larger_lm_out_of_domain,
+        flickr_claims.larger_lm_flickr,
         paper_claims.gap_grows,
         dropping,
         dropping_improves,
+        flickr_claims.dropping_flickr,
         vlp_helps,
         paper_claims.fewer_params,
         paper_claims.vs_clipcap,

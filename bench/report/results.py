@@ -167,13 +167,15 @@ class Run:
         return None
 
     def label(self) -> str:
+        data = "" if self.dataset == "coco" else f", on {self.dataset}"
         if self.method != "itune":
-            return f"{self.method}, {self.lm_size} ({self.lm_name})" + (", VLP" if self.vlp else "")
+            vlp = ", VLP" if self.vlp else ""
+            return f"{self.method}, {self.lm_size} ({self.lm_name}){vlp}{data}"
         vlp = ", VLP" if self.vlp else ""
         drop = f", drop {self.drop}/{self.n_layers}" if self.drop else ""
         extra = "" if self.lam == 1.0 else f", λ={self.lam:g}"
         width = "" if self.paper_bottleneck else f", r={self.bottleneck}"
-        return f"{self.lm_size} ({self.lm_name}){drop}{vlp}{extra}{width}"
+        return f"{self.lm_size} ({self.lm_name}){drop}{vlp}{extra}{width}{data}"
 
 
 @dataclass(frozen=True)
