@@ -109,8 +109,9 @@ def test_flickr_claims_read_only_the_runs_trained_on_flickr30k():
     from bench.report import flickr_claims as F
 
     flickr = {"params": {"dataset": "flickr30k"}}
-    base, large = seeds("base", mean=60, sd=0.5, **flickr), seeds(
-        "large", mean=75, sd=0.5, n_layers=8, **flickr
+    base, large = (
+        seeds("base", mean=60, sd=0.5, **flickr),
+        seeds("large", mean=75, sd=0.5, n_layers=8, **flickr),
     )
     coco = seeds("base", mean=100, sd=0.5) + seeds("large", mean=90, sd=0.5, n_layers=8)
     v = F.larger_lm_flickr(ctx(*base, *large, *coco))
@@ -125,7 +126,11 @@ def test_flickr_claims_read_only_the_runs_trained_on_flickr30k():
         return seeds("large", mean=mean, sd=0.05, n=5, n_layers=8, vlp=True, **flickr, **kw)
 
     v = F.dropping_flickr(ctx(*vlp_large(70.0), *vlp_large(69.8, drop=4)))
-    assert v.verdict == HOLDS and "77.2 → 79.2" in v.paper and "(×0.40)" in v.evidence
+    assert (
+        v.verdict == HOLDS
+        and "77.2 → 79.2" in v.paper
+        and "(×0.40, 4 of 8 layers dropped)" in v.evidence
+    )
     assert F.dropping_flickr(ctx(*vlp_large(70.0), *vlp_large(60.0, drop=4))).verdict == FAILS
     assert F.dropping_flickr(ctx(*vlp_large(70.0))).verdict == MISSING
 

@@ -54,7 +54,9 @@ def test_same_seed_same_items_other_seed_and_split_differ() -> None:
 
 
 def test_scenes_are_disjoint_from_the_shapes_splits() -> None:
-    shapes = {make_item(0, s, i, WORLD, "seen").scene for s in ("train", "test") for i in range(300)}
+    shapes = {
+        make_item(0, s, i, WORLD, "seen").scene for s in ("train", "test") for i in range(300)
+    }
     flickr = {flickr_item(0, s, i, WORLD)[0] for s in ("train", "test") for i in range(300)}
     assert not shapes & flickr
 

@@ -122,7 +122,9 @@ class MiniProfile(Profile):
         sizes = _world_sizes(self.scale)
         nocaps, vlp = 3 * sizes.nocaps_per_domain, sizes.vlp_images
         return {
-            "coco": DataSizes({"train": sizes.train, "val": sizes.val, "test": sizes.test}, nocaps, vlp),
+            "coco": DataSizes(
+                {"train": sizes.train, "val": sizes.val, "test": sizes.test}, nocaps, vlp
+            ),
             "flickr30k": DataSizes(
                 {"train": sizes.flickr_train, "val": sizes.flickr_val, "test": sizes.flickr_test},
                 None,

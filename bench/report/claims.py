@@ -246,9 +246,36 @@ def _dropping_pairs(ctx: ClaimContext) -> tuple[list[tuple[bool, Group, Group]],
     return pairs, missing
 
 
+def paper_dropping_rows(paper: PaperTables):
+    """Table 1's GPT2-Large + VLP rows without and with Dropping, where the paper shows it."""
+    rows = [r for r in paper.table1.ours() if r.lm_size == "large" and r.vlp]
+    full, half = sorted(rows, key=lambda r: r.drop_fraction)
+    return full, half
+
+
+def drop_cost(ctx: ClaimContext, full: Group, half: Group):
+    """``(cost, verdicts, text)`` of Dropping between two groups: the test-CIDEr cost (full −
+    dropped) with its interval, the verdicts of the margin and of the parameter ratio, and what
+    they were; ``None`` where a score or a parameter count is missing."""
+    a, b = ctx.term(full, "test/cider", 1.0), ctx.term(half, "test/cider", -1.0)
+    pa, pb = full.params_stat(), half.params_stat()
+    if a is None or b is None or pa is None or pb is None:
+        return None
+    cost = contrast([a, b])
+    ratio = pb.mean / pa.mean
+    verdicts = [non_inferiority(cost, margin=DROP_MAX_COST)]
+    if ratio > DROP_MAX_PARAM_RATIO:
+        verdicts.append(FAILS)
+    text = (
+        f"CIDEr {stat(full, 'test/cider')} → {stat(half, 'test/cider')}, cost {cost.fmt()}; "
+        f"parameters {count(pa.mean)} → {count(pb.mean)} (×{ratio:.2f}, {half.first.drop} of "
+        f"{half.first.n_layers} layers dropped)"
+    )
+    return cost, verdicts, text
+
+
 def dropping(ctx: ClaimContext) -> Verdict:
-    t1 = [r for r in ctx.paper.table1.ours() if r.lm_size == "large" and r.vlp]
-    full_p, half_p = sorted(t1, key=lambda r: r.drop_fraction)
+    full_p, half_p = paper_dropping_rows(ctx.paper)
     paper = (
         f"GPT2-Large + VLP {full_p.values['coco_cider']:.1f} → "
         f"{half_p.values['coco_cider']:.1f} CIDEr, {full_p.params} → {half_p.params} parameters"
@@ -258,31 +285,21 @@ def dropping(ctx: ClaimContext) -> Verdict:
         return ctx.verdict("dropping", MISSING, need(missing, "table1` + `table2"), paper)
     lines, ivs, verdicts = [], [], []
     for vlp, full, half in pairs:
-        a, b = ctx.term(full, "test/cider", 1.0), ctx.term(half, "test/cider", -1.0)
-        pa, pb = full.params_stat(), half.params_stat()
-        if a is None or b is None or pa is None or pb is None:
+        found = drop_cost(ctx, full, half)
+        if found is None:
             missing.append(f"test CIDEr / parameters of large{' + VLP' if vlp else ''}")
             continue
-        cost = contrast([a, b])
-        ratio = pb.mean / pa.mean
-        verdicts.append(non_inferiority(cost, margin=DROP_MAX_COST))
-        if ratio > DROP_MAX_PARAM_RATIO:
-            verdicts.append(FAILS)
+        cost, said, text = found
+        verdicts += said
         ivs.append(cost)
-        lines.append(
-            f"large{' + VLP' if vlp else ''}: CIDEr {stat(full, 'test/cider')} → "
-            f"{stat(half, 'test/cider')}, cost {cost.fmt()}; parameters {count(pa.mean)} → "
-            f"{count(pb.mean)} (×{ratio:.2f}, {half.first.drop} of {half.first.n_layers} layers "
-            "dropped)"
-        )
+        lines.append(f"large{' + VLP' if vlp else ''}: {text}")
     if missing:
         lines.append("not run: " + ", ".join(missing))
     return ctx.verdict("dropping", combine(verdicts), "; ".join(lines), paper, ivs)
 
 
 def dropping_improves(ctx: ClaimContext) -> Verdict:
-    rows = [r for r in ctx.paper.table1.ours() if r.lm_size == "large" and r.vlp]
-    full_p, half_p = sorted(rows, key=lambda r: r.drop_fraction)
+    full_p, half_p = paper_dropping_rows(ctx.paper)
     names = {"coco": "COCO", "flickr": "Flickr30k", "cider": "CIDEr", "bleu4": "BLEU-4"}
     names |= {"meteor": "METEOR", "spice": "SPICE"}
     better = [

@@ -10,17 +10,16 @@ VLP, where the paper's Dropping row stands.
 from __future__ import annotations
 
 from bench.report.claims import (
-    DROP_MAX_COST,
-    DROP_MAX_PARAM_RATIO,
     SIZES,
     ClaimContext,
+    drop_cost,
     need,
     paper_chain,
+    paper_dropping_rows,
     stat,
 )
 from bench.report.intervals import contrast
-from bench.report.markdown import count
-from bench.report.verdicts import FAILS, MISSING, Verdict, combine, non_inferiority, superiority
+from bench.report.verdicts import MISSING, Verdict, combine, superiority
 
 FLICKR = ("flickr30k",)
 
@@ -46,8 +45,7 @@ def larger_lm_flickr(ctx: ClaimContext) -> Verdict:
 
 
 def dropping_flickr(ctx: ClaimContext) -> Verdict:
-    rows = [r for r in ctx.paper.table1.ours() if r.lm_size == "large" and r.vlp]
-    full_p, half_p = sorted(rows, key=lambda r: r.drop_fraction)
+    full_p, half_p = paper_dropping_rows(ctx.paper)
     paper = (
         f"GPT2-Large + VLP on Flickr30k {full_p.values['flickr_cider']:.1f} → "
         f"{half_p.values['flickr_cider']:.1f} CIDEr"
@@ -64,17 +62,8 @@ def dropping_flickr(ctx: ClaimContext) -> Verdict:
             need([f"large + VLP on flickr30k, {w}" for w in what], "table1"),
             paper,
         )
-    a, b = ctx.term(full, "test/cider", 1.0), ctx.term(half, "test/cider", -1.0)
-    pa, pb = full.params_stat(), half.params_stat()
-    if a is None or b is None or pa is None or pb is None:
+    found = drop_cost(ctx, full, half)
+    if found is None:
         return ctx.verdict("dropping_flickr", MISSING, "no test CIDEr or parameters", paper)
-    cost = contrast([a, b])
-    ratio = pb.mean / pa.mean
-    verdicts = [non_inferiority(cost, margin=DROP_MAX_COST)]
-    if ratio > DROP_MAX_PARAM_RATIO:
-        verdicts.append(FAILS)
-    evidence = (
-        f"large + VLP: CIDEr {stat(full, 'test/cider')} → {stat(half, 'test/cider')}, cost "
-        f"{cost.fmt()}; parameters {count(pa.mean)} → {count(pb.mean)} (×{ratio:.2f})"
-    )
-    return ctx.verdict("dropping_flickr", combine(verdicts), evidence, paper, [cost])
+    cost, verdicts, text = found
+    return ctx.verdict("dropping_flickr", combine(verdicts), f"large + VLP: {text}", paper, [cost])

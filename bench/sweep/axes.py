@@ -39,7 +39,7 @@ DATASETS = ("coco", "flickr30k")
 
 
 class LM(Protocol):
-    """What an axis resolves against: the LM a point runs on (a profile's ``LMChoice``)."""
+    """The LM a point runs on (a profile's ``LMChoice``): its part of a :class:`Target`."""
 
     name: str
     n_layers: int

@@ -77,7 +77,9 @@ PAPER_LAYOUT: dict[str, dict[str, tuple[str, str]]] = {
 #: 29.8k / 1k / 1k, 4.5k, ~108k).
 PUBLISHED_SIZES = {
     "coco": DataSizes({"train": 113_287, "val": 5_000, "test": 5_000}, nocaps=4_500, vlp=108_077),
-    "flickr30k": DataSizes({"train": 29_000, "val": 1_014, "test": 1_000}, nocaps=None, vlp=108_077),
+    "flickr30k": DataSizes(
+        {"train": 29_000, "val": 1_014, "test": 1_000}, nocaps=None, vlp=108_077
+    ),
 }
 
 

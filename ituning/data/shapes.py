@@ -123,7 +123,9 @@ def write_world(
         for i in range(getattr(sizes, split)):
             item = make_item(seed, split, i, world, "seen")
             fname = f"{split}/{i:06d}.png"
-            images.append(_karpathy_image(out, fname, split, item.scene, item.captions, world, images))
+            images.append(
+                _karpathy_image(out, fname, split, item.scene, item.captions, world, images)
+            )
             bar.update()
     _write_json({"dataset": "shapes", "images": images}, out / "dataset_shapes.json")
     images = []

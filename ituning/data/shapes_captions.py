@@ -12,7 +12,7 @@ byte-identical per seed only while the order of random draws here stays as it is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -311,17 +311,22 @@ def captions_for(
     positions: bool = False,
 ) -> list[Phrase]:
     """``n`` captions of a scene, distinct where the templates allow."""
+    return distinct(lambda: describe(scene, rng, "caption", order, positions), n)
+
+
+def distinct(draw: Callable[[], Phrase], n: int) -> list[Phrase]:
+    """``n`` phrases from ``draw``, distinct where it allows (as a dataset's five references)."""
     out: list[Phrase] = []
     seen: set[str] = set()
     for _ in range(20 * n):
-        p = describe(scene, rng, "caption", order, positions)
+        p = draw()
         if p.text not in seen:
             seen.add(p.text)
             out.append(p)
             if len(out) == n:
                 return out
     while len(out) < n:  # tiny worlds can run out of distinct captions
-        out.append(describe(scene, rng, "caption", order, positions))
+        out.append(draw())
     return out
 
 

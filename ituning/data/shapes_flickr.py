@@ -26,6 +26,7 @@ from ituning.data.shapes_captions import (
     Token,
     _choose,
     _where_tokens,
+    distinct,
     mention_order,
 )
 from ituning.data.shapes_scene import Scene, ShapeObject, WorldConfig, item_rng, sample_scene
@@ -39,10 +40,18 @@ IMAGE_FOLDER = "flickr"
 
 _COUNT_PHRASES: dict[int, tuple[tuple[str, ...], ...]] = {
     2: (("a", "pair", "of", "shapes"), ("two", "shapes")),
-    3: (("a", "trio", "of", "shapes"), ("three", "shapes"), ("a", "group", "of", "three", "shapes")),
+    3: (
+        ("a", "trio", "of", "shapes"),
+        ("three", "shapes"),
+        ("a", "group", "of", "three", "shapes"),
+    ),
 }
 _ALONE = (("a", "single"), ("one", "lone"), ("just", "one"))
-_ORDER = (("from", "left", "to", "right"), ("left", "to", "right"), ("reading", "from", "the", "left"))
+_ORDER = (
+    ("from", "left", "to", "right"),
+    ("left", "to", "right"),
+    ("reading", "from", "the", "left"),
+)
 _VERBS = ("sits", "rests", "lies")
 
 
@@ -102,7 +111,9 @@ def flickr_caption(scene: Scene, rng: np.random.Generator) -> Phrase:
             listing.append(("and", None) if mi == n - 1 else (",", None))
         listing += ment
     count = _plain(_choose(rng, _COUNT_PHRASES[n]))
-    if t == 0:  # "a trio of shapes on a grainy backdrop, from left to right: a ..., a ... and a ..."
+    if (
+        t == 0
+    ):  # "a trio of shapes on a grainy backdrop, from left to right: a ..., a ... and a ..."
         toks = count + [("on", None)] + _backdrop(rng, scene) + [(",", None)]
         toks += _plain(_choose(rng, _ORDER)) + [(":", None)] + listing
     elif t == 1:  # "from left to right, a ... and a ... on a flat background"
@@ -120,18 +131,7 @@ def flickr_caption(scene: Scene, rng: np.random.Generator) -> Phrase:
 
 def flickr_captions(scene: Scene, rng: np.random.Generator, n: int) -> list[Phrase]:
     """``n`` captions of a scene, distinct where the templates allow."""
-    out: list[Phrase] = []
-    seen: set[str] = set()
-    for _ in range(20 * n):
-        p = flickr_caption(scene, rng)
-        if p.text not in seen:
-            seen.add(p.text)
-            out.append(p)
-            if len(out) == n:
-                return out
-    while len(out) < n:  # tiny worlds can run out of distinct captions
-        out.append(flickr_caption(scene, rng))
-    return out
+    return distinct(lambda: flickr_caption(scene, rng), n)
 
 
 def flickr_item(seed: int, split: str, index: int, world: WorldConfig) -> tuple[Scene, list[str]]:
