@@ -84,9 +84,12 @@ def test_images_are_decoded_once_and_remembered_until_they_change(tmp_path, monk
     assert decoded == [bad] and list(found) == [bad] and "cannot read image" in found[bad]
 
 
-def test_flickr30k_points_read_their_own_files_and_name_the_missing_ones(tmp_path, weights):
-    """Karpathy's Flickr30k file and images go through the same checks as COCO's; a missing
-    file is one line naming where it belongs, and only Flickr30k points need it."""
+def test_both_datasets_are_checked_and_a_full_disk_is_named_with_the_space_the_cache_needs(
+    tmp_path, weights, monkeypatch
+):
+    """Karpathy's Flickr30k file and images go through the same checks as COCO's; the feature
+    cache counts both; a missing file is one line naming where it belongs, and only the points
+    of its dataset need it."""
     from bench.sweep.profiles import get_profile
     from bench.sweep.spec import parse_spec
 
@@ -100,35 +103,19 @@ def test_flickr30k_points_read_their_own_files_and_name_the_missing_ones(tmp_pat
     assert flickr.config.data.nocaps is None and flickr.config.data.instances is None
     assert coco.run_id != flickr.run_id and flickr.point.label().endswith(" flickr30k s0")
     assert P.problems(profile, plans, progress=False) == []
+    usage = shutil.disk_usage(tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(shutil, "disk_usage", lambda _: usage._replace(free=10))
+        (line,) = P.problems(profile, plans, progress=False)
+    # COCO's trained and tested images and NoCaps' (7, as without Flickr30k), Flickr30k's 3
+    assert "the feature cache needs" in line and "for 10 images" in line
+    assert "KB each" in line and "--runs-dir" in line
     (root / "flickr30k" / "dataset_flickr30k.json").unlink()
     assert P.problems(profile, [coco], progress=False) == []
     (line,) = P.problems(profile, plans, progress=False)
     assert line == (
         f"{root / 'flickr30k' / 'dataset_flickr30k.json'}: missing; put Karpathy's Flickr30k "
         "split file there (data root layout: bench/sweep/paper_profile.py)"
-    )
-
-
-def test_a_full_disk_is_named_with_the_space_the_feature_cache_needs(
-    tmp_path, weights, monkeypatch
-):
-    from bench.sweep.profiles import get_profile
-    from bench.sweep.spec import parse_spec
-
-    root = write_paper_root(tmp_path / "data", vlp=False)
-    profile = get_profile(
-        "paper", runs_dir=tmp_path / "runs", data_root=root, scale="tiny", weights=weights
-    )
-    plans = profile.plan(parse_spec("name: t\naxes: {lm: [base]}\n"))
-    assert P.problems(profile, plans, progress=False) == []
-    usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=10))
-    (line,) = P.problems(profile, plans, progress=False)
-    assert (
-        "the feature cache needs" in line
-        and "for 7 images" in line
-        and "KB each" in line
-        and "--runs-dir" in line
     )
 
 
