@@ -236,11 +236,12 @@ def test_paper_profile_reproduces_the_papers_parameter_counts(paper):
     assert round(got[("medium", True, 0)] / 1e6, 2) == 44.10
     assert round(got[("large", True, 0)] / 1e6, 2) == 94.49
     assert round(got[("large", True, 18)] / 1e6, 2) == 47.24
-    cfg = next(p.config for p in plans if p.resolved("drop") == 18)
+    coco = [p for p in plans if p.point["dataset"] == "coco"]
+    cfg = next(p.config for p in coco if p.resolved("drop") == 18)
     assert (cfg.backbones.lm, cfg.itune.drop_first, cfg.itune.bottleneck) == ("gpt2-large", 18, 640)
     assert (cfg.batch_captions, cfg.epochs, cfg.vlp_epochs, cfg.eval.beam) == (4096, 30, 10, 5)
     assert cfg.data.captions == Path("data/coco/dataset_coco.json")
-    assert len({p.run_id for p in plans}) == 21  # 7 rows x 3 seeds
+    assert len({p.run_id for p in plans}) == 42  # 7 rows x 2 datasets x 3 seeds
 
 
 def test_table1_and_table2_share_their_no_vlp_runs(paper):
