@@ -191,6 +191,9 @@ TINY_WORLD_SIZES = {
     "nocaps_per_domain": 3,
     "vlp_images": 8,
     "lm_sentences": 10,
+    "flickr_train": 6,
+    "flickr_val": 2,
+    "flickr_test": 2,
 }
 
 

@@ -20,7 +20,10 @@ from ituning.data.shapes_vocab import COLOUR_RGB, WORD_CLASSES, all_words, shape
 from ituning.data.visual_genome import read_visual_genome
 
 WORLD = WorldConfig()
-SMALL = SplitSizes(train=24, val=6, test=6, nocaps_per_domain=5, vlp_images=8, lm_sentences=60)
+SMALL = SplitSizes(
+    train=24, val=6, test=6, nocaps_per_domain=5, vlp_images=8, lm_sentences=60,
+    flickr_train=6, flickr_val=2, flickr_test=2,
+)  # fmt: skip
 
 
 def _tree_digest(root: Path) -> str:
