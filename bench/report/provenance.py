@@ -195,7 +195,7 @@ def _runs_frame(inputs: ReportInputs, runs: list[Run]) -> pd.DataFrame:
     frame.insert(1, "point", [r.label() for r in runs])
     frame["started_utc"] = [_started(r) for r in runs]
     first = ["run_id", "point", "specs", "seed", "wall_time_s", "started_utc"]
-    described = [*AXES, "lm_name", "lm_layers", "dataset"]
+    described = [*AXES, "lm_name", "lm_layers"]
     described = [c for c in described if c not in first]
     metrics = sorted(set(frame.columns) - {*first, *described, "setting"})
     return frame.reindex(columns=[*first, *described, *metrics])

@@ -256,7 +256,6 @@ class RunSet:
                 **{name: r.axis(name) for name in axes.AXES},
                 "lm_name": r.lm_name,
                 "lm_layers": r.n_layers,
-                "dataset": r.dataset,
                 **r.metrics,
             }
             for r in self.runs
