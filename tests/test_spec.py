@@ -385,3 +385,14 @@ def test_extras_take_every_seed_and_seeds_option_replaces_the_axis():
     assert spec.points()[0].label(seed=False) == "base λ=1 r=d/2 drop=0"
     with pytest.raises(ConfigError, match="--seeds must be >= 1"):
         spec.with_seeds(0)
+
+
+def test_clipcaps_prefix_and_the_longest_caption_fit_the_mini_lms_positions(tmp_path):
+    """ClipCap puts its prefix before the caption in the LM's positions: at the mini budget the
+    prefix, the longest caption and its end token must fit (a run refuses otherwise)."""
+    mini = get_profile("mini", runs_dir=tmp_path, scale="full")
+    spec = "name: t\naxes: {method: [clipcap-mlp, clipcap-transformer], lm: [base, large]}\n"
+    for plan in mini.plan(parse_spec(spec)):
+        cfg = plan.config
+        positions = mini.lm_architecture(cfg.backbones.lm).n_positions
+        assert cfg.clipcap.prefix_length + cfg.max_caption_tokens + 1 <= positions, plan.point

@@ -178,8 +178,8 @@ def mini_profile(runs_dir: Path, scale: str) -> MiniProfile:
         vision_width=config.clip.vision_width,
         datasets={"coco": _data(world, "dataset_shapes.json"), "flickr30k": _data(world, FLICKR)},
         budget=MINI_BUDGET if scale == "full" else TINY_BUDGET,
-        # The mini LMs have 48 positions and captions of up to 32 tokens: a prefix of 10 (ClipCap's
-        # MLP default; its transformer's is 40) for both variants, the transformer over 10
-        # projected tokens.
-        clipcap={"prefix_length": 10, "clip_length": 10},
+        # The mini LMs have 48 positions and captions of up to 40 tokens plus the end token (cells
+        # named): a prefix of 7 (ClipCap's MLP default is 10, its transformer's 40) for both
+        # variants, the transformer over 7 projected tokens.
+        clipcap={"prefix_length": 7, "clip_length": 7},
     )
