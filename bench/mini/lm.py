@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -130,21 +130,21 @@ def encode_batch(
 
 def heldout_captions(seed: int, world: WorldConfig, count: int) -> list[str]:
     """Reference captions of the Shapes *test* split (never in the LM corpus: other streams)."""
-    out: list[str] = []
-    i = 0
-    while len(out) < count:
-        out.extend(make_item(seed, "test", i, world, "seen").captions)
-        i += 1
-    return out[:count]
+    return _first_captions(lambda i: make_item(seed, "test", i, world, "seen").captions, count)
 
 
 def heldout_flickr_captions(seed: int, world: WorldConfig, count: int) -> list[str]:
     """Reference captions of the Shapes-Flickr *test* split and, past its end, of further items
     of its test stream (never written, never in the LM corpus)."""
+    return _first_captions(lambda i: flickr_item(seed, "test", i, world)[1], count)
+
+
+def _first_captions(captions_of: Callable[[int], Sequence[str]], count: int) -> list[str]:
+    """The first ``count`` captions of items 0, 1, 2, ... of one stream."""
     out: list[str] = []
     i = 0
     while len(out) < count:
-        out.extend(flickr_item(seed, "test", i, world)[1])
+        out.extend(captions_of(i))
         i += 1
     return out[:count]
 

@@ -146,15 +146,14 @@ def verify_backbones(root: Path, manifest: dict) -> None:
             )
 
 
-def _data(world: Path, captions: str) -> dict[str, str | None]:
-    """One dataset of the Shapes world: its captions, the world's NoCaps-style set where it is
-    Shapes (MSCOCO's part: NoCaps scores COCO-trained models), the shared VLP set."""
-    coco = captions == "dataset_shapes.json"
+def _data(world: Path, captions: str, *, nocaps: bool) -> dict[str, str | None]:
+    """One dataset of the Shapes world: its captions, the world's NoCaps-style set where asked
+    (MSCOCO's part: NoCaps scores COCO-trained models), the shared VLP set."""
     return {
         "captions": str(world / captions),
         "image_root": str(world),
-        "nocaps": str(world / "nocaps_shapes_val.json") if coco else None,
-        "nocaps_image_root": str(world) if coco else None,
+        "nocaps": str(world / "nocaps_shapes_val.json") if nocaps else None,
+        "nocaps_image_root": str(world) if nocaps else None,
         "vlp_regions": str(world / "visual_genome" / "region_descriptions.json"),
         "vlp_image_data": str(world / "visual_genome" / "image_data.json"),
         "vlp_image_root": str(world / "visual_genome"),
@@ -176,7 +175,10 @@ def mini_profile(runs_dir: Path, scale: str) -> MiniProfile:
         vision=str(root / CLIP_DIR),
         vision_pretrained=None,
         vision_width=config.clip.vision_width,
-        datasets={"coco": _data(world, "dataset_shapes.json"), "flickr30k": _data(world, FLICKR)},
+        datasets={
+            "coco": _data(world, "dataset_shapes.json", nocaps=True),
+            "flickr30k": _data(world, FLICKR, nocaps=False),
+        },
         budget=MINI_BUDGET if scale == "full" else TINY_BUDGET,
         # The mini LMs have 48 positions and captions of up to 40 tokens plus the end token (cells
         # named): a prefix of 7 (ClipCap's MLP default is 10, its transformer's 40) for both

@@ -26,7 +26,7 @@ from bench.report.intervals import Term, contrast
 from bench.report.markdown import count
 from bench.report.paper import PaperTables
 from bench.report.resampling import METHOD, Resamples
-from bench.report.results import Group, RunSet
+from bench.report.results import COLUMN_DATASETS, Group, RunSet
 from bench.report.verdicts import (
     FAILS,
     HOLDS,
@@ -155,9 +155,15 @@ def stat(group: Group, metric: str, digits: int = 1) -> str:
     return "n/a" if s is None else f"{s.fmt(digits)} (n={s.n})"
 
 
-def by_size(runs: RunSet, prefer=("table2", "table1")) -> dict[str, Group]:
-    """The paper-module groups of each LM size, no VLP, no Dropping."""
-    return {s: g for s in SIZES if (g := runs.pick(lm=s, vlp=False, prefer=prefer)) is not None}
+def by_size(
+    runs: RunSet, prefer=("table2", "table1"), datasets=COLUMN_DATASETS["coco"]
+) -> dict[str, Group]:
+    """The paper-module groups of each LM size trained on ``datasets``, no VLP, no Dropping."""
+    return {
+        s: g
+        for s in SIZES
+        if (g := runs.pick(lm=s, vlp=False, datasets=datasets, prefer=prefer)) is not None
+    }
 
 
 def chain(groups: dict[str, Group], metric: str) -> str:

@@ -10,13 +10,13 @@ VLP, where the paper's Dropping row stands.
 from __future__ import annotations
 
 from bench.report.claims import (
-    SIZES,
     ClaimContext,
+    by_size,
+    chain,
     drop_cost,
     need,
     paper_chain,
     paper_dropping_rows,
-    stat,
 )
 from bench.report.intervals import contrast
 from bench.report.verdicts import MISSING, Verdict, combine, superiority
@@ -26,11 +26,7 @@ FLICKR = ("flickr30k",)
 
 def larger_lm_flickr(ctx: ClaimContext) -> Verdict:
     paper = f"Flickr30k test {paper_chain(ctx.paper, 'table1', 'ours-no-vlp', 'flickr_cider')}"
-    sizes = {
-        s: g
-        for s in SIZES
-        if (g := ctx.runs.pick(lm=s, vlp=False, datasets=FLICKR, prefer=("table1",))) is not None
-    }
+    sizes = by_size(ctx.runs, prefer=("table1",), datasets=FLICKR)
     missing = [f"{s} LM on flickr30k (no VLP)" for s in ("base", "large") if s not in sizes]
     if missing:
         return ctx.verdict("larger_lm_flickr", MISSING, need(missing, "table1"), paper)
@@ -39,8 +35,7 @@ def larger_lm_flickr(ctx: ClaimContext) -> Verdict:
     if a is None or b is None:
         return ctx.verdict("larger_lm_flickr", MISSING, "no test CIDEr in the base/large runs")
     iv = contrast([a, b])
-    chain = " → ".join(f"{size} {stat(g, 'test/cider')}" for size, g in sizes.items())
-    evidence = f"test CIDEr {chain}; large − base {iv.fmt()}"
+    evidence = f"test CIDEr {chain(sizes, 'test/cider')}; large − base {iv.fmt()}"
     return ctx.verdict("larger_lm_flickr", superiority(iv), evidence, paper, [iv])
 
 
