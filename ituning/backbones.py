@@ -3,8 +3,8 @@
 A name is resolved the way Hugging Face resolves it: a local folder (``save_pretrained`` layout) or a
 Hub id looked up in the HF cache (``HF_HOME``). Nothing here downloads on its own when the machine is
 offline (``HF_HUB_OFFLINE=1``); a missing backbone is a one-line :class:`BackboneError` that says how
-to fetch it. The GPT-2 architectures ship as JSON in ``ituning/configs/`` so that shapes and
-parameter counts need no download at all.
+to fetch it. The GPT-2 and SmolLM2 architectures ship as JSON in ``ituning/configs/`` so that
+shapes and parameter counts need no download at all.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ SHIPPED_CONFIGS = {
     "openai-community/gpt2": "gpt2",
     "openai-community/gpt2-medium": "gpt2-medium",
     "openai-community/gpt2-large": "gpt2-large",
+    # Llama-family LMs: I-Tuning is agnostic to the LM (SmolLM2-135M-Instruct: see ituning.gguf_lm)
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m-instruct",
+    "HuggingFaceTB/SmolLM2-135M": "smollm2-135m",
+    "HuggingFaceTB/SmolLM2-360M": "smollm2-360m",
+    "HuggingFaceTB/SmolLM2-1.7B": "smollm2-1.7b",
 }
 
 
@@ -109,7 +114,7 @@ def _check_safetensors_only(folder: Path) -> None:
 
 
 def lm_config(name_or_path: str) -> PretrainedConfig:
-    """The LM's architecture without weights: shipped JSON for GPT-2 sizes, else config.json."""
+    """The LM's architecture without weights: shipped JSON (GPT-2, SmolLM2), else config.json."""
     if name_or_path in SHIPPED_CONFIGS:
         ref = resources.files("ituning") / "configs" / f"{SHIPPED_CONFIGS[name_or_path]}.json"
         data = json.loads(ref.read_text())

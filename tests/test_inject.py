@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ituning.config import ITuningConfig
 from ituning.inject import ITuningModel
@@ -84,6 +85,38 @@ def test_dh_is_added_to_the_ffn_output_of_that_layer(tiny, make_visual):
     torch.testing.assert_close(seen["out"], h + ffn_plain + dh)
 
 
+def test_dh_is_added_to_the_swiglu_ffn_output_of_a_llama_layer(tiny, make_visual):
+    """Llama layer 3 computes h + SwiGLU(x) + dh(x) with h = input + attention and
+    x = post_attention_layernorm(h): X of eq. (1) is the FFN's input in this family too."""
+    lm = tiny.llama(n_layer=4)
+    assert lm.config.hidden_act == "silu"
+    model = ITuningModel(lm, VIS, ITuningConfig(drop_first=3, scale=2.0))
+    _perturb(model)
+    visual = make_visual(1)
+    layer = lm.model.layers[3]
+    seen = {}
+
+    def on_layer(_m, args, kwargs, out):
+        seen.update(inp=args[0] if args else kwargs["hidden_states"], out=out)
+
+    handles = [
+        layer.register_forward_hook(on_layer, with_kwargs=True),
+        layer.self_attn.register_forward_hook(lambda m, i, o: seen.update(attn=o[0])),
+        layer.mlp.register_forward_hook(lambda m, i, o: seen.update(x=i[0])),
+    ]
+    with torch.no_grad():
+        model(input_ids=_ids(1), visual=visual)
+        for handle in handles:
+            handle.remove()
+        x, mlp, module = seen["x"], layer.mlp, model.itune["3"]
+        h = seen["inp"] + seen["attn"]
+        torch.testing.assert_close(x, layer.post_attention_layernorm(h))
+        swiglu = mlp.down_proj(F.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
+        dh = module(x, module.visual_kv(visual))
+    assert dh.abs().max() > 1e-3
+    torch.testing.assert_close(seen["out"], h + swiglu + dh)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_one_optimiser_step_changes_only_module_weights(family, tiny, make_visual):
     lm = getattr(tiny, family)()
@@ -120,8 +153,9 @@ def test_train_mode_keeps_the_frozen_lm_in_eval(tiny, make_visual):
         assert torch.equal(model(ids, visual=visual).logits, model(ids, visual=visual).logits)
 
 
-def test_dropping_builds_no_graph_below_the_first_kept_layer(tiny, make_visual):
-    lm = tiny.gpt2(n_layer=4)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dropping_builds_no_graph_below_the_first_kept_layer(family, tiny, make_visual):
+    lm = getattr(tiny, family)(n_layer=4)
     model = ITuningModel(lm, VIS, ITuningConfig(drop_first=2))
     assert model.kept_layers == [2, 3] and list(model.itune) == ["2", "3"]
     _perturb(model)

