@@ -195,7 +195,12 @@ def _backbones(method, lm, cfg, d_lm: int, lm_params: int, vision, enc, vis_para
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m ituning.params", description=__doc__)
-    parser.add_argument("--lm", default="gpt2", help="gpt2 | gpt2-medium | gpt2-large | folder")
+    parser.add_argument(
+        "--lm",
+        default="gpt2",
+        help="gpt2 | gpt2-medium | gpt2-large | HuggingFaceTB/SmolLM2-135M[-Instruct] | "
+        "HuggingFaceTB/SmolLM2-360M | HuggingFaceTB/SmolLM2-1.7B | another Hub id | folder",
+    )
     parser.add_argument("--vision", default="ViT-B-16", help="open_clip model name or folder")
     parser.add_argument("--method", choices=METHODS, default="itune", help="what trains")
     parser.add_argument("--drop-first", type=int, default=0, help="I-Tuning Dropping: first N")
