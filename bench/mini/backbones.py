@@ -212,20 +212,27 @@ def _vision_job(root: str, config_json: str, seed: int, progress: bool) -> dict:
     return {"info": info, "gates": gates, "gate_seconds": round(time.perf_counter() - t, 1)}
 
 
-def _lm_job(root: Path, config: MiniBackbonesConfig, seed: int, progress: bool) -> dict:
-    """Pre-train every LM size on the same corpus for the same number of steps."""
-    world = config.world
+def pretrain_lms(
+    root: Path,
+    lms: Sequence[LMSpec],
+    lm_train: LMTrainConfig,
+    world: WorldConfig,
+    seed: int,
+    progress: bool,
+) -> dict:
+    """Pre-train every LM size on the same corpus for the same number of steps, save each to
+    ``root/<name>``; shared by every LM family (``spec.new_model``) so all see the same text."""
     t = time.perf_counter()
-    corpus = corpus_for(seed, world, config.lm_train)
-    heldout = heldout_captions(seed, world, config.lm_train.eval_captions)
-    flickr = heldout_flickr_captions(seed, world, config.lm_train.eval_captions)
+    corpus = corpus_for(seed, world, lm_train)
+    heldout = heldout_captions(seed, world, lm_train.eval_captions)
+    flickr = heldout_flickr_captions(seed, world, lm_train.eval_captions)
     report: dict[str, dict] = {"_corpus_seconds": round(time.perf_counter() - t, 1)}  # type: ignore[dict-item]
     with _single_thread():
-        for spec in config.lms:
-            model, info = train_lm(spec, config.lm_train, world, seed, corpus, heldout, progress)
-            save_lm(model, root / spec.name, config.lm_train.n_positions)
+        for spec in lms:
+            model, info = train_lm(spec, lm_train, world, seed, corpus, heldout, progress)
+            save_lm(model, root / spec.name, lm_train.n_positions)
             info["heldout_perplexity_flickr"] = round(
-                perplexity(model, build_tokenizer(), flickr, config.lm_train.n_positions), 4
+                perplexity(model, build_tokenizer(), flickr, lm_train.n_positions), 4
             )
             report[spec.name] = {**info, **spec.model_dump(), "bottleneck_r": spec.n_embd // 2}
             _log(
@@ -234,6 +241,17 @@ def _lm_job(root: Path, config: MiniBackbonesConfig, seed: int, progress: bool) 
                 progress,
             )
     return report
+
+
+def lm_size_gate(lm_report: dict, names: Sequence[str]) -> bool:
+    """Larger LM (``names`` smallest first) -> strictly lower held-out perplexity, on both sets."""
+    return all(
+        all(a > b for a, b in zip(ppls, ppls[1:], strict=False))
+        for ppls in (
+            [lm_report[name][key] for name in names]
+            for key in ("heldout_perplexity", "heldout_perplexity_flickr")
+        )
+    )
 
 
 def _build(
@@ -245,19 +263,15 @@ def _build(
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             vision_future = pool.submit(_vision_job, *args)
-            lm_report = _lm_job(root, config, seed, progress)
+            lm_report = pretrain_lms(
+                root, config.lms, config.lm_train, config.world, seed, progress
+            )
             vision = vision_future.result()
     else:
-        lm_report = _lm_job(root, config, seed, progress)
+        lm_report = pretrain_lms(root, config.lms, config.lm_train, config.world, seed, progress)
         vision = _vision_job(*args)
     corpus_seconds = lm_report.pop("_corpus_seconds")
-    lm_gate = all(
-        all(a > b for a, b in zip(ppls, ppls[1:], strict=False))
-        for ppls in (
-            [lm_report[s.name][key] for s in config.lms]
-            for key in ("heldout_perplexity", "heldout_perplexity_flickr")
-        )
-    )
+    lm_gate = lm_size_gate(lm_report, [s.name for s in config.lms])
     gates = vision["gates"]
     vision_pass = {k: gates.get(k, 0.0) >= v for k, v in VISION_TARGETS.items()}
     timings = {

@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tqdm import tqdm
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 from bench.mini.gates import named_colour_probe
@@ -42,6 +42,12 @@ class LMSpec(BaseModel):
     n_layer: int = Field(ge=1)
     n_embd: int = Field(ge=8)
     n_head: int = Field(ge=1)
+
+    def new_model(self, train: LMTrainConfig) -> PreTrainedModel:
+        """A freshly initialised GPT-2 of this size. Other families subclass the spec and override
+        this (a method, not a field: the dump, and so the backbone folder's hash, stay as they
+        were)."""
+        return GPT2LMHeadModel(lm_config(self, train))
 
 
 class LMTrainConfig(BaseModel):
@@ -150,7 +156,7 @@ def _first_captions(captions_of: Callable[[int], Sequence[str]], count: int) -> 
 
 
 @torch.no_grad()
-def perplexity(model: GPT2LMHeadModel, tok: Tokenizer, texts: Sequence[str], max_len: int) -> float:
+def perplexity(model: PreTrainedModel, tok: Tokenizer, texts: Sequence[str], max_len: int) -> float:
     """exp(mean NLL) over every predicted token, the closing ``<|endoftext|>`` included."""
     model.eval()
     total, count = 0.0, 0
@@ -178,11 +184,12 @@ def train_lm(
     corpus: Sequence[str],
     heldout: Sequence[str],
     progress: bool = True,
-) -> tuple[GPT2LMHeadModel, dict]:
-    """Pre-train one LM on ``corpus`` (consumed in order, no repeats if long enough)."""
+) -> tuple[PreTrainedModel, dict]:
+    """Pre-train one LM (of ``spec``'s family) on ``corpus`` (consumed in order, no repeats if
+    long enough)."""
     torch.manual_seed(seed)
     tok = build_tokenizer()
-    model = GPT2LMHeadModel(lm_config(spec, train))
+    model = spec.new_model(train)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -235,7 +242,7 @@ def corpus_for(seed: int, world: WorldConfig, train: LMTrainConfig) -> list[str]
     return list(lm_sentences(seed, world, train.steps * train.batch_size))
 
 
-def save_lm(model: GPT2LMHeadModel, folder: Path, n_positions: int) -> None:
+def save_lm(model: PreTrainedModel, folder: Path, n_positions: int) -> None:
     """``save_pretrained`` layout: AutoModelForCausalLM / AutoTokenizer load the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     model.generation_config.pad_token_id = model.config.pad_token_id
