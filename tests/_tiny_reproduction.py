@@ -6,7 +6,7 @@ report files them under Table 1 / Table 2 and the dropping ablation): three sett
 dropped, so that the claims have intervals. The ``dropping`` spec (seed 0) shares two of its
 points with ``table1``: they train once and are tracked once, as runs that both specs find.
 Both specs switch on the blank-image control and grounding (off in the tiny budget) so that every
-claim of the mini profile is computed from real numbers. The result is cached per pytest session,
+claim of the mini profile is computed from real numbers. The result is cached per test process,
 whichever test file asks first.
 """
 
@@ -55,6 +55,10 @@ class TinyReproduction:
 
 
 _CACHE: dict[str, TinyReproduction] = {}
+
+#: Mark for every test that uses the reproduction: the cache is per process, so under
+#: pytest-xdist (``--dist loadgroup``) these tests share one worker and it runs once.
+SHARES_IT = pytest.mark.xdist_group("tiny_reproduction")
 
 
 def tiny_reproduction(factory: pytest.TempPathFactory) -> TinyReproduction:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -330,6 +331,14 @@ def runs_dir(tiny_assets: Path, tmp_path: Path) -> Path:
     """A runs folder of its own (stores, run folders) over the shared tiny assets: one MLflow
     experiment holds every run of a profile, so tests must not share stores."""
     return link_tiny_assets(tmp_path / "runs", tiny_assets)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each test process gets its share of the cores for torch's intra-op
+    threads: N processes with a thread per core each would oversubscribe the machine N-fold."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(autouse=True, scope="session")

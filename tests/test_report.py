@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _tiny_reproduction import tiny_reproduction
+from _tiny_reproduction import SHARES_IT, tiny_reproduction
 from PIL import Image
 
 from bench.report.build import ReportSettings, build_report, main
@@ -320,6 +320,7 @@ def _section(text: str, title: str) -> str:
 
 
 @pytest.mark.slow
+@SHARES_IT
 def test_report_tables_from_tracked_runs(tiny) -> None:
     text = (tiny.out / "README.md").read_text()
     runs = load_runs(tiny.uri, profile="mini", scale="tiny")
@@ -350,6 +351,7 @@ def test_report_tables_from_tracked_runs(tiny) -> None:
 
 
 @pytest.mark.slow
+@SHARES_IT
 def test_report_figures_are_images(tiny) -> None:
     text = (tiny.out / "README.md").read_text()
     names = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
@@ -372,6 +374,7 @@ def test_report_figures_are_images(tiny) -> None:
 
 
 @pytest.mark.slow
+@SHARES_IT
 def test_claims_get_verdicts_from_runs(tiny) -> None:
     """The README lists every claim with the verdict that the claims module computes from the
     tracked runs, with its source and, where seeds allow, an interval."""
@@ -404,6 +407,7 @@ def test_claims_get_verdicts_from_runs(tiny) -> None:
 
 
 @pytest.mark.slow
+@SHARES_IT
 def test_report_cli_rebuilds_identical_files(tiny, tmp_path: Path, capsys) -> None:
     args = ["--scale", "tiny", "--runs-dir", str(tiny.runs_dir), "--out", str(tmp_path / "r")]
     assert main([*args, "--no-attention"]) == 0

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from _tiny_reproduction import tiny_reproduction
+from _tiny_reproduction import SHARES_IT, tiny_reproduction
 
 from bench.report.store import load_runs
 from bench.reproduce import main
@@ -30,6 +30,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@SHARES_IT
 def test_first_call_builds_assets_runs_sweeps_and_reports(tiny) -> None:
     result = tiny.result
     assert not result.failed
@@ -53,6 +54,7 @@ def test_first_call_builds_assets_runs_sweeps_and_reports(tiny) -> None:
 
 
 @pytest.mark.slow
+@SHARES_IT
 def test_second_call_runs_nothing_and_rebuilds_the_same_report(tiny, capsys) -> None:
     before = _files(tiny.out)
     runs_before = load_runs(tiny.uri, profile="mini", scale="tiny")
