@@ -196,6 +196,8 @@ def test_mini_report_lists_every_claim_with_a_verdict():
     assert by["vs_clipcap"].verdict == MISSING and "clipcap" in by["vs_clipcap"].evidence
     assert by["gap_grows"].verdict == MISSING
     assert by["agnostic"].verdict == MISSING and "Llama" in by["agnostic"].evidence
+    pretrained = by["pretrained_lm"]
+    assert pretrained.verdict == MISSING and "lm_family_smollm2" in pretrained.evidence
     assert by["fewer_params"].verdict == MISSING and "base LM (full)" in by["fewer_params"].evidence
     assert by["vs_vlt5"].verdict == NOT_CHECKED and by["vs_oscar_nocaps"].verdict == NOT_CHECKED
     assert all(v.verdict in VERDICTS for v in verdicts)
@@ -226,6 +228,7 @@ def test_paper_profile_checks_published_rows():
     assert by["vs_oscar_nocaps"].verdict == HOLDS  # 70.2 > 63.8
     assert by["gap_grows"].verdict == HOLDS
     assert by["vs_vlt5"].verdict == MISSING  # no medium run
+    assert by["pretrained_lm"].verdict == NOT_CHECKED  # no random-weight LM at paper
     published = [v for v in verdicts if v.key == "published"]
     assert len(published) == len(PAPER.table1.ours()) + len(PAPER.table2.ours())
     base_row = published[0]

@@ -5,8 +5,8 @@ table, a CSV of its numbers:
 
 * the paper's claims, one line each with a verdict computed from the runs (``claims``);
 * Tables 1 and 2 against the paper's rows (``comparison_tables``), Figure 1 (``figures``), the
-  ablations (``ablations``), the objects the captions name (``objects``), Table 3 and Figure 3
-  (``examples``), every setting and the provenance
+  ablations (``ablations``), I-Tuning over each LM family (``family``), the objects the captions
+  name (``objects``), Table 3 and Figure 3 (``examples``), every setting and the provenance
   (``provenance``).
 
 The prose around them is ``report_template.md``. The output depends on the tracked runs only: rows
@@ -24,6 +24,7 @@ from bench.report.ablations import ablations
 from bench.report.claims import check_claims
 from bench.report.comparison_tables import NOCAPS_SPLIT, table1, table2
 from bench.report.examples import TABLE3_IMAGES, figure3, table3
+from bench.report.family import family_section
 from bench.report.figures import figure1
 from bench.report.markdown import clean, fill
 from bench.report.method_comparison import method_comparison
@@ -79,6 +80,7 @@ def render(inputs: ReportInputs) -> str:
         "methods": method_comparison(inputs),
         "figure1": figure1(inputs),
         "ablations": ablations(inputs),
+        "lm_family": family_section(inputs),
         "objects": objects_section(inputs),
         "table3": table3(inputs),
         "figure3": figure3(inputs),

@@ -24,7 +24,27 @@ import pandas as pd
 from bench.sweep import axes, tracking
 from ituning.methods.registry import METHODS
 
+GPT2, LLAMA = "GPT-2", "Llama"
+#: ``lm`` axis values whose LM has Llama's architecture (``llama-base``, ``smollm2``, ...).
+LLAMA_PREFIXES = ("llama-", "smollm2")
+
+
+def lm_family(lm: str) -> str:
+    """The architecture family of an ``lm`` axis value: ``Llama`` or ``GPT-2`` (every other value,
+    the paper's sizes among them). The size claims and Tables 1-2 read the GPT-2 values only."""
+    return LLAMA if lm.startswith(LLAMA_PREFIXES) else GPT2
+
+
+#: The GPT-2 sizes, smallest first (``axes.LM_SIZES``, not every ``lm`` value): an LM of another
+#: family never ranks as a GPT-2 size, so ``RunSet.largest`` stays on GPT-2 beside it.
 LM_ORDER = {size: i for i, size in enumerate(axes.LM_SIZES)}
+
+
+def lm_rank(lm: str) -> tuple[bool, int, str]:
+    """Where an LM sorts in tables: the GPT-2 sizes, then Llama's by size, then by name."""
+    return (lm_family(lm) != GPT2, LM_ORDER.get(lm.removeprefix("llama-"), len(LM_ORDER)), lm)
+
+
 #: Datasets whose test split fills a paper column ("shapes" stands in for MSCOCO under mini).
 COLUMN_DATASETS = {"coco": ("coco",), "flickr": ("flickr30k",)}
 SPEC_PREFIX = tracking.spec_tag("")
@@ -74,6 +94,10 @@ class Run:
     @property
     def lm_size(self) -> str:
         return self.axis("lm") or "?"
+
+    @property
+    def lm_family(self) -> str:
+        return lm_family(self.lm_size)
 
     @property
     def method(self) -> str:
@@ -212,7 +236,7 @@ class Group:
     def sort_key(self) -> tuple:
         r = self.first
         return (
-            LM_ORDER.get(r.lm_size, 9),
+            lm_rank(r.lm_size),
             METHODS.index(r.method) if r.method in METHODS else len(METHODS),
             r.lm_name,
             r.vlp,
