@@ -443,6 +443,39 @@ def test_a_point_run_again_with_another_budget_shows_the_newest_runs(tmp_path: P
         assert "| 120.0 |" in row
 
 
+def test_a_spec_trained_longer_is_the_largest_model_and_no_table_row(tmp_path: Path) -> None:
+    """The grounding spec's mini-large at 12 epochs (3x the budget): Table 3, Figure 3 and the
+    grounding claim take it as the largest model; the tables and ablations keep the budget's runs,
+    and every label names the other budget."""
+    from dataclasses import replace
+
+    from bench.sweep.spec import parse_spec
+
+    def large(epochs: int, vlp: bool, seed: int, cider: float) -> Run:
+        run = make_run(
+            "large", vlp=vlp, seed=seed, n_layers=8, specs=("table1",) if epochs == 4 else (),
+            metrics={"test/cider": cider}, params={"epochs": str(epochs)},
+        )  # fmt: skip
+        return replace(run, budget_epochs=4, specs=run.specs or ("grounding",))
+
+    runs = runset(
+        *(large(4, False, s, 200.0) for s in (0, 1)),
+        *(large(4, True, s, 210.0) for s in (0, 1)),
+        *(large(12, False, s, 250.0) for s in (0, 1)),
+    )
+    longest = runs.largest()
+    assert (longest.first.epochs, longest.first.vlp) == (12, False)
+    assert longest.first.label() == "large (mini-large), 12 epochs"
+    assert runs.pick(lm="large", vlp=False).first.epochs == 4
+    row = next(x for x in table1(_inputs(runs, tmp_path)) if "reproduced: mini-large" in x)
+    assert "| 200.0 ± 0.0 |" in row and "250.0" not in row
+    point = parse_spec("name: d\nbase: {lm: large}\naxes: {seed: [0]}\n").points()
+    assert [g.first.epochs for g in runs.groups_of(point)] == [4]
+    assert [g.first.epochs for g in runs.groups_of(point, 12)] == [12]
+    unknown = runset(*(replace(r, budget_epochs=None) for r in runs.runs))
+    assert len(unknown.groups_of(point)) == 2  # no budget known: every epochs counts
+
+
 def test_time_breakdown_tells_elapsed_from_summed_time(tmp_path: Path) -> None:
     from dataclasses import replace
 

@@ -115,7 +115,7 @@ def ablations(inputs: ReportInputs) -> list[str]:
         lines += [f"### {ablation.title}", ""]
         spec = load_spec(find_spec(ablation.spec, SPECS_DIR))
         settings = {p.label(seed=False): p for p in spec.points()}
-        groups = inputs.runs.groups_of(list(settings.values()))
+        groups = inputs.runs.groups_of(list(settings.values()), spec.overrides.get("epochs"))
         command = f"python -m bench.sweep {ablation.spec} --profile {inputs.runs.profile}"
         if inputs.runs.scale != "full":
             command += f" --scale {inputs.runs.scale}"

@@ -83,7 +83,7 @@ def point_label(group: Group) -> str:
     """A setting's short name (``mini-large+VLP drop 4/8``): only what differs from the paper's
     module is named."""
     r = group.first
-    label = r.lm_name + ("+VLP" if r.vlp else "")
+    label = r.lm_name + ("+VLP" if r.vlp else "") + ("" if r.at_budget else f" {r.epochs} epochs")
     if r.method != "itune":
         return f"{r.method} {label}"
     if r.drop:

@@ -86,6 +86,9 @@ class Run:
     tags: dict[str, str]
     start_ms: int
     end_ms: int = 0
+    #: The profile's epochs (its budget): a run trained longer or shorter is not a seed of the
+    #: same row, and its label says so. ``None``: unknown, every run counts as at the budget.
+    budget_epochs: int | None = None
 
     def axis(self, name: str):
         """The value of sweep axis ``name`` (its MLflow param, with its natural type)."""
@@ -150,6 +153,21 @@ class Run:
         return self.axis("dataset")
 
     @property
+    def epochs(self) -> int | None:
+        value = self.params.get("epochs")
+        return int(value) if value is not None else None
+
+    @property
+    def at_budget(self) -> bool:
+        """Trained for the profile budget's epochs (what every table row and claim compares),
+        not at a spec's other budget (e.g. the grounding spec's longer training)."""
+        return self.budget_epochs is None or self.epochs in (None, self.budget_epochs)
+
+    def budget_label(self) -> str:
+        """``", 12 epochs"`` for a run off the profile's budget, else empty."""
+        return "" if self.at_budget else f", {self.epochs} epochs"
+
+    @property
     def trainable_params(self) -> float | None:
         return self.metrics.get("trainable_params")
 
@@ -171,9 +189,13 @@ class Run:
         """Digest of every param but the seed: runs with equal settings are seeds of one group."""
         return tracking.setting_digest(self.params)
 
-    def matches(self, point) -> bool:
+    def matches(self, point, epochs: int | None = None) -> bool:
         """Whether this run is a seed of the spec point ``point`` (a ``bench.sweep.spec.Point``),
-        resolved against this run's own LM: a point's runs are found whichever spec made them."""
+        resolved against this run's own LM: a point's runs are found whichever spec made them.
+        ``epochs``: the spec's own (an override), else the profile budget's."""
+        wanted = epochs if epochs is not None else self.budget_epochs
+        if wanted is not None and self.epochs is not None and self.epochs != wanted:
+            return False
         on = axes.Target(_RunLM(self.params.get("lm.name", ""), self.n_layers, self.d_lm))
         for name, axis in axes.AXES.items():
             if name == "seed":
@@ -194,12 +216,13 @@ class Run:
         data = "" if self.dataset == "coco" else f", on {self.dataset}"
         if self.method != "itune":
             vlp = ", VLP" if self.vlp else ""
-            return f"{self.method}, {self.lm_size} ({self.lm_name}){vlp}{data}"
+            return f"{self.method}, {self.lm_size} ({self.lm_name}){vlp}{data}{self.budget_label()}"
         vlp = ", VLP" if self.vlp else ""
         drop = f", drop {self.drop}/{self.n_layers}" if self.drop else ""
         extra = "" if self.lam == 1.0 else f", λ={self.lam:g}"
         width = "" if self.paper_bottleneck else f", r={self.bottleneck}"
-        return f"{self.lm_size} ({self.lm_name}){drop}{vlp}{extra}{width}{data}"
+        budget = self.budget_label()
+        return f"{self.lm_size} ({self.lm_name}){drop}{vlp}{extra}{width}{data}{budget}"
 
 
 @dataclass(frozen=True)
@@ -331,10 +354,10 @@ class RunSet:
         ]
         return sorted(groups, key=Group.sort_key)
 
-    def groups_of(self, points) -> list[Group]:
+    def groups_of(self, points, epochs: int | None = None) -> list[Group]:
         """The groups (every seed) of the settings of ``points``: what a spec's grid has
-        produced, whichever spec made the runs."""
-        return [g for g in self.groups() if any(g.first.matches(p) for p in points)]
+        produced, whichever spec made the runs (``epochs``: the spec's override, if any)."""
+        return [g for g in self.groups() if any(g.first.matches(p, epochs) for p in points)]
 
     def pick(
         self,
@@ -361,7 +384,7 @@ class RunSet:
             if r.drop != axes.Drop(fraction=drop_fraction).resolve(r.n_layers):
                 continue
             rank = next((i for i, s in enumerate(prefer) if s in g.specs), len(prefer))
-            if rank == len(prefer) and not g.is_default():
+            if rank == len(prefer) and not (g.is_default() and r.at_budget):
                 continue
             found.append((rank, -len(g.runs), -g.newest_ms, g.sort_key(), g))
         return min(found, key=lambda t: t[:4])[4] if found else None
@@ -376,8 +399,9 @@ class RunSet:
         return None
 
     def largest(self) -> Group | None:
-        """The largest model: largest LM, no dropping, paper module; VLP preferred, as the paper's
-        best large model (Table 3 and Figure 3)."""
+        """The largest model: largest LM, no dropping, paper module; trained longest (the
+        grounding spec's budget over the profile's), then VLP preferred, as the paper's best large
+        model (Table 3, Figure 3 and the grounding claim)."""
         found = [
             g
             for g in self.groups()
@@ -393,6 +417,7 @@ class RunSet:
             key=lambda g: (
                 LM_ORDER.get(g.first.lm_size, -1),
                 g.first.n_layers,
+                g.first.epochs or 0,
                 g.first.vlp,
                 len(g.runs),
                 g.newest_ms,

@@ -16,6 +16,7 @@ import pandas as pd
 from bench.report.results import SPEC_PREFIX, Run, RunSet
 from bench.report.superseded import split_superseded
 from bench.sweep import learning_rates, tracking
+from bench.sweep.budgets import budget_of
 from bench.sweep.profile import profile_label
 from bench.sweep.tracking import TrackingError
 from ituning.errors import first_line
@@ -51,9 +52,14 @@ def load_runs(uri: str, *, profile: str, scale: str = "full") -> RunSet:
     failed = frame[frame["status"].isin(["FAILED", "KILLED"])]
     failed = failed[~failed["tags.config_hash"].isin(done)]
     failed = failed.drop_duplicates("tags.config_hash", keep="last")
-    runs = sorted(map(_run, finished.to_dict("records")), key=lambda r: r.config_hash)
+    epochs = budget_of(profile, scale).epochs
+    runs = sorted(
+        (_run(row, epochs) for row in finished.to_dict("records")), key=lambda r: r.config_hash
+    )
     out.runs, out.superseded = split_superseded(runs, experiment, learning_rates.read())
-    out.failed = sorted(map(_run, failed.to_dict("records")), key=lambda r: r.config_hash)
+    out.failed = sorted(
+        (_run(row, epochs) for row in failed.to_dict("records")), key=lambda r: r.config_hash
+    )
     return out
 
 
@@ -81,8 +87,9 @@ def _tracking_uri(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(before)
 
 
-def _run(row: dict) -> Run:
-    """A DataFrame row of ``mlflow.search_runs`` as a :class:`Run`."""
+def _run(row: dict, budget_epochs: int | None = None) -> Run:
+    """A DataFrame row of ``mlflow.search_runs`` as a :class:`Run` (``budget_epochs``: its
+    profile's)."""
 
     def section(prefix: str) -> dict:
         return {
@@ -109,4 +116,5 @@ def _run(row: dict) -> Run:
         tags=tags,
         start_ms=0 if pd.isna(start) else int(start.timestamp() * 1000),
         end_ms=0 if pd.isna(end) else int(end.timestamp() * 1000),
+        budget_epochs=budget_epochs,
     )
