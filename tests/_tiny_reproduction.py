@@ -12,6 +12,7 @@ whichever test file asks first.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,28 @@ _CACHE: dict[str, TinyReproduction] = {}
 SHARES_IT = pytest.mark.xdist_group("tiny_reproduction")
 
 
+def _claim_the_build(factory: pytest.TempPathFactory) -> None:
+    """Under pytest-xdist, fail loudly if a second test process starts the build: the grouping
+    that should keep its tests in one process is broken (pytest 9.2 broke pytest-xdist 3.8's)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return
+    marker = factory.getbasetemp().parent / "tiny-reproduction-built-by"  # the session's root
+    try:
+        with marker.open("x") as fh:
+            fh.write(worker)
+    except FileExistsError:
+        raise RuntimeError(
+            f"the tiny reproduction is built a second time, by {worker} after "
+            f"{marker.read_text()}: its tests must carry SHARES_IT and run under --dist loadgroup "
+            "with pytest-xdist grouping working (pinned pytest and pytest-xdist)"
+        ) from None
+
+
 def tiny_reproduction(factory: pytest.TempPathFactory) -> TinyReproduction:
     if "run" in _CACHE:
         return _CACHE["run"]
+    _claim_the_build(factory)
     from bench.reproduce import reproduce
     from bench.sweep.profiles import get_profile
     from bench.sweep.spec import load_spec
