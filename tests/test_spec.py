@@ -49,7 +49,8 @@ BAD_SPECS = [
     (
         "unknown lm",
         "name: t\naxes: {lm: [huge]}\n",
-        "x.yaml: axes.lm[0]: unknown LM size 'huge' (allowed: base, medium, large)",
+        "x.yaml: axes.lm[0]: unknown LM 'huge' (allowed: base, medium, large, llama-base, "
+        "llama-medium, llama-large, smollm2, smollm2-random)",
     ),
     (
         "seed type",
@@ -109,7 +110,7 @@ BAD_SPECS = [
     (
         "base value",
         "name: t\nbase: {lm: tiny}\naxes: {seed: [0]}\n",
-        "x.yaml: base.lm: unknown LM size 'tiny'",
+        "x.yaml: base.lm: unknown LM 'tiny'",
     ),
     (
         "extra type",
@@ -250,11 +251,21 @@ def test_table1_and_table2_share_their_no_vlp_runs(paper):
     assert len(t1 & t2) == 9 and len(t2) == 12  # 3 seeds of 3 shared and 4 table2 rows
 
 
+#: Specs of LMs only the mini profile has (SmolLM2 with random weights): one line under paper.
+MINI_ONLY_SPECS = {"lm_family_smollm2"}
+
+
 def test_every_shipped_spec_resolves_under_paper(paper):
     names = sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
     assert {"table1", "table2", "dropping", "lambda", "bottleneck", "vlp", "smoke"} <= set(names)
+    assert {"lm_family", *MINI_ONLY_SPECS} <= set(names)
     for name in names:
-        assert paper.plan(load_spec(SPECS_DIR / f"{name}.yaml"))
+        spec = load_spec(SPECS_DIR / f"{name}.yaml")
+        if name in MINI_ONLY_SPECS:
+            with pytest.raises(ConfigError, match=r"lm: 'smollm2-random' is not an LM of profile"):
+                paper.plan(spec)
+        else:
+            assert paper.plan(spec)
 
 
 def test_dropping_every_layer_is_refused_for_that_depth(paper):

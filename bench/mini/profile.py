@@ -4,6 +4,11 @@ Both are built on first use under the runs folder, each behind a file lock so th
 workers build once. Their folders are known before anything is built (the backbones' folder name
 hashes their build configuration), so a dry run resolves the same run ids as the real run and the
 architecture numbers come from the configuration, not from weights.
+
+Its LMs: the GPT-2 minis (``base``, ``medium``, ``large``), their Llama-architecture twins
+(``llama-*``, ``bench.mini.llama``) and, at full scale, SmolLM2-135M-Instruct and its random-weight
+control (``smollm2``, ``smollm2-random``, ``bench.mini.smollm2``). A sweep builds only the sets its
+points use.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from bench.mini.backbones import (
     build_backbones,
     folder_hashes,
 )
-from bench.sweep.budgets import MINI_BUDGET, TINY_BUDGET
+from bench.mini.llama import MiniLlamaConfig, llama_dir
+from bench.sweep.axes import LM_SIZES
+from bench.sweep.budgets import MINI_BUDGET, MINI_SMOLLM2_BUDGET, TINY_BUDGET
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import LMChoice, Profile
 from ituning.data.shapes_flickr import CAPTIONS_FILE as FLICKR
@@ -36,10 +43,21 @@ if TYPE_CHECKING:
     from ituning.data.shapes_scene import WorldConfig
 
 MINI_SEED = 0  # the Shapes world and the mini backbones
+LLAMA_NAMES = tuple(f"llama-{size}" for size in LM_SIZES)
+SMOLLM2_NAMES = ("smollm2", "smollm2-random")
 
 
 def backbones_config(scale: str) -> MiniBackbonesConfig:
     return MiniBackbonesConfig() if scale == "full" else MiniBackbonesConfig.quick()
+
+
+def llama_set_config(scale: str) -> MiniLlamaConfig:
+    """The Llama minis of a scale: the twins of that scale's GPT-2 set (quick at tiny)."""
+    return MiniLlamaConfig.twin_of(backbones_config(scale))
+
+
+def _uses(plans: Sequence[RunPlan], names) -> set[str]:
+    return {plan.point["lm"] for plan in plans} & set(names)
 
 
 def _world_sizes(scale: str):
@@ -97,13 +115,48 @@ class MiniProfile(Profile):
         if built.root != expected:  # resolved from the same function as the build: a bug if not
             raise AssertionError(f"mini backbones built in {built.root}, expected {expected}")
         verify_backbones(built.root, built.manifest)
+        self.prepare_lms(plans, progress=progress)
+
+    def prepare_lms(self, plans: Sequence[RunPlan], *, progress: bool = True) -> None:
+        """The Llama minis and SmolLM2 only when a plan runs on one (minutes and 0.5-1 GB each,
+        which GPT-2 sweeps need not pay)."""
+        if _uses(plans, LLAMA_NAMES):
+            from bench.mini.llama import build_llama_lms
+
+            llama = build_llama_lms(
+                self.runs_dir / "backbones",
+                MINI_SEED,
+                config=llama_set_config(self.scale),
+                progress=progress,
+            )
+            expected = Path(self.lms["llama-base"].name).parent
+            if llama.root != expected:  # the same function names both: a bug if not
+                raise AssertionError(f"mini Llama LMs built in {llama.root}, expected {expected}")
+            verify_backbones(llama.root, llama.manifest)
+        smollm2 = _uses(plans, SMOLLM2_NAMES)
+        if smollm2:
+            from bench.mini.smollm2 import prepare_smollm2
+
+            prepare_smollm2(self.runs_dir / "backbones", smollm2, progress=progress)
 
     def lm_architecture(self, name: str):
-        """Known before the backbones are built: their configuration says it."""
+        """Known before the backbones are built: their configuration says it (SmolLM2's: the
+        config that ships with ``ituning``)."""
         from bench.mini.lm import lm_config
 
+        folder = Path(name).name
+        if name in {self.lms[n].name for n in SMOLLM2_NAMES if n in self.lms}:
+            from bench.mini.smollm2 import smollm2_architecture
+
+            return smollm2_architecture()
+        if folder.startswith("llama-"):
+            from bench.mini.llama import llama_config
+
+            llama = llama_set_config(self.scale)
+            (spec,) = [s for s in llama.lms if s.name == folder]
+            return llama_config(spec, llama.lm_train)
         config = backbones_config(self.scale)
-        (spec,) = [s for s in config.lms if s.name == Path(name).name]
+        (spec,) = [s for s in config.lms if s.name == folder]
         return lm_config(spec, config.lm_train)
 
     def vision_architecture(self, include_cls: bool):
@@ -160,18 +213,58 @@ def _data(world: Path, captions: str, *, nocaps: bool) -> dict[str, str | None]:
     }
 
 
+def _lms(runs_dir: Path, scale: str) -> tuple[dict[str, LMChoice], dict[str, str]]:
+    """Each LM's folder and architecture numbers, known before anything is built; and the LMs
+    this machine cannot have (SmolLM2 without its package), with why. SmolLM2 is full scale only:
+    a 135M-parameter LM is no smoke test."""
+    config = backbones_config(scale)
+    root = backbone_dir(runs_dir / "backbones", config, MINI_SEED)
+    llama = llama_set_config(scale)
+    llama_root = llama_dir(runs_dir / "backbones", llama, MINI_SEED)
+    lms = {
+        size: LMChoice(str(root / spec.name), spec.n_layer, spec.n_embd)
+        for size, spec in zip(LM_SIZES, config.lms, strict=True)
+    }
+    lms.update(
+        (name, LMChoice(str(llama_root / spec.name), spec.n_layer, spec.n_embd))
+        for name, spec in zip(LLAMA_NAMES, llama.lms, strict=True)
+    )
+    unavailable: dict[str, str] = {}
+    if scale == "full":
+        from bench.mini.smollm2 import smollm2_architecture, smollm2_dirs
+
+        arch = smollm2_architecture()
+        try:
+            dirs = smollm2_dirs(runs_dir / "backbones")
+        except BackboneError as exc:
+            unavailable = dict.fromkeys(SMOLLM2_NAMES, str(exc))
+        else:
+            lms.update(
+                (
+                    name,
+                    LMChoice(
+                        str(dirs[name]),
+                        arch.num_hidden_layers,
+                        arch.hidden_size,
+                        budget=MINI_SMOLLM2_BUDGET,
+                    ),
+                )
+                for name in SMOLLM2_NAMES
+            )
+    return lms, unavailable
+
+
 def mini_profile(runs_dir: Path, scale: str) -> MiniProfile:
     config = backbones_config(scale)
     root = backbone_dir(runs_dir / "backbones", config, MINI_SEED)
     world = runs_dir / "data" / ("shapes" if scale == "full" else f"shapes-{scale}")
+    lms, unavailable = _lms(runs_dir, scale)
     return MiniProfile(
         name="mini",
         scale=scale,
         runs_dir=runs_dir,
-        lms={
-            size: LMChoice(str(root / spec.name), spec.n_layer, spec.n_embd)
-            for size, spec in zip(("base", "medium", "large"), config.lms, strict=True)
-        },
+        lms=lms,
+        unavailable=unavailable,
         vision=str(root / CLIP_DIR),
         vision_pretrained=None,
         vision_width=config.clip.vision_width,

@@ -33,7 +33,11 @@ from ituning.errors import ConfigError
 from ituning.methods.registry import METHODS, is_clipcap
 from ituning.run_config import SEED_MAX
 
+#: The GPT-2 family's sizes (the paper's LMs; the size claims compare these).
 LM_SIZES = ("base", "medium", "large")
+#: Every LM a spec can name: the GPT-2 sizes, their Llama-architecture twins, and a real
+#: pre-trained Llama-family LM with its random-weight control (I-Tuning is agnostic to the LM).
+LM_NAMES = (*LM_SIZES, *(f"llama-{size}" for size in LM_SIZES), "smollm2", "smollm2-random")
 #: The paper's two captioning datasets (Table 1's halves); a profile says which files each is.
 DATASETS = ("coco", "flickr30k")
 
@@ -184,8 +188,8 @@ def _itune_only(method: str) -> bool:
 
 
 def _lm(value: Any) -> str:
-    if value not in LM_SIZES:
-        raise ValueError(f"unknown LM size {value!r} (allowed: {', '.join(LM_SIZES)})")
+    if value not in LM_NAMES:
+        raise ValueError(f"unknown LM {value!r} (allowed: {', '.join(LM_NAMES)})")
     return value
 
 
@@ -268,7 +272,10 @@ AXES: dict[str, Axis] = {
         Axis(
             name="lm",
             title="LM",
-            doc="LM size: base | medium | large (the profile says which LM that is)",
+            doc="LM: base | medium | large (GPT-2 sizes), llama-base | llama-medium | "
+            "llama-large (Llama-architecture LMs of those sizes), smollm2 (SmolLM2-135M-Instruct, "
+            "pre-trained), smollm2-random (its architecture, random weights: the control); the "
+            "profile says which LM each is and may lack some",
             kind=str,
             setting="backbones.lm",
             default="base",

@@ -1,5 +1,5 @@
-"""The ``paper`` profile: GPT-2 base/medium/large and CLIP ViT-B/16 (``openai``) from the Hugging
-Face cache, and the real datasets under ``--data-root``, laid out as::
+"""The ``paper`` profile: GPT-2 base/medium/large (SmolLM2 as the Llama family) and CLIP ViT-B/16
+(``openai``) from the Hugging Face cache, and the real datasets under ``--data-root``, laid out as::
 
     DATA_ROOT/coco/dataset_coco.json                Karpathy's split file (caption_datasets.zip)
     DATA_ROOT/coco/images/train2014/, val2014/       COCO 2014 images (the file's filepath/filename)
@@ -19,6 +19,7 @@ The backbones come from the Hugging Face cache by name, or, with ``--weights WEI
 folders (each run records the folder and a digest of its weights as the backbone identity)::
 
     WEIGHTS/gpt2/, gpt2-medium/, gpt2-large/      hf download gpt2 --local-dir WEIGHTS/gpt2 ...
+    WEIGHTS/HuggingFaceTB/SmolLM2-135M/ ...      the Llama-family LMs, only for points using them
     WEIGHTS/vit_base_patch16_clip_224.openai/     hf download timm/vit_base_patch16_clip_224.openai
                                                   --local-dir WEIGHTS/vit_base_patch16_clip_224.openai
 """
@@ -42,6 +43,16 @@ PAPER_LMS = {
     "base": LMChoice("gpt2", 12, 768),
     "medium": LMChoice("gpt2-medium", 24, 1024),
     "large": LMChoice("gpt2-large", 36, 1280),
+}
+#: Llama-family LMs of about GPT-2's sizes (124M / 355M / 774M), pre-trained on web text as GPT-2
+#: was: I-Tuning is agnostic to the LM. The instruction-tuned 135M one is the mini profile's
+#: ``smollm2`` at its real scale (``smollm2-random`` is the mini profile's alone). Unlike
+#: :data:`PAPER_LMS`, ``--weights`` needs these only for points that use them.
+LLAMA_FAMILY_LMS = {
+    "llama-base": LMChoice("HuggingFaceTB/SmolLM2-135M", 30, 576),
+    "llama-medium": LMChoice("HuggingFaceTB/SmolLM2-360M", 32, 960),
+    "llama-large": LMChoice("HuggingFaceTB/SmolLM2-1.7B", 24, 2048),
+    "smollm2": LMChoice("HuggingFaceTB/SmolLM2-135M-Instruct", 30, 576),
 }
 
 #: ``--weights`` folder names: each LM size's Hub id, and the open_clip repository of ViT-B/16.
@@ -126,13 +137,11 @@ def paper_profile(
             f"nocaps/, visual_genome/ and, for Flickr30k points, flickr30k/ (layout: {LAYOUT_DOC})"
         )
     root = Path(data_root)
-    lms, vision, pretrained = PAPER_LMS, "ViT-B-16", "openai"
+    lms, vision, pretrained = {**PAPER_LMS, **LLAMA_FAMILY_LMS}, "ViT-B-16", "openai"
+    unavailable: dict[str, str] = {}
     if weights is not None:
-        lms, vision, pretrained = (
-            _local_weights(Path(weights)),
-            str(Path(weights) / VISION_FOLDER),
-            None,
-        )
+        lms, unavailable = _local_weights(Path(weights))
+        vision, pretrained = str(Path(weights) / VISION_FOLDER), None
     return PaperProfile(
         name="paper",
         scale=scale,
@@ -146,24 +155,38 @@ def paper_profile(
             for name, layout in PAPER_LAYOUT.items()
         },
         budget=PAPER_BUDGET if scale == "full" else TINY_BUDGET,
+        unavailable=unavailable,
     )
 
 
-def _local_weights(folder: Path) -> dict[str, LMChoice]:
-    """Each LM size from ``folder/<hub id>``; one line naming the first folder missing and the
-    command that fills it."""
+def _local_weights(folder: Path) -> tuple[dict[str, LMChoice], dict[str, str]]:
+    """Each LM from ``folder/<hub id>``; one line naming the first folder of the paper's LMs or
+    the vision encoder missing and the command that fills it. Another LM whose folder is missing
+    is left out, with that line kept for a point that names it."""
     needed = [*(folder / lm.name for lm in PAPER_LMS.values()), folder / VISION_FOLDER]
     for path in needed:
-        if not (path / "config.json").is_file() and not (path / "open_clip_config.json").is_file():
-            hub = f"timm/{VISION_FOLDER}" if path.name == VISION_FOLDER else path.name
-            raise ConfigError(
-                f"--weights {folder}: {path} holds no model; fill it with `hf download {hub} "
-                f"--local-dir {path}` (layout: {LAYOUT_DOC})"
-            )
+        if not _holds_model(path):
+            raise ConfigError(_fill(folder, path))
     from ituning.backbones import lm_config
 
-    out = {}
-    for size, lm in PAPER_LMS.items():
-        config = lm_config(str(folder / lm.name))  # the folder's own depth and width
-        out[size] = LMChoice(str(folder / lm.name), config.num_hidden_layers, config.hidden_size)
-    return out
+    out, unavailable = {}, {}
+    for name, lm in {**PAPER_LMS, **LLAMA_FAMILY_LMS}.items():
+        path = folder / lm.name
+        if name in LLAMA_FAMILY_LMS and not _holds_model(path):
+            unavailable[name] = _fill(folder, path, lm.name)
+            continue
+        config = lm_config(str(path))  # the folder's own depth and width
+        out[name] = LMChoice(str(path), config.num_hidden_layers, config.hidden_size)
+    return out, unavailable
+
+
+def _holds_model(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "open_clip_config.json").is_file()
+
+
+def _fill(folder: Path, path: Path, hub: str | None = None) -> str:
+    hub = hub or (f"timm/{VISION_FOLDER}" if path.name == VISION_FOLDER else path.name)
+    return (
+        f"--weights {folder}: {path} holds no model; fill it with `hf download {hub} "
+        f"--local-dir {path}` (layout: {LAYOUT_DOC})"
+    )

@@ -41,11 +41,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LMChoice:
-    """One LM size: what to load and the architecture numbers the axes resolve against."""
+    """One LM (a value of the ``lm`` axis): what to load and the architecture numbers the axes
+    resolve against."""
 
     name: str
     n_layers: int
     d_lm: int
+    #: The budget of points on this LM where it is not the profile's: one sized for the profile's
+    #: own LMs may take hours on a much larger LM on the same machine. The learning-rate search
+    #: resolves points the same way, so it searches at the budget the sweep trains at.
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,9 @@ class Profile:
     #: ClipCap settings over each variant's published ones (a small LM's positions need a
     #: shorter prefix).
     clipcap: dict[str, Any] = field(default_factory=dict)
+    #: LMs the profile would have but cannot use here -> why, one line with the fix (the SmolLM2
+    #: file comes from a package that may not be installed).
+    unavailable: dict[str, str] = field(default_factory=dict)
     #: One single-threaded worker per core (small CPU models) instead of one worker (a GPU).
     cpu_workers: ClassVar[bool] = False
     #: The task is the paper's own (real datasets), so differences to its numbers mean something.
@@ -108,11 +116,12 @@ class Profile:
     # ------------------------------------------------------------------ resolution
 
     def resolve(self, point: Point, overrides: dict[str, Any], *, source: str = "spec") -> RunPlan:
-        """The point's :class:`TrainConfig`: each axis's setting, then the budget, the method's
-        searched learning rate (``bench.sweep.learning_rates``), the profile's settings and the
-        spec's overrides; the library's config checks the method's rules."""
-        lm = self.lms[point["lm"]]
+        """The point's :class:`TrainConfig`: each axis's setting, then the budget (the LM's own
+        where it has one), the method's searched learning rate (``bench.sweep.learning_rates``),
+        the profile's settings and the spec's overrides; the library's config checks the
+        method's rules."""
         where = f"{source}: point [{point.label()}]"
+        lm = self.lm(point["lm"], where)
         tree: dict[str, Any] = {
             "backbones": {"vision": self.vision, "vision_pretrained": self.vision_pretrained},
             "feature_cache": str(self.runs_dir / "features"),
@@ -133,7 +142,7 @@ class Profile:
         )
         tuned = {"optim.lr": searched} if searched is not None else {}
         for dotted, value in {
-            **self.budget.settings(),
+            **(lm.budget or self.budget).settings(),
             **tuned,
             **self.settings,
             **overrides,
@@ -159,6 +168,22 @@ class Profile:
             trainable_params=trainable_params(self, lm, config),
         )
         return RunPlan(point=point, config=config, arch=arch)
+
+    def lm(self, name: str, where: str = "") -> LMChoice:
+        """The LM a spec's ``lm`` names, or one line saying the profile lacks it (and why, where
+        :attr:`unavailable` knows: a package not installed)."""
+        if name in self.lms:
+            return self.lms[name]
+        prefix = f"{where}: " if where else ""
+        if name in self.unavailable:
+            raise ConfigError(
+                f"{prefix}lm: {name!r} is not available in profile {self.label}: "
+                f"{self.unavailable[name]}"
+            )
+        raise ConfigError(
+            f"{prefix}lm: {name!r} is not an LM of profile {self.label} (it has: "
+            f"{', '.join(self.lms)})"
+        )
 
     def plan(self, spec: SweepSpec) -> list[RunPlan]:
         """Every point of ``spec`` resolved; points that resolve to the same config run once."""

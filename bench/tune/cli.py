@@ -11,11 +11,12 @@ from pathlib import Path
 
 from bench.sweep import learning_rates, tracking
 from bench.sweep import queue as work_queue
+from bench.sweep.axes import LM_NAMES
 from bench.sweep.coordinator import check_workers, default_workers
 from bench.sweep.profiles import PROFILES, SCALES, add_paper_arguments, profile_from_args
 from bench.sweep.worker import DEFAULT_EXECUTOR
 from bench.tune.search import LR_GRID, METRIC, Search, run_search
-from ituning.errors import ArgumentParser, cli_main
+from ituning.errors import ArgumentParser, ConfigError, cli_main
 from ituning.methods.registry import METHODS
 
 
@@ -25,7 +26,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--methods", nargs="+", default=list(METHODS), choices=METHODS, help="default: all"
     )
-    p.add_argument("--lm", default="base", help="the LM size searched at (default: base)")
+    p.add_argument(
+        "--lm",
+        default="base",
+        help=f"the LM searched at, a value of a spec's lm axis ({', '.join(LM_NAMES)}; "
+        "default: base)",
+    )
     p.add_argument("--seed", type=int, default=0, help="default: 0")
     p.add_argument(
         "--grid",
@@ -52,10 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     check_workers(args.workers, minimum=1)
     profile = profile_from_args(args)
-    if args.lm not in profile.lms:
-        p.error(
-            f"--lm {args.lm}: not an LM size of profile {args.profile} ({', '.join(profile.lms)})"
-        )
+    try:
+        profile.lm(args.lm)
+    except ConfigError as exc:  # not the profile's, or not available here: why, one line
+        p.error(f"--{exc}")
     if any(not 0 < lr < 1 for lr in args.grid):
         p.error(f"--grid {' '.join(map(str, args.grid))}: learning rates lie between 0 and 1")
     search = Search(
