@@ -474,6 +474,16 @@ def test_a_spec_trained_longer_is_the_largest_model_and_no_table_row(tmp_path: P
     assert [g.first.epochs for g in runs.groups_of(point, 12)] == [12]
     unknown = runset(*(replace(r, budget_epochs=None) for r in runs.runs))
     assert len(unknown.groups_of(point)) == 2  # no budget known: every epochs counts
+    one = replace(runs.runs[0], params={**runs.runs[0].params, "epochs": "1"})
+    assert one.label().endswith(", 1 epoch")
+
+
+def test_the_report_reads_the_budget_the_profile_trains_at() -> None:
+    from bench.sweep.budgets import budget_of
+    from bench.sweep.profiles import get_profile
+
+    for scale in ("full", "tiny"):
+        assert get_profile("mini", scale=scale).budget == budget_of("mini", scale)
 
 
 def test_time_breakdown_tells_elapsed_from_summed_time(tmp_path: Path) -> None:

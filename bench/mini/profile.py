@@ -30,7 +30,7 @@ from bench.mini.backbones import (
 )
 from bench.mini.llama import MiniLlamaConfig, llama_dir
 from bench.sweep.axes import LM_SIZES
-from bench.sweep.budgets import MINI_BUDGET, MINI_SMOLLM2_BUDGET, TINY_BUDGET
+from bench.sweep.budgets import MINI_SMOLLM2_BUDGET, budget_of
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import LMChoice, Profile
 from ituning.data.shapes_flickr import CAPTIONS_FILE as FLICKR
@@ -272,7 +272,7 @@ def mini_profile(runs_dir: Path, scale: str) -> MiniProfile:
             "coco": _data(world, "dataset_shapes.json", nocaps=True),
             "flickr30k": _data(world, FLICKR, nocaps=False),
         },
-        budget=MINI_BUDGET if scale == "full" else TINY_BUDGET,
+        budget=budget_of("mini", scale),
         # The mini LMs have 48 positions and captions of up to 40 tokens plus the end token (cells
         # named): a prefix of 7 (ClipCap's MLP default is 10, its transformer's 40) for both
         # variants, the transformer over 7 projected tokens.

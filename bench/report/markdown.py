@@ -16,7 +16,7 @@ from pathlib import Path
 from string import Template
 
 from bench import REPO_ROOT
-from bench.report.results import Group
+from bench.report.results import Group, epochs_text
 
 TEMPLATE_FILE = "report_template.md"
 _PART = re.compile(r"^<!-- part: (\w+) -->\n", re.MULTILINE)
@@ -83,7 +83,9 @@ def point_label(group: Group) -> str:
     """A setting's short name (``mini-large+VLP drop 4/8``): only what differs from the paper's
     module is named."""
     r = group.first
-    label = r.lm_name + ("+VLP" if r.vlp else "") + ("" if r.at_budget else f" {r.epochs} epochs")
+    label = (
+        r.lm_name + ("+VLP" if r.vlp else "") + ("" if r.at_budget else f" {epochs_text(r.epochs)}")
+    )
     if r.method != "itune":
         return f"{r.method} {label}"
     if r.drop:

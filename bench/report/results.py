@@ -29,6 +29,10 @@ GPT2, LLAMA = "GPT-2", "Llama"
 LLAMA_PREFIXES = ("llama-", "smollm2")
 
 
+def epochs_text(n: int | None) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def lm_family(lm: str) -> str:
     """The architecture family of an ``lm`` axis value: ``Llama`` or ``GPT-2`` (every other value,
     the paper's sizes among them). The size claims and Tables 1-2 read the GPT-2 values only."""
@@ -165,7 +169,7 @@ class Run:
 
     def budget_label(self) -> str:
         """``", 12 epochs"`` for a run off the profile's budget, else empty."""
-        return "" if self.at_budget else f", {self.epochs} epochs"
+        return "" if self.at_budget else f", {epochs_text(self.epochs)}"
 
     @property
     def trainable_params(self) -> float | None:

@@ -1,8 +1,9 @@
 """Training budgets: every training and evaluation number a profile sets, in one place.
 
 The paper gives the batch (4096 captions by accumulation), the epochs (30; VLP 10) and beam 5; the
-learning rate and warm-up are ours. ``MINI_BUDGET`` is sized so that the mini reproduction
-(table1 on both datasets and table2, three seeds) fits in about 50 minutes on 2 CPU cores;
+learning rate and warm-up are ours. ``MINI_BUDGET`` is sized so that the claims' points of the
+mini reproduction (table1 on both datasets and table2, three seeds) train in about 50 minutes on 2
+CPU cores (the grounding spec adds three runs of the largest LM at three times its epochs);
 ``TINY_BUDGET`` is a smoke test of every code path for the test suite, not a result.
 """
 

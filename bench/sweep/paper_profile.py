@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from bench.sweep.budgets import PAPER_BUDGET, TINY_BUDGET
+from bench.sweep.budgets import budget_of
 from bench.sweep.cost import DataSizes
 from bench.sweep.plan import RunPlan
 from bench.sweep.profile import LMChoice, Profile
@@ -154,7 +154,7 @@ def paper_profile(
             name: {key: str(root / rel) for key, (rel, _) in layout.items()}
             for name, layout in PAPER_LAYOUT.items()
         },
-        budget=PAPER_BUDGET if scale == "full" else TINY_BUDGET,
+        budget=budget_of("paper", scale),
         unavailable=unavailable,
     )
 
