@@ -61,6 +61,28 @@ def atomic_write_json(path: str | os.PathLike[str], payload: Any, **dumps: Any) 
 
 
 @contextlib.contextmanager
+def folder_aside(dest: str | os.PathLike[str], done: str) -> Iterator[Path]:
+    """Build the folder ``dest`` in a hidden sibling (yielded) and rename it into place when the
+    block ends, after the block wrote the file ``done`` last into it; the sibling is removed
+    either way. A killed build leaves only a ``.<name>.<random>.partial`` folder, never a ``dest``
+    that looks complete; a peer that published ``dest`` first wins (both built the same thing)."""
+    import shutil
+
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.partial")
+    tmp.mkdir(parents=True)  # the umask's permissions, not mkdtemp's owner-only ones
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another process renamed its own copy into place first
+            if not (dest / done).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (created with its folder) for the block."""
     path = Path(path)

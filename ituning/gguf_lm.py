@@ -22,14 +22,12 @@ import hashlib
 import importlib
 import importlib.metadata
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import torch
 
 from ituning.errors import BackboneError, first_line
+from ituning.files import folder_aside
 
 #: What reading a GGUF needs besides transformers (the pins of pyproject.toml).
 GGUF_PACKAGES = {"gguf": "gguf==0.19.0", "accelerate": "accelerate==1.15.0"}
@@ -117,20 +115,10 @@ def gguf_folder(gguf_file: Path, out: Path) -> Path:
             "delete it and convert again"
         )
     _require_packages()
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{folder.name}.{uuid.uuid4().hex[:8]}.partial"
-    tmp.mkdir()  # the umask's permissions, not mkdtemp's owner-only ones: the folder is shared
-    try:
+    with folder_aside(folder, SOURCE_FILE) as tmp:
         _convert(gguf_file, tmp)
         source = {"file": gguf_file.name, "sha256": digest, "size": gguf_file.stat().st_size}
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process renamed its own conversion into place first
-            if not (folder / SOURCE_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

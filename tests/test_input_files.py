@@ -57,3 +57,18 @@ def test_a_file_over_the_limit_is_refused_without_reading_it(tmp_path):
         fh.truncate(10 << 20)  # sparse: 10 MB that are never read
     with pytest.raises(DataError, match=r"more than 1,048,576 bytes; a dataset is small"):
         read_regular(path, "dataset", 1 << 20, form="JSON file", size="small", error=DataError)
+
+
+def test_a_folder_built_aside_appears_whole_once_and_a_peer_that_published_first_wins(tmp_path):
+    from ituning.files import folder_aside
+
+    dest = tmp_path / "built"
+    with pytest.raises(RuntimeError), folder_aside(dest, "done") as tmp:
+        (tmp / "half").write_text("x")
+        raise RuntimeError("killed mid-build")
+    assert not dest.exists() and list(tmp_path.iterdir()) == []  # nothing half-built is left
+    with folder_aside(dest, "done") as tmp:
+        (tmp / "done").write_text("mine")
+        (dest / "inner").mkdir(parents=True)  # a peer publishes first (a non-empty folder)
+        (dest / "done").write_text("peer")
+    assert (dest / "done").read_text() == "peer" and list(tmp_path.iterdir()) == [dest]

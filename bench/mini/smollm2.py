@@ -19,14 +19,11 @@ from __future__ import annotations
 import base64
 import importlib.metadata
 import json
-import os
-import shutil
 import sys
-import uuid
 from pathlib import Path
 
 from ituning.errors import BackboneError
-from ituning.files import file_lock
+from ituning.files import file_lock, folder_aside
 from ituning.gguf_lm import SMOLLM2_GGUF, SMOLLM2_PIN, gguf_folder, smollm2_file
 
 #: Whose architecture the GGUF holds (its config ships with ``ituning``: counts stay offline).
@@ -102,9 +99,7 @@ def write_random_twin(source: Path, dest: Path, seed: int) -> Path:
             f"'{dest}' exists but holds no {RANDOM_FILE}, so it was never finished; delete it "
             "and run again"
         )
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.partial")
-    tmp.mkdir(parents=True)
-    try:
+    with folder_aside(dest, RANDOM_FILE) as tmp:
         config = AutoConfig.from_pretrained(source)
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -120,13 +115,6 @@ def write_random_twin(source: Path, dest: Path, seed: int) -> Path:
             "torch": torch.__version__,
         }
         (tmp / RANDOM_FILE).write_text(json.dumps(about, indent=2) + "\n")
-        try:
-            os.replace(tmp, dest)
-        except OSError:  # another process renamed its own copy into place first
-            if not (dest / RANDOM_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
