@@ -19,6 +19,7 @@ from bench.mini.llama import MiniLlamaConfig, llama_dir
 from bench.mini.profile import MINI_SEED
 from bench.sweep import axes
 from bench.sweep.cli import main
+from bench.sweep.dry_run import describe
 from bench.sweep.profiles import get_profile
 from bench.sweep.spec import load_spec, parse_spec
 from ituning.backbones import load_lm
@@ -178,6 +179,12 @@ def test_the_mini_lm_family_specs_resolve(tmp_path):
     )
     assert not smol.config.eval.nocaps and smol.config.max_caption_tokens == 40
     assert (gpt2.config.epochs, gpt2.config.eval.nocaps) == (4, True)  # MINI_BUDGET's
+    shown = describe(parse_spec(_spec("smollm2", "base", extra=LR)), full, [smol, gpt2],
+                         estimate=False)  # fmt: skip
+    assert (
+        "  budget: epochs 4 " in shown
+        and "  budget of smollm2: epochs 1 (VLP 1), batch 64" in shown
+    )
 
 
 class Built(Exception):

@@ -29,12 +29,11 @@ def describe(
     ]
     if spec.description:
         lines.append(f"  {spec.description.splitlines()[0]}")
-    b = profile.budget
-    lines.append(
-        f"  budget: {b.epochs} epochs (VLP {b.vlp_epochs}), batch {b.batch_captions} captions "
-        f"({b.captions_per_image} per image; micro {b.micro_batch_images} images), beam "
-        f"{b.beam}; lr: each method's searched rate (bench/sweep/learning_rates.yaml), else {b.lr:g}"
-    )
+    lines.append(f"  budget: {_budget_text(profile.budget)}")
+    own = sorted({p.point["lm"] for p in plans if profile.lms[p.point["lm"]].budget is not None})
+    if own:  # LMs the profile trains at a budget of their own (SmolLM2 at mini)
+        budget = profile.lms[own[0]].budget
+        lines.append(f"  budget of {', '.join(own)}: {_budget_text(budget)}")
     finished = tracking.finished_if_stored(
         tracking_uri or tracking.default_tracking_uri(profile.runs_dir), profile.label
     )
@@ -96,3 +95,11 @@ def _count(n: int) -> str:
     if n <= 0:  # not countable before the backbones are built
         return "?"
     return f"{n / 1e6:.2f}M ({n:,})" if n >= 100_000 else f"{n:,}"
+
+
+def _budget_text(b) -> str:
+    return (
+        f"epochs {b.epochs} (VLP {b.vlp_epochs}), batch {b.batch_captions} captions "
+        f"({b.captions_per_image} per image; micro {b.micro_batch_images} images), beam "
+        f"{b.beam}; lr: each method's searched rate (bench/sweep/learning_rates.yaml), else {b.lr:g}"
+    )
