@@ -120,8 +120,8 @@ class MiniBackbonesConfig(BaseModel):
 
 
 @dataclass(frozen=True)
-class MiniBackbones:
-    """Where a built set of backbones lives."""
+class BuiltLMs:
+    """Where a built set of LMs lives (its manifest names them, smallest first)."""
 
     root: Path
     manifest: dict
@@ -130,6 +130,11 @@ class MiniBackbones:
     @property
     def lm_dirs(self) -> dict[str, Path]:
         return {name: self.root / name for name in self.manifest["lms"]}
+
+
+@dataclass(frozen=True)
+class MiniBackbones(BuiltLMs):
+    """Where a built set of backbones lives: the GPT-2 minis and the vision encoder."""
 
     @property
     def vision_dir(self) -> Path:

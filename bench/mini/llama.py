@@ -29,7 +29,6 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -39,13 +38,14 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from bench.mini.backbones import (
     MANIFEST,
+    BuiltLMs,
     MiniBackbonesConfig,
     folder_hashes,
     lm_size_gate,
     pretrain_lms,
     read_manifest,
 )
-from bench.mini.lm import EOS, PAD, LMSpec, LMTrainConfig, build_tokenizer
+from bench.mini.lm import LMSpec, LMTrainConfig, vocabulary_settings
 from ituning.data.shapes_scene import WorldConfig
 from ituning.errors import cli_main
 from ituning.files import atomic_write_json, canonical_json, file_lock, sha256_text
@@ -79,10 +79,8 @@ class LlamaSpec(LMSpec):
 def llama_config(spec: LlamaSpec, train: LMTrainConfig) -> LlamaConfig:
     """Multi-head attention (as GPT-2: no grouped K/V), no dropout, tied embeddings, the minis'
     special tokens; RMSNorm's epsilon is GPT-2's LayerNorm epsilon."""
-    tok = build_tokenizer()
-    eos, pad = tok.token_to_id(EOS), tok.token_to_id(PAD)
     return LlamaConfig(
-        vocab_size=tok.get_vocab_size(),
+        **vocabulary_settings(),
         hidden_size=spec.n_embd,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.n_layer,
@@ -92,9 +90,6 @@ def llama_config(spec: LlamaSpec, train: LMTrainConfig) -> LlamaConfig:
         rms_norm_eps=1e-5,
         attention_dropout=0.0,
         tie_word_embeddings=True,
-        bos_token_id=eos,
-        eos_token_id=eos,
-        pad_token_id=pad,
     )
 
 
@@ -149,20 +144,6 @@ class MiniLlamaConfig(BaseModel):
         return sha256_text(canonical_json(payload))
 
 
-@dataclass(frozen=True)
-class MiniLlamaLMs:
-    """Where a built set of Llama minis lives."""
-
-    root: Path
-    manifest: dict
-    cached: bool
-
-    @property
-    def lm_dirs(self) -> dict[str, Path]:
-        """``{"llama-base": folder, ...}``, smallest first."""
-        return {name: self.root / name for name in self.manifest["lms"]}
-
-
 def llama_dir(out: Path | str, config: MiniLlamaConfig, seed: int) -> Path:
     """The folder a configuration builds into: ``<out>/<name>-<first 10 hex of its hash>``."""
     return Path(out) / f"{config.name}-{config.digest(seed)[:10]}"
@@ -175,7 +156,7 @@ def build_llama_lms(
     quick: bool = False,
     config: MiniLlamaConfig | None = None,
     progress: bool = True,
-) -> MiniLlamaLMs:
+) -> BuiltLMs:
     """Build (or reuse) the Llama minis; ``config`` overrides ``quick``.
 
     A build goes to ``<folder>.tmp-<pid>`` and is renamed into place once its manifest is
@@ -188,7 +169,7 @@ def build_llama_lms(
     with file_lock(root.with_name(root.name + ".lock")):
         manifest = read_manifest(root)
         if manifest is not None:
-            return MiniLlamaLMs(root, manifest, cached=True)
+            return BuiltLMs(root, manifest, cached=True)
         for stale in [root, *root.parent.glob(root.name + ".tmp-*")]:  # interrupted builds
             if stale.exists():
                 shutil.rmtree(stale)
@@ -201,7 +182,7 @@ def build_llama_lms(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return MiniLlamaLMs(root, manifest, cached=False)
+        return BuiltLMs(root, manifest, cached=False)
 
 
 def _build(root: Path, config: MiniLlamaConfig, seed: int, progress: bool) -> dict:

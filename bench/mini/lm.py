@@ -101,11 +101,22 @@ def hf_tokenizer(*, append_eos: bool = False, max_length: int = 48) -> PreTraine
     )
 
 
-def lm_config(spec: LMSpec, train: LMTrainConfig) -> GPT2Config:
+def vocabulary_settings() -> dict[str, int]:
+    """The word-level vocabulary as every mini LM's config gives it (either family):
+    ``<|endoftext|>`` is bos and eos, ``<pad>`` pads."""
     tok = build_tokenizer()
     eos, pad = tok.token_to_id(EOS), tok.token_to_id(PAD)
+    return {
+        "vocab_size": tok.get_vocab_size(),
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "pad_token_id": pad,
+    }
+
+
+def lm_config(spec: LMSpec, train: LMTrainConfig) -> GPT2Config:
     return GPT2Config(
-        vocab_size=tok.get_vocab_size(),
+        **vocabulary_settings(),
         n_positions=train.n_positions,
         n_embd=spec.n_embd,
         n_layer=spec.n_layer,
@@ -113,9 +124,6 @@ def lm_config(spec: LMSpec, train: LMTrainConfig) -> GPT2Config:
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
-        bos_token_id=eos,
-        eos_token_id=eos,
-        pad_token_id=pad,
     )
 
 
