@@ -100,6 +100,11 @@ def _record_hash(path: Path, algorithm: str) -> str:
     return base64.urlsafe_b64encode(_digest(path, algorithm)).rstrip(b"=").decode()
 
 
+def converted_name(gguf_name: str, sha256: str) -> str:
+    """The folder name of a converted GGUF file: its stem and the first 16 hex of its sha256."""
+    return f"{Path(gguf_name).stem}-{sha256[:16]}"
+
+
 def gguf_folder(gguf_file: Path, out: Path) -> Path:
     """``out/<file stem>-<sha256[:16]>``: the GGUF causal LM ``gguf_file`` as a ``save_pretrained``
     folder (float32 safetensors, tokenizer, generation config, ``gguf_source.json``), converted on
@@ -114,7 +119,7 @@ def gguf_folder(gguf_file: Path, out: Path) -> Path:
     if not gguf_file.is_file():
         raise BackboneError(f"GGUF file '{gguf_file}' does not exist")
     digest = file_sha256(gguf_file)
-    folder = out / f"{gguf_file.stem}-{digest[:16]}"
+    folder = out / converted_name(gguf_file.name, digest)
     if (folder / SOURCE_FILE).is_file():
         return folder
     if folder.exists():

@@ -23,7 +23,14 @@ from pathlib import Path
 
 from ituning.errors import BackboneError
 from ituning.files import file_lock, folder_aside
-from ituning.gguf_lm import SMOLLM2_GGUF, SMOLLM2_PIN, gguf_folder, smollm2_file, smollm2_record
+from ituning.gguf_lm import (
+    SMOLLM2_GGUF,
+    SMOLLM2_PIN,
+    converted_name,
+    gguf_folder,
+    smollm2_file,
+    smollm2_record,
+)
 
 #: Whose architecture the GGUF holds (its config ships with ``ituning``: counts stay offline).
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -49,7 +56,7 @@ def recorded_sha256() -> str:
 def smollm2_dirs(backbones: Path) -> dict[str, Path]:
     """``{"smollm2": converted folder, "smollm2-random": its random twin}`` under ``backbones``
     (named as :func:`ituning.gguf_lm.gguf_folder` names a conversion); nothing is built."""
-    converted = Path(backbones) / f"{Path(SMOLLM2_GGUF).stem}-{recorded_sha256()[:16]}"
+    converted = Path(backbones) / converted_name(SMOLLM2_GGUF, recorded_sha256())
     return {
         "smollm2": converted,
         "smollm2-random": converted.with_name(f"{converted.name}-random-s{RANDOM_SEED}"),
