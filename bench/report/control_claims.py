@@ -14,7 +14,8 @@ from bench.report.claims import (
     need,
     stat,
 )
-from bench.report.intervals import Term, contrast
+from bench.report.intervals import Interval, Term, contrast
+from bench.report.results import Group
 from bench.report.verdicts import (
     FAILS,
     HOLDS,
@@ -76,23 +77,15 @@ def image_dependence(ctx: ClaimContext) -> Verdict:
     I-Tuning)."""
     rows, others = [], []
     for g in ctx.runs.groups():
-        ratios = [
-            _ratio(r.metrics["test/cider"], r.metrics["control/test/blank_cider"])
-            for r in g.runs
-            if "test/cider" in r.metrics and "control/test/blank_cider" in r.metrics
-        ]
-        if not ratios:
+        found = blank_ratio(g)
+        if found is None:
             continue
-        mean = sum(ratios) / len(ratios)
+        mean, iv = found
         if g.first.method != "itune":
             if mean < IMAGE_RATIO_MIN:
                 others.append(f"{g.first.label()} {mean:.1f}×")
             continue
-        if all(math.isfinite(x) for x in ratios):
-            iv = contrast([Term.of(1.0, [x - IMAGE_RATIO_MIN for x in ratios])])
-            rows.append((iv, g, mean))
-        else:  # a blank caption scoring 0: the image matters completely
-            rows.append((None, g, math.inf))
+        rows.append((iv, g, mean))
     if not rows:
         if ctx.runs.paper_task:
             return ctx.verdict(
@@ -111,6 +104,23 @@ def image_dependence(ctx: ClaimContext) -> Verdict:
     if others:
         evidence += f"; other methods below {IMAGE_RATIO_MIN:g}×: {', '.join(others)}"
     return ctx.verdict("image_dependence", combine(verdicts), evidence, "", [iv] if iv else [])
+
+
+def blank_ratio(group: Group) -> tuple[float, Interval | None] | None:
+    """The group's mean test CIDEr / blank-image CIDEr and the interval of ratio − the minimum
+    (seeds only); no interval, and an infinite mean, where a blank caption scored 0 (the image
+    matters completely); ``None`` where the control did not run."""
+    ratios = [
+        _ratio(r.metrics["test/cider"], r.metrics["control/test/blank_cider"])
+        for r in group.runs
+        if "test/cider" in r.metrics and "control/test/blank_cider" in r.metrics
+    ]
+    if not ratios:
+        return None
+    if not all(math.isfinite(x) for x in ratios):
+        return math.inf, None
+    iv = contrast([Term.of(1.0, [x - IMAGE_RATIO_MIN for x in ratios])])
+    return sum(ratios) / len(ratios), iv
 
 
 def _ratio(real: float, blank: float) -> float:

@@ -22,8 +22,8 @@ from bench.report.claims import (
     need,
     stat,
 )
-from bench.report.control_claims import _ratio
-from bench.report.intervals import Interval, Term, contrast
+from bench.report.control_claims import blank_ratio
+from bench.report.intervals import contrast
 from bench.report.results import Group, RunSet
 from bench.report.verdicts import (
     HOLDS,
@@ -87,7 +87,7 @@ def agnostic(ctx: ClaimContext) -> Verdict:
     unpaired = [f"llama-{s}" for s in llama if s not in gpt2]
     if unpaired:
         lines.append(f"no GPT-2 twin for {', '.join(unpaired)}")
-    blank = [(f"llama-{s}", _blank_ratio(llama[s])) for s in gpt2]
+    blank = [(f"llama-{s}", blank_ratio(llama[s])) for s in gpt2]
     checked = [(lm, found) for lm, found in blank if found is not None]
     if not checked:
         lines.append("image dependence not checked: the Llama runs have no blank-image control")
@@ -98,23 +98,6 @@ def agnostic(ctx: ClaimContext) -> Verdict:
         vs = "" if iv is None else f" (ratio − {IMAGE_RATIO_MIN:g}: {iv.fmt(2)})"
         lines.append(f"{lm} test CIDEr {shown} the blank image's{vs}")
     return ctx.verdict("agnostic", combine(verdicts), "; ".join(lines), "", ivs)
-
-
-def _blank_ratio(group: Group) -> tuple[float, Interval | None] | None:
-    """The group's mean test CIDEr / blank-image CIDEr and the interval of ratio − the minimum
-    (seeds only, as ``image_dependence``'s); no interval where a blank caption scored 0 (the image
-    matters completely); ``None`` where the control did not run."""
-    ratios = [
-        _ratio(r.metrics["test/cider"], r.metrics["control/test/blank_cider"])
-        for r in group.runs
-        if "test/cider" in r.metrics and "control/test/blank_cider" in r.metrics
-    ]
-    if not ratios:
-        return None
-    if not all(math.isfinite(x) for x in ratios):
-        return math.inf, None
-    iv = contrast([Term.of(1.0, [x - IMAGE_RATIO_MIN for x in ratios])])
-    return sum(ratios) / len(ratios), iv
 
 
 def pretrained_lm(ctx: ClaimContext) -> Verdict:
