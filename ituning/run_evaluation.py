@@ -36,13 +36,9 @@ def mean_colour_image(dataset: CaptionDataset, size: int, limit: int = 256) -> I
 def _shapes_lexicons(dataset: CaptionDataset) -> dict[str, dict[str, str]]:
     if not any("objects" in r.meta for r in dataset):
         return {}
-    from ituning.data.shapes_vocab import WORD_CLASSES
+    from ituning.data.shapes_vocab import attribute_words
 
-    lexicons: dict[str, dict[str, str]] = {"shape": {}, "colour": {}}
-    for word, (attribute, cls) in WORD_CLASSES.items():
-        if attribute in lexicons:
-            lexicons[attribute][word] = cls
-    return lexicons
+    return {attribute: attribute_words(attribute) for attribute in ("shape", "colour")}
 
 
 def evaluate_run(

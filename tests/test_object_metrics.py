@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from ituning.data.shapes_vocab import WORD_CLASSES
+from ituning.data.shapes_vocab import attribute_words
 from ituning.errors import DataError
 from ituning.metrics.objects import caption_counts, object_phrases, object_scores
 
-SHAPES = {w: c for w, (a, c) in WORD_CLASSES.items() if a == "shape"}
-COLOURS = {w: c for w, (a, c) in WORD_CLASSES.items() if a == "colour"}
+SHAPES = attribute_words("shape")
+COLOURS = attribute_words("colour")
 
 
 def counts(caption, objects):

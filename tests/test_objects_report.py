@@ -4,7 +4,9 @@ beside it, and one line when no run has the scores (saying where CHAIR's inputs 
 from __future__ import annotations
 
 import csv
+import json
 
+from test_object_places import SCENE
 from test_report import PAPER, make_run, runset
 
 from bench.report.objects import CSV_FILE, objects_section
@@ -13,7 +15,7 @@ from bench.report.settings import ReportInputs, ReportSettings
 
 def _section(tmp_path, *runs, profile="mini") -> str:
     inputs = ReportInputs(
-        ReportSettings(out_dir=tmp_path, profile=profile),
+        ReportSettings(out_dir=tmp_path, profile=profile, runs_dir=tmp_path / "runs"),
         runset(*runs, profile=profile),
         PAPER,
         tmp_path,
@@ -55,3 +57,46 @@ def test_without_scores_one_line_says_why_and_where_chair_inputs_belong(tmp_path
     run = make_run(profile="paper", tags={"unavailable.chair/test": why})
     text = _section(tmp_path, run, profile="paper")
     assert text == f"CHAIR: {why}."
+
+
+def test_the_largest_model_gets_its_recall_by_place_from_its_predictions(tmp_path):
+    captions = tmp_path / "dataset_shapes.json"
+    sentences = [{"raw": "x", "tokens": ["x"], "imgid": 0, "sentid": 0}]
+    image = {"filename": "test/000000.png", "split": "test", "imgid": 0, "sentids": [0]}
+    image |= {"objects": SCENE, "sentences": sentences}
+    captions.write_text(json.dumps({"dataset": "shapes", "images": [image]}))
+    said = {0: "in the top left a red heart, a green cross and a blue circle.", 1: "a blue circle."}
+    runs = []
+    for seed, caption in said.items():
+        folder = tmp_path / f"run{seed}"
+        folder.mkdir()
+        (folder / "predictions_test.json").write_text(
+            json.dumps([{"image_id": "test/000000", "caption": caption}])
+        )
+        runs.append(
+            make_run(
+                "large",
+                seed=seed,
+                metrics={"objects/test/recall": 1.0},
+                params={"data.captions": str(captions)},
+                tags={"run_folder": str(folder)},
+            )
+        )
+    text = _section(tmp_path, *runs)
+    assert "| 1 | yes | 1 | 0.50 ± 0.71 |" in text  # the red heart: named by seed 0 only
+    assert "| 3 | no | 1 | 1.00 ± 0.00 |" in text
+    assert "Lowest: place 1 sharing its column, recall 0.50." in text
+    with open(tmp_path / "object_places.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["place"], r["shares_column"], r["seeds"]) for r in rows] == [
+        ("1", "True", "2"),
+        ("2", "True", "2"),
+        ("3", "False", "2"),
+    ]
+
+
+def test_without_its_predictions_one_line_says_the_breakdown_is_not_available(tmp_path):
+    run = make_run("large", metrics={"objects/test/recall": 1.0})
+    text = _section(tmp_path, run)
+    (line,) = [s for s in text.splitlines() if s.startswith("Where the largest model")]
+    assert "not available" in line and "predictions" in line

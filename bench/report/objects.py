@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bench.report.csv_tables import group_summary, write_csv
 from bench.report.markdown import table
+from bench.report.object_places import places_lines
 from bench.report.results import Group
 from bench.report.settings import ReportInputs
 
@@ -63,7 +64,9 @@ def objects_section(inputs: ReportInputs) -> list[str]:
     ]
     lines = table(["method", "model", "seeds", *(title for _, title in columns)], rows)
     frame = group_summary(runs, groups, [m for m, _ in columns])
-    return [*lines, "", write_csv(inputs, CSV_FILE, frame), "", READING[what]]
+    lines = [*lines, "", write_csv(inputs, CSV_FILE, frame), "", READING[what]]
+    places = places_lines(inputs) if what == "objects" else []
+    return [*lines, "", *places] if places else lines
 
 
 def _has(group: Group, metric: str) -> bool:

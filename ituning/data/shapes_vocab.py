@@ -156,6 +156,12 @@ def all_words() -> tuple[str, ...]:
     return tuple(sorted(words))
 
 
+def attribute_words(attribute: str) -> dict[str, str]:
+    """``word -> class`` of one attribute (``"shape"``, ``"colour"``, ...), synonyms included: the
+    lexicons the object metrics read captions with."""
+    return {w: c for w, (a, c) in WORD_CLASSES.items() if a == attribute}
+
+
 def shape_of(word: str) -> str | None:
     """The shape class a word names, or None (case-insensitive)."""
     hit = WORD_CLASSES.get(word.lower())

@@ -1,0 +1,84 @@
+"""Where the largest model loses objects of three-object scenes: recall by the object's place in
+the captions' reading order and by whether another object shares its column
+(``ituning.metrics.object_places``), mean ± sd over its seeds.
+
+Computed from each run's test predictions and its dataset's object lists, as Table 3 is, so the
+report shows the cause of a low three-object recall, not only its size, for runs evaluated before
+this breakdown existed too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench.report.artifacts import fetch_artifact
+from bench.report.csv_tables import write_csv
+from bench.report.markdown import clean, table
+from bench.report.results import Stat
+from bench.report.settings import ReportInputs
+from ituning.errors import ITuningError
+
+CSV_FILE = "object_places.csv"
+#: Scenes whose objects are broken down (the issue's targets are on three-object scenes).
+SCENE_OBJECTS = 3
+
+
+def places_lines(inputs: ReportInputs) -> list[str]:
+    """The breakdown for the largest model (``RunSet.largest``) at the mini profile, where scenes
+    list their objects' grid cells; nothing at paper (COCO has no grid)."""
+    group = inputs.runs.largest()
+    if group is None or not inputs.mini:
+        return []
+    try:
+        frame = pd.concat([_places(inputs, run) for run in group.runs])
+    except ITuningError as exc:
+        return [f"Where the largest model loses objects: not available ({clean(str(exc))})."]
+    frame = frame[frame["objects"] == SCENE_OBJECTS]
+    if frame.empty:
+        return []
+    rows, records = [], []
+    for (place, shares), part in frame.groupby(["place", "shares_column"]):
+        stat = Stat.of(part["recall"])
+        n = int(part["n"].iloc[0])
+        rows.append([str(place), "yes" if shares else "no", str(n), stat.fmt(2)])
+        records.append(
+            {
+                "place": place,
+                "shares_column": bool(shares),
+                "objects": n,
+                "recall mean": stat.mean,
+                "recall std": stat.std,
+                "seeds": stat.n,
+            }
+        )
+    worst = min(records, key=lambda r: r["recall mean"])
+    seeds = " ".join(str(s) for s in group.seeds)
+    return [
+        f"Where the largest model, {group.first.label()} (seeds {seeds}), loses objects of "
+        f"three-object test scenes: each object by its place in the captions' order (column by "
+        f"column from the left, top to bottom within a column) and by whether another object "
+        f"shares its column, where only the row words tell the two apart. Lowest: place "
+        f"{worst['place']}{' sharing its column' if worst['shares_column'] else ''}, recall "
+        f"{worst['recall mean']:.2f}.",
+        "",
+        *table(["place", "shares its column", "objects", "recall"], rows),
+        "",
+        write_csv(inputs, CSV_FILE, pd.DataFrame(records)),
+    ]
+
+
+def _places(inputs: ReportInputs, run) -> pd.DataFrame:
+    from ituning.metrics.object_places import place_table, shapes_lexicons, split_objects
+    from ituning.metrics.results_file import read_coco_results
+
+    preds = fetch_artifact(
+        inputs.settings.uri,
+        run,
+        "predictions_test.json",
+        "predictions/predictions_test.json",
+        inputs.scratch / f"places-{run.config_hash}",
+    )
+    objects = split_objects(Path(run.params["data.captions"]), "test")
+    return place_table(read_coco_results(preds), objects, *shapes_lexicons())
