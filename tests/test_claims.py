@@ -271,7 +271,12 @@ def test_controls_grounding_and_image_dependence():
     # a baseline that ignores the image is named, but I-Tuning's models decide
     blind = with_blank(0.7, params={"method": "clipcap-transformer"}, specs=("baselines",))
     v = K.image_dependence(ctx(*with_blank(6.0), *blind))
-    assert v.verdict == HOLDS and "other methods below 3×: clipcap-transformer" in v.evidence
+    assert v.verdict == HOLDS and "random-weight LMs below 3×: clipcap-transformer" in v.evidence
+    # so is I-Tuning over an LM with random weights: the premise's control, not a captioner
+    control = with_blank(1.1, params={"lm": "smollm2-random"}, specs=("lm_family_smollm2",))
+    v = K.image_dependence(ctx(*with_blank(6.0), *control))
+    assert v.verdict == HOLDS and "over 1 I-Tuning models" in v.evidence
+    assert "below 3×: smollm2-random" in v.evidence
 
 
 @pytest.mark.parametrize("check", [P.vs_clipcap, P.gap_grows])

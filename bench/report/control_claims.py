@@ -25,6 +25,7 @@ from bench.report.verdicts import (
     combine,
     superiority,
 )
+from bench.sweep import axes
 
 #: (metric, name, threshold) that the largest model's three-object scenes must clear.
 GROUNDING_TESTS = (
@@ -72,8 +73,9 @@ def grounding(ctx: ClaimContext) -> Verdict:
 
 
 def image_dependence(ctx: ClaimContext) -> Verdict:
-    """I-Tuning's models decide the verdict; another method's models that fail the control are
-    named in the evidence (a baseline that ignores the image says something about it, not about
+    """I-Tuning's models decide the verdict; another method's models, and I-Tuning over an LM with
+    random weights, that fail the control are named in the evidence (a baseline that ignores the
+    image says something about it, a random-weight LM about the premise's control, not about
     I-Tuning)."""
     rows, others = [], []
     for g in ctx.runs.groups():
@@ -81,7 +83,7 @@ def image_dependence(ctx: ClaimContext) -> Verdict:
         if found is None:
             continue
         mean, iv = found
-        if g.first.method != "itune":
+        if g.first.method != "itune" or g.first.lm_size in axes.RANDOM_WEIGHT_LMS:
             if mean < IMAGE_RATIO_MIN:
                 others.append(f"{g.first.label()} {mean:.1f}×")
             continue
@@ -102,7 +104,9 @@ def image_dependence(ctx: ClaimContext) -> Verdict:
         + f") over {len(rows)} I-Tuning models"
     )
     if others:
-        evidence += f"; other methods below {IMAGE_RATIO_MIN:g}×: {', '.join(others)}"
+        evidence += (
+            f"; other methods and random-weight LMs below {IMAGE_RATIO_MIN:g}×: {', '.join(others)}"
+        )
     return ctx.verdict("image_dependence", combine(verdicts), evidence, "", [iv] if iv else [])
 
 

@@ -35,9 +35,12 @@ from ituning.run_config import SEED_MAX
 
 #: The GPT-2 family's sizes (the paper's LMs; the size claims compare these).
 LM_SIZES = ("base", "medium", "large")
+#: LMs with random weights: controls of the premise that pre-training matters, not language models
+#: a captioner is built on (claims about I-Tuning's models leave them out).
+RANDOM_WEIGHT_LMS = ("smollm2-random",)
 #: Every LM a spec can name: the GPT-2 sizes, their Llama-architecture twins, and a real
 #: pre-trained Llama-family LM with its random-weight control (I-Tuning is agnostic to the LM).
-LM_NAMES = (*LM_SIZES, *(f"llama-{size}" for size in LM_SIZES), "smollm2", "smollm2-random")
+LM_NAMES = (*LM_SIZES, *(f"llama-{size}" for size in LM_SIZES), "smollm2", *RANDOM_WEIGHT_LMS)
 #: The paper's two captioning datasets (Table 1's halves); a profile says which files each is.
 DATASETS = ("coco", "flickr30k")
 
