@@ -28,7 +28,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,16 +184,27 @@ def build_backbones(
     """
     config = config or MiniBackbonesConfig()
     root = backbone_dir(Path(out), config, seed)
+    manifest, cached = build_once(root, lambda r: _build(r, config, seed, progress, parallel))
+    return MiniBackbones(root, manifest, cached=cached)
+
+
+def build_once(root: Path, build: Callable[[Path], dict]) -> tuple[dict, bool]:
+    """``(manifest, cached)`` of the set in ``root``, built by ``build(root)`` unless complete.
+
+    Under the folder's lock (sweep workers must not build it twice), a folder with a manifest is
+    reused untouched; one without is an interrupted build, removed and built again. The manifest
+    is written last, so it marks a complete set.
+    """
     with file_lock(root.with_name(root.name + ".lock")):
         manifest = read_manifest(root)
         if manifest is not None:
-            return MiniBackbones(root, manifest, cached=True)
-        if root.exists():  # an interrupted build
+            return manifest, True
+        if root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)
-        manifest = _build(root, config, seed, progress, parallel)
+        manifest = build(root)
         atomic_write_json(root / MANIFEST, manifest, indent=2, sort_keys=True)
-        return MiniBackbones(root, manifest, cached=False)
+        return manifest, False
 
 
 @contextlib.contextmanager

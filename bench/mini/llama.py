@@ -16,16 +16,14 @@ I-Tuning injects into them through the same code path (``ituning.targets`` knows
     DIR/<name>-<hash>/llama-large/
     DIR/<name>-<hash>/manifest.json   config, seed, file hashes, perplexities, gate, timings
 
-The set is built in a temporary sibling folder and renamed into place when complete, under the
-same kind of file lock as the GPT-2 set; the GPT-2 set's folder and hash are not affected.
+The set is built once, as the GPT-2 set is (``bench.mini.backbones.build_once``); the GPT-2 set's
+folder and hash are not affected.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -37,18 +35,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from bench.mini.backbones import (
-    MANIFEST,
     BuiltLMs,
     MiniBackbonesConfig,
+    build_once,
     folder_hashes,
     lm_size_gate,
     pretrain_lms,
-    read_manifest,
 )
 from bench.mini.lm import LMSpec, LMTrainConfig, vocabulary_settings
 from ituning.data.shapes_scene import WorldConfig
 from ituning.errors import cli_main
-from ituning.files import atomic_write_json, canonical_json, file_lock, sha256_text
+from ituning.files import canonical_json, sha256_text
 
 #: Bump when the training code changes what a configuration produces (it enters the hash).
 FORMAT_VERSION = 1
@@ -159,30 +156,14 @@ def build_llama_lms(
 ) -> BuiltLMs:
     """Build (or reuse) the Llama minis; ``config`` overrides ``quick``.
 
-    A build goes to ``<folder>.tmp-<pid>`` and is renamed into place once its manifest is
-    written, so the folder exists only complete; the lock keeps sweep workers from building it
-    twice. Training is single-threaded (as the GPT-2 set), so weights do not depend on the core
-    count.
+    Built once, as the GPT-2 set is (``build_once``: under the folder's lock, the manifest
+    written last). Training is single-threaded (as the GPT-2 set), so weights do not depend on the
+    core count.
     """
     config = config or (MiniLlamaConfig.quick() if quick else MiniLlamaConfig.default())
     root = llama_dir(out, config, seed)
-    with file_lock(root.with_name(root.name + ".lock")):
-        manifest = read_manifest(root)
-        if manifest is not None:
-            return BuiltLMs(root, manifest, cached=True)
-        for stale in [root, *root.parent.glob(root.name + ".tmp-*")]:  # interrupted builds
-            if stale.exists():
-                shutil.rmtree(stale)
-        tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-        tmp.mkdir(parents=True)
-        try:
-            manifest = _build(tmp, config, seed, progress)
-            atomic_write_json(tmp / MANIFEST, manifest, indent=2, sort_keys=True)
-            tmp.rename(root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return BuiltLMs(root, manifest, cached=False)
+    manifest, cached = build_once(root, lambda r: _build(r, config, seed, progress))
+    return BuiltLMs(root, manifest, cached=cached)
 
 
 def _build(root: Path, config: MiniLlamaConfig, seed: int, progress: bool) -> dict:
