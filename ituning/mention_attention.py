@@ -13,11 +13,17 @@ best it can do at the first mention is spread evenly (1/3 each), and then leave 
 already named: 1/2 at the second mention, all of it at the third. A model that stays near 1/3
 at every mention does not know which objects it has named, and repeats them. Captions that name
 objects in a fixed order can be followed exactly: near 1 at every mention.
+
+Rows are also split by whether the named object shares its grid column with another object: in
+reading order (column by column) the object that comes next is then told from its neighbour by the
+row words alone, and a module that finds objects by their order rather than by the words that
+name their cell splits its attention between the two.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -49,9 +55,9 @@ def object_masks(
 
 def mention_masses(
     probs: np.ndarray, masks: Sequence[np.ndarray], named: Sequence[tuple[int, int]]
-) -> list[tuple[int, float, float]]:
-    """``(mention, on the named object, on the other objects)`` for each ``(position, object)`` in
-    ``named``; ``probs`` is ``(T, N)``: each position's attention over the patches."""
+) -> list[tuple[int, int, float, float]]:
+    """``(mention, object, on the named object, on the other objects)`` for each ``(position,
+    object)`` in ``named``; ``probs`` is ``(T, N)``: each position's attention over the patches."""
     out = []
     for mention, (pos, k) in enumerate(named):
         mine = masks[k]
@@ -59,7 +65,7 @@ def mention_masses(
         for j, m in enumerate(masks):
             if j != k:
                 others |= m & ~mine
-        out.append((mention, float(probs[pos, mine].sum()), float(probs[pos, others].sum())))
+        out.append((mention, k, float(probs[pos, mine].sum()), float(probs[pos, others].sum())))
     return out
 
 
@@ -79,7 +85,8 @@ def _colour_positions(words: Sequence[str], colour_of: Mapping[str, int]) -> lis
 def mention_attention(
     checkpoint: Path, captions: Path, image_root: Path, *, split: str = "test", images: int = 150
 ) -> pd.DataFrame:
-    """Mean attention mass per kept layer and mention (rows), over ``images`` scenes."""
+    """Mean attention mass per kept layer, mention and whether the named object shares its column
+    (rows), over ``images`` scenes."""
     from ituning.checkpoint import build_from_checkpoint
     from ituning.data.images import load_image
     from ituning.data.karpathy import read_karpathy
@@ -107,6 +114,8 @@ def mention_attention(
         grid = math.isqrt(visual.shape[1] - int(encoder.include_cls))
         masks = object_masks(rec.meta["objects"], grid, encoder.seen_region(*image.size))
         colour_of = {o["colour"]: k for k, o in enumerate(rec.meta["objects"])}
+        columns = Counter(o["h"] for o in rec.meta["objects"])
+        shared = [columns[o["h"]] > 1 for o in rec.meta["objects"]]
         for caption in rec.captions:
             ids, mask = codec.encode([caption])
             words = [tokenizer.decode([t]).strip() for t in ids[0].tolist()]
@@ -117,10 +126,11 @@ def mention_attention(
                 probs = captured[layer][0][0].float().numpy()
                 if encoder.include_cls:
                     probs = probs[:, 1:]
-                for mention, on, off in mention_masses(probs, masks, named):
-                    rows.append((layer, mention + 1, on, off))
-    table = pd.DataFrame(rows, columns=["layer", "mention", "named object", "other objects"])
-    table = table.groupby(["layer", "mention"]).agg(
+                for mention, k, on, off in mention_masses(probs, masks, named):
+                    rows.append((layer, mention + 1, shared[k], on, off))
+    keys = ["layer", "mention", "shares column"]
+    table = pd.DataFrame(rows, columns=[*keys, "named object", "other objects"])
+    table = table.groupby(keys).agg(
         **{
             "named object": ("named object", "mean"),
             "other objects": ("other objects", "mean"),

@@ -27,8 +27,8 @@ def test_mention_masses_split_each_positions_attention() -> None:
     probs = np.array([[0.1, 0.2, 0.3, 0.4, 0.0], [0.5, 0.0, 0.0, 0.0, 0.5]])
     got = mention_masses(probs, masks, [(0, 1), (1, 0)])
     # mention 0 names object 1: its own patches 1, 2; the other's patch 0 (patch 1 is its own)
-    assert got[0] == (0, pytest.approx(0.5), pytest.approx(0.1))
-    assert got[1] == (1, pytest.approx(0.5), pytest.approx(0.0))
+    assert got[0] == (0, 1, pytest.approx(0.5), pytest.approx(0.1))
+    assert got[1] == (1, 0, pytest.approx(0.5), pytest.approx(0.0))
 
 
 def test_a_dataset_without_object_lists_is_one_line_and_exit_2(tmp_path, capsys) -> None:
