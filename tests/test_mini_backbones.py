@@ -324,3 +324,71 @@ def test_named_colour_probe_reads_a_state_that_keeps_colours_and_not_one_that_fo
     assert kept is not None and kept > 0.95
     assert lost is not None and lost < 0.35  # chance is 1/6
     assert named_colour_probe(_ColourMemory(vocab, True), tokenize, captions[:5], WORLD) is None
+
+
+class _CellMemory(torch.nn.Module):
+    """A stand-in LM whose state holds the row and column words read so far (``keeps``), or
+    noise: what the named-cell probe must tell apart."""
+
+    def __init__(self, vocab: list[str], keeps: bool) -> None:
+        super().__init__()
+        self.vocab, self.keeps = vocab, keeps
+
+    def forward(self, input_ids, attention_mask, output_hidden_states):
+        from types import SimpleNamespace
+
+        slots = {"top": 0, "bottom": 1, "left": 2, "right": 3}
+        gen = torch.Generator().manual_seed(int(input_ids.sum()))
+        noise = torch.randn(*input_ids.shape, 4, generator=gen)
+        state = noise.clone()
+        for b, row in enumerate(input_ids.tolist()):
+            held = torch.zeros(4)
+            for t, token in enumerate(row):
+                word = self.vocab[token]
+                if word in ("in", "on", "at"):  # a position phrase begins: its cell only
+                    held = torch.zeros(4)
+                if word in slots:
+                    held[slots[word]] = 4.0
+                if self.keeps:
+                    state[b, t] = noise[b, t] + held
+        return SimpleNamespace(hidden_states=(state, state))
+
+
+def test_named_cell_probe_reads_a_state_that_keeps_the_cell_and_not_one_that_forgets() -> None:
+    from bench.mini.gates import _named_cells, named_cell_probe
+    from ituning.data.shapes_captions import caption_words
+    from ituning.data.shapes_vocab import all_words
+
+    words = caption_words(
+        "There are three shapes: in the top left a red heart, in the bottom left a big green "
+        "cross and on the right a blue circle."
+    )
+    # the first object is left out (no object named before it); "on the right": middle row
+    assert [(words[i], r, c) for i, r, c in _named_cells(words)] == [
+        ("green", 2, 0),
+        ("blue", 1, 2),
+    ]
+    assert _named_cells(caption_words("A red heart at the top and a blue circle.")) == []
+    vocab = ["<bos>", *all_words()]
+    index = {w: i for i, w in enumerate(vocab)}
+    rng = np.random.default_rng(0)
+    cells = [
+        "in the top left",
+        "in the bottom left",
+        "on the left",
+        "at the top",
+        "in the top right",
+    ]
+    captions = []
+    for _ in range(200):
+        first, second = rng.choice(len(cells), 2, replace=False)
+        captions.append(f"{cells[first]} a red heart and {cells[second]} a blue circle.")
+
+    def tokenize(text: str) -> list[int]:
+        return [0, *(index[w] for w in caption_words(text))]
+
+    kept = named_cell_probe(_CellMemory(vocab, keeps=True), tokenize, captions)
+    lost = named_cell_probe(_CellMemory(vocab, keeps=False), tokenize, captions)
+    assert kept is not None and min(kept.values()) > 0.95
+    assert lost is not None and max(lost.values()) < 0.6  # chance is at most 1/2 here
+    assert named_cell_probe(_CellMemory(vocab, True), tokenize, captions[:5]) is None

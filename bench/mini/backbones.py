@@ -316,6 +316,9 @@ def _build(
             "lm_named_colour_probe": {
                 s.name: lm_report[s.name]["named_colour_probe"] for s in config.lms
             },
+            "lm_named_cell_probe": {
+                s.name: lm_report[s.name]["named_cell_probe"] for s in config.lms
+            },
             "vision": gates,
             "vision_targets": VISION_TARGETS,
             "vision_pass": vision_pass,
@@ -359,6 +362,13 @@ def format_report(manifest: dict) -> str:
     for name, kept in g.get("lm_named_colour_probe", {}).items():
         shown = "n/a (too few captions)" if kept is None else f"{kept:.3f} (chance 1/6; reported)"
         lines.append(f"  {name:12s} named colours kept in its state: {shown}")
+    for name, cell in g.get("lm_named_cell_probe", {}).items():
+        shown = (
+            "n/a (too few captions)"
+            if cell is None
+            else f"row {cell['row']:.3f}, column {cell['column']:.3f} (chance 1/3; reported)"
+        )
+        lines.append(f"  {name:12s} cell just named, in its state: {shown}")
     for k, v in g["vision"].items():
         target = g["vision_targets"].get(k)
         mark = (

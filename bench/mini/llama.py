@@ -186,6 +186,7 @@ def _build(root: Path, config: MiniLlamaConfig, seed: int, progress: bool) -> di
             "lm_perplexity_flickr": {n: report[n]["heldout_perplexity_flickr"] for n in names},
             "lm_larger_is_better": gate,
             "lm_named_colour_probe": {n: report[n]["named_colour_probe"] for n in names},
+            "lm_named_cell_probe": {n: report[n]["named_cell_probe"] for n in names},
             "passed": gate,
         },
         "timings_seconds": {

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from bench.mini.gates import named_colour_probe
+from bench.mini.gates import named_cell_probe, named_colour_probe
 from ituning.data.shapes import lm_sentences, make_item
 from ituning.data.shapes_flickr import flickr_item
 from ituning.data.shapes_scene import WorldConfig
@@ -234,12 +234,14 @@ def train_lm(
     params = sum(p.numel() for p in model.parameters())
     model.eval()
     eos = tok.token_to_id(EOS)
-    memory = named_colour_probe(model, lambda text: [eos, *tok.encode(text).ids], heldout, world)
+    tokenize = lambda text: [eos, *tok.encode(text).ids]  # noqa: E731
+    memory = named_colour_probe(model, tokenize, heldout, world)
     return model, {
         "params": params,
         "final_train_loss": round(loss_val, 4),
         "heldout_perplexity": round(ppl, 4),
         "named_colour_probe": memory,
+        "named_cell_probe": named_cell_probe(model, tokenize, heldout),
         "train_seconds": round(seconds, 1),
     }
 
