@@ -123,3 +123,22 @@ def test_runs_from_before_a_setting_was_added_are_the_same_setting_and_can_be_su
     stale = make_run(params={"optim.lr": "0.006"})
     kept, superseded = split_superseded([stale, after], "mini", rates)
     assert superseded == [stale] and kept == [after]
+
+
+def test_a_random_weight_control_is_said_to_train_at_its_twins_searched_rate(tmp_path, monkeypatch):
+    scores = {1e-3: 1.0, 1e-2: 2.0}
+    rates = (
+        LearningRates()
+        .with_record("mini", "itune", "base", _record(1e-3, scores))
+        .with_record("mini", "itune", "smollm2", _record(1e-2, scores))
+    )
+    runs = [
+        make_run(lm, params={"optim.lr": "0.01"}, specs=("lm_family_smollm2",))
+        for lm in ("smollm2", "smollm2-random")
+    ]
+    text = _section(tmp_path, monkeypatch, rates, make_run(), *runs)
+    assert "`smollm2-random` trains at the rate searched for `smollm2`" in text
+    assert "No rate was searched" not in text
+    # both LMs' runs count as trained at the searched rate: no "not the searched" remark
+    assert "| 0.01 |" in _rows(text)["itune", "smollm2, seed 0"]
+    assert learning_rates.chosen("mini", "itune", "smollm2-random") == 1e-2

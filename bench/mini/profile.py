@@ -247,7 +247,6 @@ def _lms(runs_dir: Path, scale: str) -> tuple[dict[str, LMChoice], dict[str, str
                         arch.num_hidden_layers,
                         arch.hidden_size,
                         budget=MINI_SMOLLM2_BUDGET,
-                        rate_from="smollm2" if name == "smollm2-random" else None,
                     ),
                 )
                 for name in SMOLLM2_NAMES

@@ -83,7 +83,7 @@ def image_dependence(ctx: ClaimContext) -> Verdict:
         if found is None:
             continue
         mean, iv = found
-        if g.first.method != "itune" or g.first.lm_size in axes.RANDOM_WEIGHT_LMS:
+        if g.first.method != "itune" or g.first.lm_size in axes.RANDOM_WEIGHT_TWINS:
             if mean < IMAGE_RATIO_MIN:
                 others.append(f"{g.first.label()} {mean:.1f}×")
             continue

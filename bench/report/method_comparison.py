@@ -13,6 +13,7 @@ from bench.report.markdown import table
 from bench.report.results import LM_ORDER
 from bench.report.settings import ReportInputs
 from bench.sweep import learning_rates
+from bench.sweep.axes import RANDOM_WEIGHT_TWINS
 from bench.sweep.profile import profile_label
 from ituning.methods.registry import METHODS, WHAT_TRAINS
 
@@ -55,7 +56,18 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
         rows.append([method, WHAT_TRAINS.get(method, method), where, runs, *cells])
     lines += table(header, rows)
     sizes = {r.lm_size for r in inputs.runs.runs if searched.get(r.method)}
+    twins = sorted(sizes & RANDOM_WEIGHT_TWINS.keys())
+    sizes = {RANDOM_WEIGHT_TWINS.get(s, s) for s in sizes}
     unsearched = sorted(sizes - {lm for _, lm, _ in records}, key=lambda s: LM_ORDER.get(s, 9))
+    if twins:
+        lines += [
+            "",
+            " ".join(
+                f"`{t}` trains at the rate searched for `{RANDOM_WEIGHT_TWINS[t]}`, whose "
+                "random-weight control it is (a rate of its own would be a second difference)."
+                for t in twins
+            ),
+        ]
     if records and unsearched:
         lines += [
             "",

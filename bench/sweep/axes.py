@@ -35,12 +35,14 @@ from ituning.run_config import SEED_MAX
 
 #: The GPT-2 family's sizes (the paper's LMs; the size claims compare these).
 LM_SIZES = ("base", "medium", "large")
-#: LMs with random weights: controls of the premise that pre-training matters, not language models
-#: a captioner is built on (claims about I-Tuning's models leave them out).
-RANDOM_WEIGHT_LMS = ("smollm2-random",)
+#: LMs with random weights -> the pre-trained LM each is the control of. Controls of the premise
+#: that pre-training matters, not language models a captioner is built on (claims about I-Tuning's
+#: models leave them out), trained at their twin's searched learning rate (a rate searched for the
+#: control would be a second difference between the two).
+RANDOM_WEIGHT_TWINS = {"smollm2-random": "smollm2"}
 #: Every LM a spec can name: the GPT-2 sizes, their Llama-architecture twins, and a real
 #: pre-trained Llama-family LM with its random-weight control (I-Tuning is agnostic to the LM).
-LM_NAMES = (*LM_SIZES, *(f"llama-{size}" for size in LM_SIZES), "smollm2", *RANDOM_WEIGHT_LMS)
+LM_NAMES = (*LM_SIZES, *(f"llama-{size}" for size in LM_SIZES), "smollm2", *RANDOM_WEIGHT_TWINS)
 #: The paper's two captioning datasets (Table 1's halves); a profile says which files each is.
 DATASETS = ("coco", "flickr30k")
 

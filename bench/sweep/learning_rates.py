@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bench.sweep.axes import RANDOM_WEIGHT_TWINS
 from ituning.errors import ConfigError, validation_line
 from ituning.files import atomic_write, read_text
 from ituning.yaml_input import load_yaml
@@ -57,8 +58,10 @@ class LearningRates(BaseModel):
         return self.profiles.get(label, {}).get(method, {})
 
     def size_for(self, label: str, method: str, lm: str) -> str | None:
-        """The LM size whose search sets ``method``'s rate at ``lm``: ``lm`` itself if searched
-        there, else the one size it was searched at; ``None`` if neither."""
+        """The LM size whose search sets ``method``'s rate at ``lm``: a random-weight LM's twin's
+        (``axes.RANDOM_WEIGHT_TWINS``), else ``lm`` itself if searched there, else the one size
+        it was searched at; ``None`` if neither."""
+        lm = RANDOM_WEIGHT_TWINS.get(lm, lm)
         by_lm = self.searched(label, method)
         if lm in by_lm:
             return lm
@@ -75,7 +78,7 @@ class LearningRates(BaseModel):
             raise ConfigError(
                 f"the learning rate of {method} under profile {label} was searched at LM sizes "
                 f"{', '.join(sorted(by_lm))} but not {lm}: run python -m bench.tune --methods "
-                f"{method} --lm {lm}"
+                f"{method} --lm {RANDOM_WEIGHT_TWINS.get(lm, lm)}"
             )
         return None
 

@@ -51,10 +51,6 @@ class LMChoice:
     #: own LMs may take hours on a much larger LM on the same machine. The learning-rate search
     #: resolves points the same way, so it searches at the budget the sweep trains at.
     budget: Budget | None = None
-    #: The ``lm`` axis value whose searched learning rate this LM trains at, where it is a control
-    #: that must differ from that LM in one thing only (random weights, the same architecture):
-    #: a rate searched for the control itself would be a second difference.
-    rate_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +138,7 @@ class Profile:
         searched = (  # the method's own rate, if searched and not set by the caller
             None
             if "optim.lr" in overrides
-            else learning_rates.chosen(self.label, method, lm.rate_from or point["lm"])
+            else learning_rates.chosen(self.label, method, point["lm"])
         )
         tuned = {"optim.lr": searched} if searched is not None else {}
         for dotted, value in {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.sweep import learning_rates, tracking
 from bench.sweep import queue as work_queue
-from bench.sweep.axes import LM_NAMES
+from bench.sweep.axes import LM_NAMES, RANDOM_WEIGHT_TWINS
 from bench.sweep.coordinator import check_workers, default_workers
 from bench.sweep.profiles import PROFILES, SCALES, add_paper_arguments, profile_from_args
 from bench.sweep.worker import DEFAULT_EXECUTOR
@@ -59,9 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_workers(args.workers, minimum=1)
     profile = profile_from_args(args)
     try:
-        source = profile.lm(args.lm).rate_from
+        profile.lm(args.lm)
     except ConfigError as exc:  # not the profile's, or not available here: why, one line
         p.error(f"--{exc}")
+    source = RANDOM_WEIGHT_TWINS.get(args.lm)
     if source is not None:
         p.error(
             f"--lm {args.lm} trains at the learning rate searched for {source} (a control that "
