@@ -34,6 +34,7 @@ from bench.report.verdicts import (
     non_inferiority,
     superiority,
 )
+from bench.sweep import axes
 
 #: The sweep of GPT-2 and Llama LMs of the same sizes.
 FAMILY_SPEC = "lm_family"
@@ -41,7 +42,8 @@ FAMILY_SPEC = "lm_family"
 SMOLLM2_SPEC = "lm_family_smollm2"
 #: Specs whose runs a comparison of LMs prefers: the family sweeps' own, then the size tables'.
 FAMILY_PREFER = (FAMILY_SPEC, SMOLLM2_SPEC, "table2", "table1")
-PRETRAINED, RANDOM = "smollm2", "smollm2-random"
+#: The premise's pair: the random-weight control and the pre-trained LM it is the twin of.
+RANDOM, PRETRAINED = next(iter(axes.RANDOM_WEIGHT_TWINS.items()))
 
 
 def sweep_command(runs: RunSet, spec: str = FAMILY_SPEC) -> str:
