@@ -82,6 +82,21 @@ def folder_aside(dest: str | os.PathLike[str], done: str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def built_aside(
+    dest: str | os.PathLike[str], done: str, *, unfinished: str, error: type[Exception]
+) -> bool:
+    """Whether ``dest`` is a finished :func:`folder_aside` build (it holds ``done``); ``False``
+    when it does not exist. A ``dest`` without ``done`` was not published by ``folder_aside``
+    (which never renames an unfinished build into place), so it is not built over: one line (an
+    ``error``) saying so, ending in ``unfinished`` (what it is not, and the fix)."""
+    dest = Path(dest)
+    if (dest / done).is_file():
+        return True
+    if dest.exists():
+        raise error(f"'{dest}' exists but holds no {done}, {unfinished}")
+    return False
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (created with its folder) for the block."""

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ituning.errors import BackboneError, first_line
-from ituning.files import folder_aside
+from ituning.files import built_aside, folder_aside
 
 #: What reading a GGUF needs besides transformers (the pins of pyproject.toml).
 GGUF_PACKAGES = {"gguf": "gguf==0.19.0", "accelerate": "accelerate==1.15.0"}
@@ -120,13 +120,9 @@ def gguf_folder(gguf_file: Path, out: Path) -> Path:
         raise BackboneError(f"GGUF file '{gguf_file}' does not exist")
     digest = file_sha256(gguf_file)
     folder = out / converted_name(gguf_file.name, digest)
-    if (folder / SOURCE_FILE).is_file():
+    unfinished = "so it is not a finished conversion; delete it and convert again"
+    if built_aside(folder, SOURCE_FILE, unfinished=unfinished, error=BackboneError):
         return folder
-    if folder.exists():
-        raise BackboneError(
-            f"'{folder}' exists but holds no {SOURCE_FILE}, so it is not a finished conversion; "
-            "delete it and convert again"
-        )
     _require_packages()
     with folder_aside(folder, SOURCE_FILE) as tmp:
         _convert(gguf_file, tmp)

@@ -72,3 +72,19 @@ def test_a_folder_built_aside_appears_whole_once_and_a_peer_that_published_first
         (dest / "inner").mkdir(parents=True)  # a peer publishes first (a non-empty folder)
         (dest / "done").write_text("peer")
     assert (dest / "done").read_text() == "peer" and list(tmp_path.iterdir()) == [dest]
+
+
+def test_a_folder_is_built_aside_when_it_holds_its_last_file_and_refused_when_only_half(tmp_path):
+    from ituning.files import built_aside
+
+    def check(dest):
+        return built_aside(dest, "done", unfinished="so delete it", error=DataError)
+
+    assert check(tmp_path / "absent") is False
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "whole" / "done").write_text("x")
+    assert check(tmp_path / "whole") is True
+    (tmp_path / "half").mkdir()
+    with pytest.raises(DataError) as exc:
+        check(tmp_path / "half")
+    assert str(exc.value) == f"'{tmp_path / 'half'}' exists but holds no done, so delete it"

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ituning.errors import BackboneError
-from ituning.files import file_lock, folder_aside
+from ituning.files import built_aside, file_lock, folder_aside
 from ituning.gguf_lm import (
     SMOLLM2_GGUF,
     SMOLLM2_PIN,
@@ -91,13 +91,9 @@ def write_random_twin(source: Path, dest: Path, seed: int) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     source, dest = Path(source), Path(dest)
-    if (dest / RANDOM_FILE).is_file():
+    unfinished = "so it was never finished; delete it and run again"
+    if built_aside(dest, RANDOM_FILE, unfinished=unfinished, error=BackboneError):
         return dest
-    if dest.exists():
-        raise BackboneError(
-            f"'{dest}' exists but holds no {RANDOM_FILE}, so it was never finished; delete it "
-            "and run again"
-        )
     with folder_aside(dest, RANDOM_FILE) as tmp:
         config = AutoConfig.from_pretrained(source)
         torch.manual_seed(seed)
