@@ -31,8 +31,9 @@ def places_lines(inputs: ReportInputs) -> list[str]:
     group = inputs.runs.largest()
     if group is None or not inputs.mini:
         return []
+    objects: dict[str, dict] = {}  # captions file -> its test objects: the seeds share one
     try:
-        frame = pd.concat([_places(inputs, run) for run in group.runs])
+        frame = pd.concat([_places(inputs, run, objects) for run in group.runs])
     except ITuningError as exc:
         return [f"Where the largest model loses objects: not available ({clean(str(exc))})."]
     frame = frame[frame["objects"] == SCENE_OBJECTS]
@@ -69,7 +70,7 @@ def places_lines(inputs: ReportInputs) -> list[str]:
     ]
 
 
-def _places(inputs: ReportInputs, run) -> pd.DataFrame:
+def _places(inputs: ReportInputs, run, objects: dict[str, dict]) -> pd.DataFrame:
     from ituning.metrics.object_places import place_table, shapes_lexicons, split_objects
     from ituning.metrics.results_file import read_coco_results
 
@@ -80,5 +81,7 @@ def _places(inputs: ReportInputs, run) -> pd.DataFrame:
         "predictions/predictions_test.json",
         inputs.scratch / f"places-{run.config_hash}",
     )
-    objects = split_objects(Path(run.params["data.captions"]), "test")
-    return place_table(read_coco_results(preds), objects, *shapes_lexicons())
+    captions = run.params["data.captions"]
+    if captions not in objects:
+        objects[captions] = split_objects(Path(captions), "test")
+    return place_table(read_coco_results(preds), objects[captions], *shapes_lexicons())
