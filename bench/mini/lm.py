@@ -234,7 +234,10 @@ def train_lm(
     params = sum(p.numel() for p in model.parameters())
     model.eval()
     eos = tok.token_to_id(EOS)
-    tokenize = lambda text: [eos, *tok.encode(text).ids]  # noqa: E731
+
+    def tokenize(text: str) -> list[int]:  # what the probes feed the LM: bos, then the words
+        return [eos, *tok.encode(text).ids]
+
     memory = named_colour_probe(model, tokenize, heldout, world)
     return model, {
         "params": params,
