@@ -108,10 +108,10 @@ MINI_BUDGET = Budget(
 # caption each (63 steps of 64) and no NoCaps-style decoding (not the question the LM family asks).
 # Measured at seed 0, lr 1e-3, one thread, both LMs at once on 2 shared cores (load ~4): training
 # 662 s of CPU (0.165 s a caption; 977 s wall), decoding the 500 test images 180 / 226 s of CPU
-# (random weights never stop early; 267 / 327 s wall), a point 14-15 min of CPU, 22 min wall. Test
-# CIDEr 256 (pre-trained) and 6 (random weights). In SmolLM2's BPE the longest Shapes caption is
-# 36 tokens (Shapes-Flickr: 37) against 32 (30) in the minis' word tokenizer: max_caption_tokens
-# 40 (bos + 38 + eos) and max_new_tokens 40 still hold every caption and its end.
+# (random weights never stop early; 267 / 327 s wall), a point 14-15 min of CPU, 22 min wall (a
+# cost measurement: 1e-3 is not the rate the search chose). In SmolLM2's BPE the longest Shapes
+# caption is 36 tokens (Shapes-Flickr: 37) against 32 (30) in the minis' word tokenizer:
+# max_caption_tokens 40 (bos + 38 + eos) and max_new_tokens 40 still hold every caption and its end.
 MINI_SMOLLM2_BUDGET = replace(
     MINI_BUDGET,
     epochs=1,
