@@ -1,6 +1,7 @@
 """Recall by an object's place in the captions' reading order and by whether it shares its column,
-on hand-made scenes (the middle object lost, twins, an unknown cell), a property tying it to the
-overall recall, and the command line on a tiny Karpathy file with two seeds' results."""
+on hand-made scenes (the middle object lost, twins, an unknown cell), what a caption says at each
+object's cell, a property tying it to the overall recall, and the command line on a tiny Karpathy
+file with two seeds' results."""
 
 from __future__ import annotations
 
@@ -12,8 +13,14 @@ from hypothesis import strategies as st
 
 from ituning.data.shapes_vocab import COLOURS, COLUMNS, ROWS, SHAPES
 from ituning.errors import DataError
-from ituning.metrics.object_places import main, place_table, placed_recall, shapes_lexicons
-from ituning.metrics.objects import caption_counts
+from ituning.metrics.object_places import (
+    AT_CELL,
+    main,
+    place_table,
+    placed_recall,
+    shapes_lexicons,
+)
+from ituning.metrics.objects import caption_counts, cell_phrases
 
 LEXICONS = shapes_lexicons()
 
@@ -67,6 +74,55 @@ def test_the_table_counts_objects_and_recall_per_place():
     assert got == {(1, True): (2, 0.5), (2, True): (2, 0.5), (3, False): (2, 0.5)}
 
 
+def test_position_words_give_the_cell_of_the_phrase_after_them():
+    caption = (
+        "there are three shapes: in the top left corner a red heart, on the left a green cross, "
+        "at the bottom a blue circle and in the middle a yellow star, a purple square."
+    )
+    assert cell_phrases(caption, *LEXICONS) == [
+        (("left", "top"), "heart", "red"),
+        (("left", "middle"), "cross", "green"),
+        (("centre", "bottom"), "circle", "blue"),
+        (("centre", "middle"), "star", "yellow"),
+        (None, "square", "purple"),
+    ]
+
+
+def test_what_the_caption_says_at_each_objects_cell():
+    # the cross's cell with the heart's shape (its column partner); then with a shape no object
+    # in its column has; then the circle's cell never named
+    said = {
+        "in the top left a red heart, in the bottom left a green heart and on the right a "
+        "blue circle.": ["described", "partner_words", "cell_not_named"],
+        "in the top left a red heart, in the bottom left a green star.": [
+            "described",
+            "other_words",
+            "cell_not_named",
+        ],
+        "in the top left a red heart, in the bottom left a red cross and in the top right a "
+        "blue circle.": ["described", "partner_words", "described"],
+    }
+    for caption, expected in said.items():
+        assert [r["at_cell"] for r in placed_recall(caption, SCENE, *LEXICONS)] == expected
+    # an object alone in its column has no partner: wrong words there are other words
+    rows = placed_recall("in the top right a red circle.", SCENE, *LEXICONS)
+    assert rows[2]["at_cell"] == "other_words"
+
+
+def test_the_table_gives_the_share_of_each_outcome_at_the_cell():
+    table = place_table(
+        {
+            "a": "in the top left a red heart, in the bottom left a green heart.",
+            "b": "in the top left a red heart, in the bottom left a green cross.",
+        },
+        {"a": SCENE, "b": SCENE},
+        *LEXICONS,
+    )
+    place2 = table[table["place"] == 2].iloc[0]
+    assert (place2["recall"], place2["described"], place2["partner_words"]) == (0.5, 0.5, 0.5)
+    assert table[list(AT_CELL)].sum(axis=1).tolist() == pytest.approx([1.0, 1.0, 1.0])
+
+
 CELLS = [(h, v) for h in COLUMNS for v in ROWS]
 
 
@@ -92,6 +148,7 @@ def test_the_places_recall_adds_up_to_the_overall_recall(case):
     pairs = [(o["shape"], o["colour"]) for o in objects]
     assert sum(r["recalled"] for r in rows) == caption_counts(caption, pairs, *LEXICONS).recalled
     assert sorted(r["place"] for r in rows) == list(range(1, len(objects) + 1))
+    assert {r["at_cell"] for r in rows} <= set(AT_CELL)
 
 
 def test_the_command_prints_mean_and_sd_over_result_files(tmp_path, capsys):
@@ -123,4 +180,4 @@ def test_the_command_prints_mean_and_sd_over_result_files(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     place2 = next(line for line in lines if line.split()[:1] == ["2"])
     # place 2 (the green cross): seed 0 names it in one of two images, seed 1 in none
-    assert place2.split()[-3:] == ["2", "0.25", "0.35"]
+    assert place2.split()[2:5] == ["2", "0.25", "0.35"]

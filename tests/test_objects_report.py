@@ -65,7 +65,10 @@ def test_the_largest_model_gets_its_recall_by_place_from_its_predictions(tmp_pat
     image = {"filename": "test/000000.png", "split": "test", "imgid": 0, "sentids": [0]}
     image |= {"objects": SCENE, "sentences": sentences}
     captions.write_text(json.dumps({"dataset": "shapes", "images": [image]}))
-    said = {0: "in the top left a red heart, a green cross and a blue circle.", 1: "a blue circle."}
+    said = {
+        0: "in the top left a red heart, a green cross and a blue circle.",
+        1: "in the top left a green heart and in the top right a blue circle.",
+    }
     runs = []
     for seed, caption in said.items():
         folder = tmp_path / f"run{seed}"
@@ -83,9 +86,13 @@ def test_the_largest_model_gets_its_recall_by_place_from_its_predictions(tmp_pat
             )
         )
     text = _section(tmp_path, *runs)
-    assert "| 1 | yes | 1 | 0.50 ± 0.71 |" in text  # the red heart: named by seed 0 only
-    assert "| 3 | no | 1 | 1.00 ± 0.00 |" in text
-    assert "Lowest: place 1 sharing its column, recall 0.50." in text
+    # the red heart: named by seed 0; seed 1 gives its cell the green of the cross below it
+    assert "| 1 | yes | 1 | 0.50 ± 0.71 | 0.50 | 0.00 | 0.00 |" in text
+    # the blue circle: named by both, its cell only by seed 1
+    assert "| 3 | no | 1 | 1.00 ± 0.00 | 0.00 | 0.00 | 0.50 |" in text
+    assert (
+        "Lowest: place 1 sharing its column, recall 0.50; at its cell the partner's words " in text
+    )
     with open(tmp_path / "object_places.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["place"], r["shares_column"], r["seeds"]) for r in rows] == [

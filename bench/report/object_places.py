@@ -1,6 +1,6 @@
 """Where the largest model loses objects of three-object scenes: recall by the object's place in
-the captions' reading order and by whether another object shares its column
-(``ituning.metrics.object_places``), mean ± sd over its seeds.
+the captions' reading order and by whether another object shares its column, and what the captions
+say at the object's cell (``ituning.metrics.object_places``), mean ± sd over its seeds.
 
 Computed from each run's test predictions and its dataset's object lists, as Table 3 is, so the
 report shows the cause of a low three-object recall, not only its size, for runs evaluated before
@@ -19,8 +19,11 @@ from bench.report.markdown import clean, table
 from bench.report.results import Stat
 from bench.report.settings import ReportInputs
 from ituning.errors import ITuningError
+from ituning.metrics.object_places import AT_CELL
 
 CSV_FILE = "object_places.csv"
+#: The outcomes at an object's cell the table shows (``described`` is nearly the recall).
+SHOWN_AT_CELL = ("partner_words", "other_words", "cell_not_named")
 #: Scenes whose objects are broken down (the issue's targets are on three-object scenes).
 SCENE_OBJECTS = 3
 
@@ -43,7 +46,11 @@ def places_lines(inputs: ReportInputs) -> list[str]:
     for (place, shares), part in frame.groupby(["place", "shares_column"]):
         stat = Stat.of(part["recall"])
         n = int(part["n"].iloc[0])
-        rows.append([str(place), "yes" if shares else "no", str(n), stat.fmt(2)])
+        at_cell = {k: float(part[k].mean()) for k in AT_CELL}
+        rows.append(
+            [str(place), "yes" if shares else "no", str(n), stat.fmt(2)]
+            + [f"{at_cell[k]:.2f}" for k in SHOWN_AT_CELL]
+        )
         records.append(
             {
                 "place": place,
@@ -52,6 +59,7 @@ def places_lines(inputs: ReportInputs) -> list[str]:
                 "recall mean": stat.mean,
                 "recall std": stat.std,
                 "seeds": stat.n,
+                **{f"{k} mean": v for k, v in at_cell.items()},
             }
         )
     worst = min(records, key=lambda r: r["recall mean"])
@@ -60,11 +68,27 @@ def places_lines(inputs: ReportInputs) -> list[str]:
         f"Where the largest model, {group.first.label()} (seeds {seeds}), loses objects of "
         f"three-object test scenes: each object by its place in the captions' order (column by "
         f"column from the left, top to bottom within a column) and by whether another object "
-        f"shares its column, where only the row words tell the two apart. Lowest: place "
-        f"{worst['place']}{' sharing its column' if worst['shares_column'] else ''}, recall "
-        f"{worst['recall mean']:.2f}.",
+        f"shares its column, where only the row words tell the two apart; and, as shares of the "
+        f"objects (mean over the seeds), what the captions say at the object's grid cell instead "
+        f"of the object: the shape or colour of the object sharing its column, other wrong "
+        f"words, or nothing (the cell is not named). Lowest: place {worst['place']}"
+        f"{' sharing its column' if worst['shares_column'] else ''}, recall "
+        f"{worst['recall mean']:.2f}; at its cell the partner's words "
+        f"{worst['partner_words mean']:.2f}, other words {worst['other_words mean']:.2f}, not "
+        f"named {worst['cell_not_named mean']:.2f}.",
         "",
-        *table(["place", "shares its column", "objects", "recall"], rows),
+        *table(
+            [
+                "place",
+                "shares its column",
+                "objects",
+                "recall",
+                "partner's words at its cell",
+                "other words at its cell",
+                "cell not named",
+            ],
+            rows,
+        ),
         "",
         write_csv(inputs, CSV_FILE, pd.DataFrame(records)),
     ]

@@ -12,6 +12,10 @@ objects comes next. Recall is counted as ``ituning.metrics.objects`` counts it (
 object with the right shape and colour; each phrase used once), a phrase naming a pair the scene
 holds twice going to the pair's earlier place, so the places' recalled objects add up to the
 overall count.
+
+Where an object is missed, what the caption says at its cell tells the causes apart: a caption
+that names the cell but gives it the shape or colour of the object sharing its column has found
+the column and not the row; one that never names the cell has lost the object altogether.
 """
 
 from __future__ import annotations
@@ -24,10 +28,14 @@ import pandas as pd
 
 from ituning.data.shapes_vocab import COLUMNS, ROWS, attribute_words
 from ituning.errors import ArgumentParser, DataError, cli_main
-from ituning.metrics.objects import object_phrases
+from ituning.metrics.objects import CellPhrase, cell_phrases
 
 #: Columns of :func:`place_table`, one row per (objects in the scene, place, shares its column).
 KEYS = ["objects", "place", "shares_column"]
+#: What a caption says at an object's grid cell: the object itself (right shape and colour); the
+#: shape or colour of an object sharing its column instead; other wrong words; nothing (no phrase
+#: there). :func:`place_table` gives each as a share of the objects.
+AT_CELL = ("described", "partner_words", "other_words", "cell_not_named")
 
 
 def reading_order(objects: Sequence[Mapping]) -> list[Mapping]:
@@ -45,24 +53,44 @@ def placed_recall(
     caption: str, objects: Sequence[Mapping], shapes: Mapping[str, str], colours: Mapping[str, str]
 ) -> list[dict]:
     """One row per object of the scene in reading order: its place (1-based), whether another
-    object shares its column, and whether the caption names it."""
-    named = Counter(p for p in object_phrases(caption, shapes, colours) if p[1] is not None)
+    object shares its column, whether the caption names it, and what it says at its cell
+    (:data:`AT_CELL`)."""
+    phrases = cell_phrases(caption, shapes, colours)
+    named = Counter((shape, colour) for _, shape, colour in phrases if colour is not None)
     ordered = reading_order(objects)
-    columns = Counter(o["h"] for o in ordered)
     rows = []
     for place, obj in enumerate(ordered, 1):
         pair = (obj["shape"], obj["colour"])
         recalled = named[pair] > 0
         named[pair] -= recalled
+        partners = [o for o in ordered if o is not obj and o["h"] == obj["h"]]
         rows.append(
             {
                 "objects": len(ordered),
                 "place": place,
-                "shares_column": columns[obj["h"]] > 1,
+                "shares_column": bool(partners),
                 "recalled": recalled,
+                "at_cell": at_cell(obj, partners, phrases),
             }
         )
     return rows
+
+
+def at_cell(obj: Mapping, partners: Sequence[Mapping], phrases: Sequence[CellPhrase]) -> str:
+    """What the caption's phrases (:func:`~ituning.metrics.objects.cell_phrases`) say at ``obj``'s
+    cell, as one of :data:`AT_CELL`; ``partners`` are the objects sharing its column."""
+    said = [(shape, colour) for cell, shape, colour in phrases if cell == (obj["h"], obj["v"])]
+    if not said:
+        return "cell_not_named"
+    if (obj["shape"], obj["colour"]) in said:
+        return "described"
+    shape, colour = said[0]
+    for other in partners:
+        if (shape != obj["shape"] and shape == other["shape"]) or (
+            colour != obj["colour"] and colour == other["colour"]
+        ):
+            return "partner_words"
+    return "other_words"
 
 
 def place_table(
@@ -71,8 +99,9 @@ def place_table(
     shapes: Mapping[str, str],
     colours: Mapping[str, str],
 ) -> pd.DataFrame:
-    """Objects and recall per (objects in the scene, place, shares its column) over the captioned
-    images (``image id -> caption``; ``objects``: image id -> its objects)."""
+    """Objects, recall and the shares of :data:`AT_CELL` per (objects in the scene, place, shares
+    its column) over the captioned images (``image id -> caption``; ``objects``: image id -> its
+    objects)."""
     missing = [k for k in predictions if k not in objects]
     if missing:
         raise DataError(
@@ -84,12 +113,13 @@ def place_table(
         for image_id, caption in predictions.items()
         for row in placed_recall(caption, objects[image_id], shapes, colours)
     ]
-    frame = pd.DataFrame(rows, columns=[*KEYS, "recalled"])
+    frame = pd.DataFrame(rows, columns=[*KEYS, "recalled", "at_cell"])
+    counts = frame.groupby(KEYS)["recalled"].agg(n="size", recall="mean")
+    shares = pd.crosstab([frame[k] for k in KEYS], frame["at_cell"], normalize="index")
     return (
-        frame.groupby(KEYS)["recalled"]
-        .agg(n="size", recall="mean")
+        counts.join(shares.reindex(columns=list(AT_CELL), fill_value=0.0))
         .reset_index()
-        .astype({"n": int, "recall": float})
+        .astype({"n": int, "recall": float, **dict.fromkeys(AT_CELL, float)})
     )
 
 
@@ -128,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     both = pd.concat(tables)
     both = both[both["objects"] == args.objects]
     summary = both.groupby(KEYS).agg(
-        n=("n", "first"), recall=("recall", "mean"), sd=("recall", "std")
+        n=("n", "first"),
+        recall=("recall", "mean"),
+        sd=("recall", "std"),
+        **{k: (k, "mean") for k in AT_CELL},
     )
     with pd.option_context("display.float_format", "{:.2f}".format):
         print(summary.to_string())

@@ -30,6 +30,7 @@ from ituning.errors import DataError
 _WORD = re.compile(r"[a-z]+")
 
 Pair = tuple[str, str]  # (shape, colour)
+CellPhrase = tuple[tuple[str, str] | None, str, str | None]  # (cell, shape, colour)
 
 
 @dataclass
@@ -88,15 +89,40 @@ def object_phrases(
     """``(shape, colour or None)`` of every shape word in ``caption``, with the last colour word
     since the previous shape word. ``shapes``/``colours`` map words (synonyms included) to classes;
     a plural "-s"/"-es" is read as the singular."""
-    found: list[tuple[str, str | None]] = []
+    return [(shape, colour) for _, shape, colour in cell_phrases(caption, shapes, colours)]
+
+
+#: Position words of Shapes captions: the row or column they name; "middle"/"centre" alone name
+#: the centre cell ("in the middle"), and an axis a phrase leaves out is its centre one.
+_ROW_WORDS = ("top", "bottom")
+_COLUMN_WORDS = ("left", "right")
+_CENTRE_WORDS = ("middle", "centre", "center")
+
+
+def cell_phrases(
+    caption: str, shapes: Mapping[str, str], colours: Mapping[str, str]
+) -> list[CellPhrase]:
+    """``(cell, shape, colour or None)`` of every shape word, as :func:`object_phrases` reads it,
+    with the grid cell ``(column, row)`` that the position words since the previous shape word
+    name ("in the bottom left a red heart": ``("left", "bottom")``; "on the left": the middle
+    row), or ``None`` where there are none. Shapes captions put an object's cell before it."""
+    found: list[CellPhrase] = []
     colour: str | None = None
+    column = row = None
+    placed = False
     for word in _WORD.findall(caption.lower()):
         shape = _lookup(word, shapes)
         if shape is not None:
-            found.append((shape, colour))
-            colour = None
-            continue
-        colour = _lookup(word, colours) or colour
+            cell = (column or "centre", row or "middle") if placed else None
+            found.append((cell, shape, colour))
+            colour = column = row = None
+            placed = False
+        elif word in _ROW_WORDS or word in _COLUMN_WORDS or word in _CENTRE_WORDS:
+            row = word if word in _ROW_WORDS else row
+            column = word if word in _COLUMN_WORDS else column
+            placed = True
+        else:
+            colour = _lookup(word, colours) or colour
     return found
 
 
