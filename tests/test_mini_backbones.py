@@ -21,7 +21,15 @@ from bench.mini.backbones import (
 )
 from bench.mini.clip import TextEncoder, to_pixels, train_clip
 from bench.mini.gates import discrimination, gate_scenes, token_probe, vision_gates
-from bench.mini.lm import LMSpec, LMTrainConfig, corpus_for, train_lm
+from bench.mini.lm import (
+    EOS,
+    LMSpec,
+    LMTrainConfig,
+    build_tokenizer,
+    corpus_for,
+    packed_blocks,
+    train_lm,
+)
 from ituning.data.shapes import lm_sentences
 from ituning.data.shapes_render import render
 from ituning.data.shapes_scene import WorldConfig, item_rng, sample_scene
@@ -102,6 +110,42 @@ def test_lm_pre_training_is_deterministic() -> None:
     c, _ = train_lm(spec, train, WORLD, 1, corpus, held, progress=False)
     assert _state_equal(a, b) and not _state_equal(a, c)
     assert info["heldout_perplexity"] > 1.0
+
+
+def test_packed_blocks_join_sentences_and_drop_the_unfilled_tail() -> None:
+    tok = build_tokenizer()
+    eos = tok.token_to_id(EOS)
+    red, blue = (tok.encode(t).ids for t in ("a red heart.", "a blue star."))
+    blocks = packed_blocks(tok, ["a red heart.", "a blue star."], 4)
+    stream = [eos, *red, eos, *blue]  # 10 tokens: two full blocks of 4, two left over
+    assert blocks.tolist() == [stream[:4], stream[4:8]]
+    with pytest.raises(ValueError, match="do not fill one block of 11"):
+        packed_blocks(tok, ["a red heart.", "a blue star."], 11)
+
+
+def test_a_packed_corpus_fills_the_steps_blocks_with_its_last_sentence() -> None:
+    train = LMTrainConfig(steps=3, batch_size=4, warmup_steps=1, n_positions=16, pack=True)
+    corpus = corpus_for(0, WORLD, train)
+    tok, needed = build_tokenizer(), train.steps * train.batch_size
+    assert corpus == list(lm_sentences(0, WORLD, len(corpus)))  # the corpus's first sentences
+    assert len(packed_blocks(tok, corpus, 16)) >= needed > len(packed_blocks(tok, corpus[:-1], 16))
+
+
+def test_packed_pre_training_is_deterministic_and_differs_from_padded() -> None:
+    spec = LMSpec(name="t", n_layer=1, n_embd=16, n_head=2)
+    padded = LMTrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_captions=8, n_positions=16)
+    packed = padded.model_copy(update={"pack": True})
+    held = corpus_for(0, WORLD, padded)[:8]
+    a, _ = train_lm(spec, packed, WORLD, 0, corpus_for(0, WORLD, packed), held, progress=False)
+    b, _ = train_lm(spec, packed, WORLD, 0, corpus_for(0, WORLD, packed), held, progress=False)
+    c, _ = train_lm(spec, padded, WORLD, 0, corpus_for(0, WORLD, padded), held, progress=False)
+    assert _state_equal(a, b) and not _state_equal(a, c)
+    # off, the option stays out of the dump that names a built set's folder; on, it changes it
+    assert "pack" not in padded.model_dump() and packed.model_dump()["pack"] is True
+    with_packing = QUICK.model_copy(
+        update={"lm_train": QUICK.lm_train.model_copy(update={"pack": True})}
+    )
+    assert with_packing.digest(0) != QUICK.digest(0)
 
 
 def test_clip_pre_training_is_deterministic() -> None:
