@@ -69,11 +69,12 @@ class LMTrainConfig(BaseModel):
     n_positions: int = Field(48, ge=16)
     eval_captions: int = Field(1000, ge=1)
     #: Train on the corpus joined into full ``n_positions``-token blocks (``<|endoftext|>`` between
-    #: sentences), as GPT-2 was, instead of one caption per row from position 0. Padded captions
-    #: let the LM find words by their absolute position, and its state at a caption's next object
-    #: no longer says which row the caption has just named (``gates.named_cell_probe``: mini-base
-    #: row 0.65 padded, 0.82 packed at the same steps; 0.675 padded at 4x the steps), which is the
-    #: one thing I-Tuning's modules need there to tell apart two objects sharing a column.
+    #: sentences, a sentence at any offset), as GPT-style LMs are pre-trained, instead of one
+    #: caption per row from position 0. Trained padded, the LM's state at a caption's next object
+    #: hardly says which row the caption has just named (``gates.named_cell_probe``, row, as the
+    #: build records it: mini-base 0.60 padded, 0.82 packed at the same steps, 0.675 padded at 4x
+    #: the steps; mini-large 0.73 / 0.76), and that row is what I-Tuning's modules need there to
+    #: tell apart two objects sharing a column.
     pack: bool = False
 
     @model_serializer(mode="wrap")
