@@ -26,7 +26,7 @@ from ituning.data.shapes_captions import Phrase, caption_words, describe
 from ituning.data.shapes_render import render
 from ituning.data.shapes_scene import Scene, WorldConfig, item_rng, sample_scene
 from ituning.data.shapes_swaps import swap
-from ituning.data.shapes_vocab import WORD_CLASSES
+from ituning.data.shapes_vocab import CENTRE_CELL_WORDS, COLUMNS, ROWS, WORD_CLASSES
 
 #: Minimum accuracies; attributes without an entry are reported but not gated. Shape is gated
 #: high: at a token probe of 0.937 (an encoder that passed a 0.9 gate) I-Tuning misnamed a lone
@@ -263,8 +263,12 @@ def named_colour_probe(
 
 #: Cell words of a position phrase -> (axis, index): rows top/middle/bottom, columns left/centre/right
 #: ("middle"/"centre" alone name the centre cell).
-_CELL_WORDS = {"top": (0, 0), "bottom": (0, 2), "left": (1, 0), "right": (1, 2)}
-_CENTRE_WORDS = ("middle", "centre", "center")
+_CELL_WORDS = {
+    word: (axis, names.index(word))
+    for axis, names in enumerate((ROWS, COLUMNS))
+    for word in names
+    if word not in CENTRE_CELL_WORDS
+}
 #: Words that may stand between a position phrase and its object's colour ("... left corner a big").
 _BETWEEN = ("a", "an", "corner")
 
@@ -278,7 +282,7 @@ def _named_cells(words: Sequence[str]) -> list[tuple[int, int, int]]:
     seen_shape = False
     for i, w in enumerate(words):
         attribute = WORD_CLASSES.get(w, ("", ""))[0]
-        if w in _CELL_WORDS or w in _CENTRE_WORDS:
+        if w in _CELL_WORDS or w in CENTRE_CELL_WORDS:
             cell = cell or [1, 1]
             if w in _CELL_WORDS:
                 axis, index = _CELL_WORDS[w]

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ituning.data.shapes_scene import MentionOrder, Scene, ShapeObject
-from ituning.data.shapes_vocab import COLOUR_WORDS, RELATION_PHRASES, SHAPE_WORDS, SIZE_WORDS
+from ituning.data.shapes_vocab import (
+    CENTRE_CELL_WORDS,
+    COLOUR_WORDS,
+    RELATION_PHRASES,
+    SHAPE_WORDS,
+    SIZE_WORDS,
+)
 
 
 @dataclass
@@ -95,7 +101,7 @@ def _position_tokens(
 ) -> list[Token]:
     h, v = obj.h, obj.v
     if h == "centre" and v == "middle":
-        return [("in", None), ("the", None), (_choose(rng, ("middle", "centre", "center")), None)]
+        return [("in", None), ("the", None), (_choose(rng, CENTRE_CELL_WORDS), None)]
     options = []
     if h != "centre":
         options.append("h")

@@ -32,6 +32,9 @@ SIZES: tuple[str, ...] = ("small", "large")
 #: Grid columns (horizontal position) and rows (vertical position); objects sit in a 3x3 grid.
 COLUMNS: tuple[str, ...] = ("left", "centre", "right")
 ROWS: tuple[str, ...] = ("top", "middle", "bottom")
+#: Words a caption names the centre cell with ("in the middle"); a position phrase that leaves an
+#: axis out means its centre one ("on the left": the middle row).
+CENTRE_CELL_WORDS: tuple[str, ...] = ("middle", "centre", "center")
 
 #: Relations between two objects: ``left_of`` means "the first is in a column left of the second".
 RELATIONS: tuple[str, ...] = ("left_of", "right_of", "above", "below")
@@ -121,7 +124,7 @@ def _build_word_map() -> dict[str, tuple[str, str]]:
         out[w] = ("position", w)
     for w in ("top", "bottom"):
         out[w] = ("position", w)
-    for w in ("middle", "centre", "center"):
+    for w in CENTRE_CELL_WORDS:
         out[w] = ("position", "centre")
     for rel, phrases in RELATION_PHRASES.items():
         for phrase in phrases:

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ituning.data.shapes_vocab import CENTRE_CELL_WORDS, COLUMNS, ROWS
 from ituning.errors import DataError
 
 _WORD = re.compile(r"[a-z]+")
@@ -92,11 +93,9 @@ def object_phrases(
     return [(shape, colour) for _, shape, colour in cell_phrases(caption, shapes, colours)]
 
 
-#: Position words of Shapes captions: the row or column they name; "middle"/"centre" alone name
-#: the centre cell ("in the middle"), and an axis a phrase leaves out is its centre one.
-_ROW_WORDS = ("top", "bottom")
-_COLUMN_WORDS = ("left", "right")
-_CENTRE_WORDS = ("middle", "centre", "center")
+#: Position words of Shapes captions that name a row or a column (the centre ones are implied).
+_ROW_WORDS = tuple(w for w in ROWS if w not in CENTRE_CELL_WORDS)
+_COLUMN_WORDS = tuple(w for w in COLUMNS if w not in CENTRE_CELL_WORDS)
 
 
 def cell_phrases(
@@ -113,11 +112,11 @@ def cell_phrases(
     for word in _WORD.findall(caption.lower()):
         shape = _lookup(word, shapes)
         if shape is not None:
-            cell = (column or "centre", row or "middle") if placed else None
+            cell = (column or COLUMNS[1], row or ROWS[1]) if placed else None
             found.append((cell, shape, colour))
             colour = column = row = None
             placed = False
-        elif word in _ROW_WORDS or word in _COLUMN_WORDS or word in _CENTRE_WORDS:
+        elif word in _ROW_WORDS or word in _COLUMN_WORDS or word in CENTRE_CELL_WORDS:
             row = word if word in _ROW_WORDS else row
             column = word if word in _COLUMN_WORDS else column
             placed = True
