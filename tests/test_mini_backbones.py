@@ -180,6 +180,19 @@ def test_second_call_is_cached_and_touches_nothing(built, capsys) -> None:
     assert {p: p.stat().st_mtime_ns for p in built.root.rglob("*")} == before
 
 
+def test_the_command_builds_a_packed_set_beside_the_default_one(built, capsys) -> None:
+    out = built.root.parent
+    assert main(["--out", str(out), "--quick", "--quiet", "--pack", "--lm-steps", "4"]) == 0
+    (line,) = [s for s in capsys.readouterr().out.splitlines() if s.startswith("built: ")]
+    packed = Path(line.removeprefix("built: "))
+    assert packed.parent == out and packed != built.root and built.root.is_dir()
+    lm_train = json.loads((packed / MANIFEST).read_text())["config"]["lm_train"]
+    assert (lm_train["pack"], lm_train["steps"]) == (True, 4)
+    assert main(["--out", str(out), "--quick", "--lm-steps", "0"]) != 0
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert "steps" in error and "greater than or equal to 1" in error
+
+
 def test_manifest_records_files_gates_and_timings(built) -> None:
     m = json.loads((built.root / MANIFEST).read_text())
     assert m["files"] == folder_hashes(built.root)

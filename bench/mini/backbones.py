@@ -397,10 +397,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--serial", action="store_true", help="train the vision encoder after the LMs, not beside"
     )
+    p.add_argument(
+        "--pack",
+        action="store_true",
+        help="pre-train the LMs on the corpus packed into full blocks (LMTrainConfig.pack); "
+        "a set of its own, beside the default one",
+    )
+    p.add_argument("--lm-steps", type=int, default=None, help="LM pre-training steps")
     args = p.parse_args(argv)
     try:
         config = MiniBackbonesConfig.quick() if args.quick else MiniBackbonesConfig()
-    except ValidationError as exc:  # pragma: no cover - defaults are valid
+        lm_train = config.lm_train.model_dump()
+        if args.pack:
+            lm_train["pack"] = True
+        if args.lm_steps is not None:
+            lm_train["steps"] = args.lm_steps
+        config = config.model_copy(update={"lm_train": LMTrainConfig.model_validate(lm_train)})
+    except ValidationError as exc:
         raise ConfigError(validation_line(exc, "mini backbones config")) from None
     built = build_backbones(
         args.out, config, args.seed, progress=not args.quiet, parallel=not args.serial
