@@ -19,7 +19,8 @@ from bench.report.markdown import clean, table
 from bench.report.results import Stat
 from bench.report.settings import ReportInputs
 from ituning.errors import ITuningError
-from ituning.metrics.object_places import AT_CELL
+from ituning.metrics.object_places import AT_CELL, place_table, shapes_lexicons, split_objects
+from ituning.metrics.results_file import read_coco_results
 
 CSV_FILE = "object_places.csv"
 #: The outcomes at an object's cell the table shows (``described`` is nearly the recall).
@@ -95,9 +96,6 @@ def places_lines(inputs: ReportInputs) -> list[str]:
 
 
 def _places(inputs: ReportInputs, run, objects: dict[str, dict]) -> pd.DataFrame:
-    from ituning.metrics.object_places import place_table, shapes_lexicons, split_objects
-    from ituning.metrics.results_file import read_coco_results
-
     preds = fetch_artifact(
         inputs.settings.uri,
         run,
