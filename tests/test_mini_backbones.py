@@ -133,8 +133,8 @@ def test_a_packed_corpus_fills_the_steps_blocks_with_its_last_sentence() -> None
 
 def test_packed_pre_training_is_deterministic_and_differs_from_padded() -> None:
     spec = LMSpec(name="t", n_layer=1, n_embd=16, n_head=2)
-    padded = LMTrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_captions=8, n_positions=16)
-    packed = padded.model_copy(update={"pack": True})
+    packed = LMTrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_captions=8, n_positions=16)
+    padded = packed.model_copy(update={"pack": False})
     held = corpus_for(0, WORLD, padded)[:8]
     a, _ = train_lm(spec, packed, WORLD, 0, corpus_for(0, WORLD, packed), held, progress=False)
     b, _ = train_lm(spec, packed, WORLD, 0, corpus_for(0, WORLD, packed), held, progress=False)
@@ -142,10 +142,10 @@ def test_packed_pre_training_is_deterministic_and_differs_from_padded() -> None:
     assert _state_equal(a, b) and not _state_equal(a, c)
     # off, the option stays out of the dump that names a built set's folder; on, it changes it
     assert "pack" not in padded.model_dump() and packed.model_dump()["pack"] is True
-    with_packing = QUICK.model_copy(
-        update={"lm_train": QUICK.lm_train.model_copy(update={"pack": True})}
+    without_packing = QUICK.model_copy(
+        update={"lm_train": QUICK.lm_train.model_copy(update={"pack": False})}
     )
-    assert with_packing.digest(0) != QUICK.digest(0)
+    assert QUICK.lm_train.pack and without_packing.digest(0) != QUICK.digest(0)
 
 
 def test_clip_pre_training_is_deterministic() -> None:
@@ -180,14 +180,15 @@ def test_second_call_is_cached_and_touches_nothing(built, capsys) -> None:
     assert {p: p.stat().st_mtime_ns for p in built.root.rglob("*")} == before
 
 
-def test_the_command_builds_a_packed_set_beside_the_default_one(built, capsys) -> None:
+def test_the_command_builds_a_padded_set_beside_the_default_one(built, capsys) -> None:
     out = built.root.parent
-    assert main(["--out", str(out), "--quick", "--quiet", "--pack", "--lm-steps", "4"]) == 0
+    assert main(["--out", str(out), "--quick", "--quiet", "--padded", "--lm-steps", "4"]) == 0
     (line,) = [s for s in capsys.readouterr().out.splitlines() if s.startswith("built: ")]
-    packed = Path(line.removeprefix("built: "))
-    assert packed.parent == out and packed != built.root and built.root.is_dir()
-    lm_train = json.loads((packed / MANIFEST).read_text())["config"]["lm_train"]
-    assert (lm_train["pack"], lm_train["steps"]) == (True, 4)
+    padded = Path(line.removeprefix("built: "))
+    assert padded.parent == out and padded != built.root and built.root.is_dir()
+    lm_train = json.loads((padded / MANIFEST).read_text())["config"]["lm_train"]
+    assert "pack" not in lm_train and lm_train["steps"] == 4  # off: named as before packing
+    assert json.loads((built.root / MANIFEST).read_text())["config"]["lm_train"]["pack"] is True
     assert main(["--out", str(out), "--quick", "--lm-steps", "0"]) != 0
     (error,) = capsys.readouterr().err.strip().splitlines()
     assert "steps" in error and "greater than or equal to 1" in error

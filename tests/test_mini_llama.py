@@ -44,7 +44,8 @@ def built(tmp_path_factory):
 
 def test_the_gpt2_set_keeps_its_digest_and_its_models() -> None:
     """The Llama code adds no field to ``LMSpec``: the GPT-2 set hashes the payload it always
-    did, so its folder (``runs/backbones/mini-2b65d169e3``) is still found, not rebuilt."""
+    did, so its folder (``runs/backbones/mini-5c09523298``, packed LM pre-training) is still found,
+    not rebuilt."""
     gpt2 = MiniBackbonesConfig()
     assert set(LMSpec.model_fields) == {"name", "n_layer", "n_embd", "n_head"}
     dump = gpt2.model_dump(mode="json")
@@ -54,7 +55,7 @@ def test_the_gpt2_set_keeps_its_digest_and_its_models() -> None:
     ]
     payload = {"format": FORMAT_VERSION, "seed": 0, "config": dump}
     assert gpt2.digest(0) == sha256_text(canonical_json(payload))
-    assert backbone_dir(Path("out"), gpt2, 0).name == "mini-2b65d169e3", (
+    assert backbone_dir(Path("out"), gpt2, 0).name == "mini-5c09523298", (
         "the GPT-2 backbones' hash changed: every cached set would be rebuilt; "
         "update this name only if that is intended"
     )

@@ -398,18 +398,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--serial", action="store_true", help="train the vision encoder after the LMs, not beside"
     )
     p.add_argument(
-        "--pack",
+        "--padded",
         action="store_true",
-        help="pre-train the LMs on the corpus packed into full blocks (LMTrainConfig.pack); "
-        "a set of its own, beside the default one",
+        help="pre-train the LMs one caption per row from position 0, as before packing "
+        "(LMTrainConfig.pack off): a set of its own, beside the default one, for comparison",
     )
     p.add_argument("--lm-steps", type=int, default=None, help="LM pre-training steps")
     args = p.parse_args(argv)
     try:
         config = MiniBackbonesConfig.quick() if args.quick else MiniBackbonesConfig()
         lm_train = config.lm_train.model_dump()
-        if args.pack:
-            lm_train["pack"] = True
+        if args.padded:
+            lm_train["pack"] = False
         if args.lm_steps is not None:
             lm_train["steps"] = args.lm_steps
         config = config.model_copy(update={"lm_train": LMTrainConfig.model_validate(lm_train)})
