@@ -22,7 +22,7 @@ import pytest
 TABLE1 = """\
 name: table1
 description: test-size Table 1 (base and large LM, large with half its layers dropped)
-base: {lm: base, lambda: 1.0, bottleneck: null, drop: 0, vlp: false, seed: 0}
+base: {lm: base, lambda: null, bottleneck: null, drop: 0, vlp: false, seed: 0}
 axes:
   lm: [base, large]
   seed: [0, 1]
@@ -33,7 +33,7 @@ overrides: {eval.blank_control: true, eval.grounding: true}
 DROPPING = """\
 name: dropping
 description: test-size dropping ablation
-base: {lm: large, lambda: 1.0, bottleneck: null, drop: 0, vlp: false, seed: 0}
+base: {lm: large, lambda: null, bottleneck: null, drop: 0, vlp: false, seed: 0}
 axes:
   drop: [0, 0.5]
 overrides: {eval.blank_control: true, eval.grounding: true}

@@ -47,7 +47,7 @@ def test_a_declared_axis_runs_through_spec_config_params_dry_run_and_report(
     plans = profile.plan(spec)
     assert [p.config.optim.weight_decay for p in plans] == [0.0, 0.1]
     assert len({p.run_id for p in plans}) == 2  # the run id follows the resolved config
-    assert plans[0].point.label() == "base λ=1 r=d/2 drop=0 s0 wd=0"
+    assert plans[0].point.label() == "base r=d/2 drop=0 s0 wd=0"
 
     with pytest.raises(
         ConfigError, match=r"overrides.optim.weight_decay: set by the 'weight_decay'"

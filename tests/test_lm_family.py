@@ -42,7 +42,7 @@ def test_every_lm_name_parses_and_an_unknown_one_lists_them():
     assert axes.LM_SIZES == ("base", "medium", "large")  # what the size claims read
     spec = parse_spec(_spec(*axes.LM_NAMES))
     assert [p["lm"] for p in spec.points()] == list(axes.LM_NAMES)
-    assert spec.points()[3].label() == "llama-base λ=1 r=d/2 drop=0 s0"
+    assert spec.points()[3].label() == "llama-base r=d/2 drop=0 s0"
     with pytest.raises(ConfigError, match=r"unknown LM 'gpt2' \(allowed: base, .*, smollm2-random"):
         parse_spec(_spec("gpt2"))
 
@@ -52,7 +52,7 @@ def test_an_lm_the_profile_lacks_is_one_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         tiny.plan(parse_spec(_spec("smollm2"), source="x.yaml"))
     assert str(info.value) == (
-        "x.yaml: point [smollm2 λ=1 r=d/2 drop=0 s0]: lm: 'smollm2' is not an LM of profile "
+        "x.yaml: point [smollm2 r=d/2 drop=0 s0]: lm: 'smollm2' is not an LM of profile "
         "mini-tiny (it has: base, medium, large, llama-base, llama-medium, llama-large)"
     )
     paper = get_profile("paper", data_root="data", runs_dir=tmp_path)

@@ -70,7 +70,7 @@ BAD_SPECS = [
     (
         "lambda type",
         "name: t\naxes: {lambda: [big]}\n",
-        "x.yaml: axes.lambda[0]: expected a positive number, got 'big'",
+        "x.yaml: axes.lambda[0]: expected null (the searched λ) or a positive number, got 'big'",
     ),
     (
         "drop as count",
@@ -275,7 +275,7 @@ def test_dropping_every_layer_is_refused_for_that_depth(paper):
     with pytest.raises(ConfigError) as info:
         paper.plan(spec)
     assert str(info.value) == (
-        "x.yaml: point [base λ=1 r=d/2 drop=12L s0]: drop: {'layers': 12} means 12 of the 12 "
+        "x.yaml: point [base r=d/2 drop=12L s0]: drop: {'layers': 12} means 12 of the 12 "
         "layers of gpt2 (profile paper): drop_first=12 removes every module of a 12-layer LM; "
         "use a value below 12 (as a fraction of depth: below 0.958)"
     )
@@ -389,11 +389,11 @@ def test_extras_take_every_seed_and_seeds_option_replaces_the_axis():
     )
     labels = [p.label() for p in spec.points()]
     assert sum(lbl.startswith("large") for lbl in labels) == 3  # the extra, at each seed
-    assert [lbl for lbl in labels if lbl.startswith("medium")] == ["medium λ=1 r=d/2 drop=0 s7"]
+    assert [lbl for lbl in labels if lbl.startswith("medium")] == ["medium r=d/2 drop=0 s7"]
     five = spec.with_seeds(5)
     assert {p["seed"] for p in five.points()} == set(range(5))
     assert len(five.points()) == 15  # base, large and medium, each at seeds 0-4
-    assert spec.points()[0].label(seed=False) == "base λ=1 r=d/2 drop=0"
+    assert spec.points()[0].label(seed=False) == "base r=d/2 drop=0"
     with pytest.raises(ConfigError, match="--seeds must be >= 1"):
         spec.with_seeds(0)
 

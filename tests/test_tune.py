@@ -1,5 +1,6 @@
-"""The learning-rate search: the same grid for every method, scored on the validation split only,
-tracked in MLflow and optuna, resumable, and read back by the profile that trains the method."""
+"""The learning-rate search: the same grid for every method (crossed with λ for I-Tuning), scored
+on the validation split only, tracked in MLflow and optuna, resumable, and read back by the profile
+that trains the method."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def fails_at_one_rate(config, out_dir, **kwargs):
 
 def _tune(runs: Path, record: Path, *extra: str) -> int:
     args = ["--scale", "tiny", "--runs-dir", str(runs), "--record", str(record), "--quiet"]
-    grid = ["--grid", "1e-3", str(FAILING_LR), "--methods", "itune", "clipcap-mlp"]
+    grid = ["--grid", "1e-3", str(FAILING_LR), "--lambdas", "1", "2"]
+    grid += ["--methods", "itune", "clipcap-mlp"]
     return main([*args, "--workers", "2", *grid, *extra])
 
 
@@ -45,45 +47,55 @@ def test_each_method_searches_the_same_grid_on_validation_resumes_and_records(
     runs_dir, tmp_path, capsys
 ):
     record = tmp_path / "rates.yaml"
-    # one trial fails: the search fails, naming it, and chooses nothing from an incomplete grid
+    # I-Tuning fails at one rate (both its λs): the search fails, naming each failed trial, and
+    # chooses nothing from an incomplete grid
     assert _tune(runs_dir, record, "--executor", FAILING) == 1
     err = capsys.readouterr().err
-    assert "1 trial(s) failed (itune lr 0.003: RuntimeError: diverged)" in err
+    assert "2 trial(s) failed (itune lr 0.003 λ " in err and "RuntimeError: diverged" in err
     assert "rerun the same command" in err and "Traceback" not in err
     assert not record.exists()
     statuses = sorted(r.info.status for r in _search_runs(runs_dir))
-    assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
+    assert statuses == ["FAILED"] * 2 + ["FINISHED"] * 4  # I-Tuning 2 x 2, ClipCap 2 rates
 
-    # the rerun trains only the failed rate, then records every method's search
+    # the rerun trains only the failed cells, then records every method's search
     assert _tune(runs_dir, record) == 0
-    assert "learning-rate search: 1 trial(s) to run" in capsys.readouterr().out
+    assert "learning-rate search: 2 trial(s) to run" in capsys.readouterr().out
     rates = learning_rates.read(record)
+    storage = f"sqlite:///{runs_dir / 'optuna.db'}"
     for method in ("itune", "clipcap-mlp"):
         searched = rates.searched("mini-tiny", method)["base"]
         assert sorted(searched.scores) == [1e-3, FAILING_LR]
-        assert searched.chosen == max(searched.scores, key=lambda lr: searched.scores[lr])
         assert (searched.seed, searched.metric) == (0, "val/cider")
-        study = optuna.load_study(
-            study_name=searched.study, storage=f"sqlite:///{runs_dir / 'optuna.db'}"
-        )
+        study = optuna.load_study(study_name=searched.study, storage=storage)
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         # the record keeps 4 decimals of each validation score
-        assert {t.params["lr"]: round(t.value, 4) for t in done} == searched.scores
+        cells = {(t.params["lr"], t.params.get("lambda")): round(t.value, 4) for t in done}
+        assert cells[searched.chosen, searched.lambda_] == max(cells.values())  # a best cell
+        at_lambda = {lr: v for (lr, lam), v in cells.items() if lam == searched.lambda_}
+        assert searched.scores == at_lambda
         sampled = [t for t in study.trials if "fixed_params" not in t.system_attrs]  # not retries
         assert sampled and all("grid_id" in t.system_attrs for t in sampled)  # the grid sampler
+    itune = rates.searched("mini-tiny", "itune")["base"]
+    assert set(itune.lambda_scores) == {1.0, 2.0} and "-lambda-" in itune.study
+    clipcap = rates.searched("mini-tiny", "clipcap-mlp")["base"]  # ClipCap has no λ to search
+    assert clipcap.lambda_ is None and clipcap.lambda_scores == {} and "lambda" not in clipcap.study
+    assert "lambda_scores" in record.read_text() and record.read_text().count("lambda:") == 1
 
     finished = [r for r in _search_runs(runs_dir) if r.info.status == "FINISHED"]
-    assert len(finished) == 4
+    assert len(finished) == 6
     for run in finished:  # the search never looks at the test or NoCaps-style splits
         assert "val/cider" in run.data.metrics
         assert not any(k.startswith(("test/", "nocaps")) for k in run.data.metrics)
         assert float(run.data.params["optim.lr"]) == float(run.data.tags["lr"])
         assert run.data.tags["optuna.study"].startswith("mini-tiny-lr-")
+        if "lambda" in run.data.tags:  # the λ trained is the λ tagged
+            assert float(run.data.params["lambda"]) == float(run.data.tags["lambda"])
+    assert sum("lambda" in r.data.tags for r in finished) == 4
 
-    # a third call finds every rate scored: nothing trains, the record is the same
+    # a third call finds every cell scored: nothing trains, the record is the same
     before = record.read_text()
     assert _tune(runs_dir, record) == 0
-    assert len(_search_runs(runs_dir)) == 5 and record.read_text() == before
+    assert len(_search_runs(runs_dir)) == 8 and record.read_text() == before
 
 
 def test_a_third_lm_size_can_be_searched_after_two(runs_dir, tmp_path, monkeypatch, capsys):
@@ -97,14 +109,59 @@ def test_a_third_lm_size_can_be_searched_after_two(runs_dir, tmp_path, monkeypat
     learning_rates.write(rates, record)
     monkeypatch.setattr(learning_rates, "LEARNING_RATES_FILE", record)
     args = ["--scale", "tiny", "--runs-dir", str(runs_dir), "--record", str(record), "--quiet"]
-    args += ["--lm", "large", "--methods", "itune", "--grid", str(FAILING_LR)]
+    args += ["--lm", "large", "--methods", "itune", "--grid", str(FAILING_LR), "--lambdas", "1"]
     assert main([*args, "--workers", "1", "--executor", FAILING]) == 1
     err = capsys.readouterr().err
     assert "itune lr 0.003: RuntimeError: diverged" in err and "searched at LM sizes" not in err
 
 
-def _record(chosen: float, scores: dict[float, float]) -> SearchRecord:
-    return SearchRecord(chosen=chosen, seed=0, metric="val/cider", study="s", scores=scores)
+def _record(chosen: float, scores: dict[float, float], **lam) -> SearchRecord:
+    return SearchRecord(chosen=chosen, seed=0, metric="val/cider", study="s", scores=scores, **lam)
+
+
+def test_a_point_that_leaves_lambda_to_the_search_trains_at_the_searched_one(tmp_path, monkeypatch):
+    path = tmp_path / "rates.yaml"
+    searched = _record(3e-3, {3e-3: 9.0}, lambda_=4.0, lambda_scores={1.0: 5.0, 4.0: 9.0})
+    rates = (
+        LearningRates()
+        .with_record("mini-tiny", "itune", "large", searched)
+        .with_record("mini-tiny", "itune", "base", _record(1e-3, {1e-3: 9.0}))  # rate only
+        .with_record("mini-tiny", "clipcap-mlp", "large", _record(1e-3, {1e-3: 9.0}))
+    )
+    learning_rates.write(rates, path)
+    assert learning_rates.read(path) == rates
+    monkeypatch.setattr(learning_rates, "LEARNING_RATES_FILE", path)
+    profile = get_profile("mini", runs_dir=tmp_path / "runs", scale="tiny")
+    spec = parse_spec(
+        "name: m\nbase: {lambda: null}\naxes: {method: [itune, clipcap-mlp], lm: [base, large]}\n"
+        "extra: [{lm: large, lambda: 2}]\n"
+    )
+    got = {
+        (p.point["method"], p.point["lm"], p.point["lambda"]): (
+            p.config.optim.lr,
+            p.config.itune.scale,
+        )
+        for p in profile.plan(spec)
+    }
+    assert got == {
+        ("itune", "base", None): (1e-3, 1.0),  # rate searched without λ: λ = 1
+        ("itune", "large", None): (3e-3, 4.0),  # the searched λ with the searched rate
+        ("itune", "large", 2.0): (3e-3, 2.0),  # a spec's own λ wins (the λ ablation)
+        ("clipcap-mlp", "base", None): (1e-3, 1.0),  # no λ: ClipCap's config is unchanged
+        ("clipcap-mlp", "large", None): (1e-3, 1.0),
+    }
+    plan = next(
+        p for p in profile.plan(spec) if p.point["lm"] == "large" and p.point["lambda"] is None
+    )
+    assert plan.axis_params()["lambda"] == 4.0  # MLflow logs the λ trained, not "searched"
+    assert searched.at_edge()  # λ 4 is the largest tried: a larger one might do better
+    inner_rate = {1e-3: 1.0, 3e-3: 9.0, 1e-2: 2.0}
+    inner = _record(3e-3, inner_rate, lambda_=4.0, lambda_scores={1.0: 5.0, 4.0: 9.0, 8.0: 7.0})
+    assert not inner.at_edge()
+    assert (
+        _record(3e-3, inner_rate, lambda_=1.0, lambda_scores={1.0: 9.0, 2.0: 5.0}).at_edge()
+        is False
+    )
 
 
 def test_the_profile_trains_each_method_at_the_rate_searched_for_its_lm_size(tmp_path, monkeypatch):

@@ -90,7 +90,7 @@ def point_label(group: Group) -> str:
         return f"{r.method} {label}"
     if r.drop:
         label += f" drop {r.drop}/{r.n_layers}"
-    if r.lam != 1.0:
+    if not r.default_lambda:
         label += f" λ={r.lam:g}"
     if not r.paper_bottleneck:
         label += f" r={r.bottleneck}"

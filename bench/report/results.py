@@ -93,6 +93,9 @@ class Run:
     #: The profile's epochs (its budget): a run trained longer or shorter is not a seed of the
     #: same row, and its label says so. ``None``: unknown, every run counts as at the budget.
     budget_epochs: int | None = None
+    #: The λ searched for this run's method and LM size under its profile (1 where none was):
+    #: what a spec's ``lambda: null`` trained, so the "paper module" of every table row.
+    searched_lambda: float = 1.0
 
     def axis(self, name: str):
         """The value of sweep axis ``name`` (its MLflow param, with its natural type)."""
@@ -142,6 +145,11 @@ class Run:
     def lam(self) -> float:
         value = self.axis("lambda")
         return 1.0 if value is None else value
+
+    @property
+    def default_lambda(self) -> bool:
+        """Trained at the λ a table row uses: the searched one (1 where none was searched)."""
+        return self.lam == self.searched_lambda
 
     @property
     def vlp(self) -> bool:
@@ -200,7 +208,10 @@ class Run:
         wanted = epochs if epochs is not None else self.budget_epochs
         if wanted is not None and self.epochs is not None and self.epochs != wanted:
             return False
-        on = axes.Target(_RunLM(self.params.get("lm.name", ""), self.n_layers, self.d_lm))
+        on = axes.Target(
+            _RunLM(self.params.get("lm.name", ""), self.n_layers, self.d_lm),
+            searched_lambda=self.searched_lambda,
+        )
         for name, axis in axes.AXES.items():
             if name == "seed":
                 continue
@@ -223,7 +234,7 @@ class Run:
             return f"{self.method}, {self.lm_size} ({self.lm_name}){vlp}{data}{self.budget_label()}"
         vlp = ", VLP" if self.vlp else ""
         drop = f", drop {self.drop}/{self.n_layers}" if self.drop else ""
-        extra = "" if self.lam == 1.0 else f", λ={self.lam:g}"
+        extra = "" if self.default_lambda else f", λ={self.lam:g}"
         width = "" if self.paper_bottleneck else f", r={self.bottleneck}"
         budget = self.budget_label()
         return f"{self.lm_size} ({self.lm_name}){drop}{vlp}{extra}{width}{data}{budget}"
@@ -281,8 +292,9 @@ class Group:
         return max(r.start_ms for r in self.runs)
 
     def is_default(self) -> bool:
-        """The paper's module (r = d_lm/2) at lambda = 1, the setting every table row uses."""
-        return self.first.paper_bottleneck and self.first.lam == 1.0
+        """The paper's module (r = d_lm/2) at the searched λ (1 where none was searched), the
+        setting every table row uses."""
+        return self.first.paper_bottleneck and self.first.default_lambda
 
 
 @dataclass
@@ -376,7 +388,7 @@ class RunSet:
         """The group that stands for one paper row: that method, LM size, VLP and dropped
         fraction.
 
-        Candidates use the paper's module (r = d_lm/2, lambda = 1) unless a ``prefer`` spec asked
+        Candidates use the paper's module (r = d_lm/2, the searched λ) unless a ``prefer`` spec asked
         for them (a table spec may set another base); among several, the ones from a preferred spec
         come first, then more seeds, then the most recently run, then a fixed order.
         """
@@ -396,7 +408,7 @@ class RunSet:
     def pick_failed(self, *, lm: str, vlp: bool, drop_fraction: float = 0.0) -> Run | None:
         """A failed run of that point, for the reason shown in a missing cell."""
         for r in sorted(self.failed, key=lambda r: r.config_hash):
-            same = r.lm_size == lm and r.vlp == vlp and r.paper_bottleneck and r.lam == 1.0
+            same = r.lm_size == lm and r.vlp == vlp and r.paper_bottleneck and r.default_lambda
             same = same and r.method == "itune"
             if same and r.drop == axes.Drop(fraction=drop_fraction).resolve(r.n_layers):
                 return r

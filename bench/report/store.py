@@ -8,6 +8,7 @@ search replaced set apart (:mod:`bench.report.superseded`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,14 +54,21 @@ def load_runs(uri: str, *, profile: str, scale: str = "full") -> RunSet:
     failed = failed[~failed["tags.config_hash"].isin(done)]
     failed = failed.drop_duplicates("tags.config_hash", keep="last")
     epochs = budget_of(profile, scale).epochs
-    runs = sorted(
-        (_run(row, epochs) for row in finished.to_dict("records")), key=lambda r: r.config_hash
-    )
-    out.runs, out.superseded = split_superseded(runs, experiment, learning_rates.read())
-    out.failed = sorted(
-        (_run(row, epochs) for row in failed.to_dict("records")), key=lambda r: r.config_hash
-    )
+    rates = learning_rates.read()
+
+    def runs_of(rows: pd.DataFrame) -> list[Run]:
+        runs = (_searched(_run(row, epochs), rates, experiment) for row in rows.to_dict("records"))
+        return sorted(runs, key=lambda r: r.config_hash)
+
+    out.runs, out.superseded = split_superseded(runs_of(finished), experiment, rates)
+    out.failed = runs_of(failed)
     return out
+
+
+def _searched(run: Run, rates: learning_rates.LearningRates, label: str) -> Run:
+    """``run`` knowing the λ searched for its method and LM size (what ``lambda: null`` meant)."""
+    lam = rates.chosen_lambda(label, run.method, run.lm_size)
+    return run if lam is None else dataclasses.replace(run, searched_lambda=lam)
 
 
 def search_runs(uri: str, experiment: str) -> pd.DataFrame:

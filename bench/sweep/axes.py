@@ -62,6 +62,9 @@ class Target:
 
     lm: LM
     datasets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The λ searched for the point's method and LM (``bench.sweep.learning_rates``): what a spec's
+    #: ``lambda: null`` trains at (1 where none was searched).
+    searched_lambda: float = 1.0
 
     def data(self, dataset: str) -> dict[str, Any]:
         if dataset not in self.datasets:
@@ -198,9 +201,11 @@ def _lm(value: Any) -> str:
     return value
 
 
-def _lambda(value: Any) -> float:
+def _lambda(value: Any) -> float | None:
+    if value is None:  # left to the search
+        return None
     if not _number(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"expected a positive number, got {value!r}")
+        raise ValueError(f"expected null (the searched λ) or a positive number, got {value!r}")
     return float(value)
 
 
@@ -293,14 +298,16 @@ AXES: dict[str, Axis] = {
         Axis(
             name="lambda",
             title="λ",
-            doc="λ of eq. (5), >= 1 unless overrides allow less",
+            doc="λ of eq. (5): null = the λ searched with the learning rate (bench.tune; 1 "
+            "where none was), else a number >= 1 (less only where overrides allow it)",
             kind=float,
             setting="itune.scale",
-            default=1.0,
+            default=None,
             parse=_lambda,
-            spec_text=lambda value: f"{value:g}",
-            label=lambda value: f"λ={value:g}",
-            cell=lambda value, resolved: f"{resolved:g}",
+            resolve=lambda value, on: on.searched_lambda if value is None else value,
+            spec_text=lambda value: "searched" if value is None else f"{value:g}",
+            label=lambda value: "" if value is None else f"λ={value:g}",
+            cell=lambda value, resolved: f"{resolved:g}" + (" (searched)" if value is None else ""),
             applies=_itune_only,
         ),
         Axis(

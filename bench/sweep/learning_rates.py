@@ -1,4 +1,5 @@
-"""Each method's learning rate, per profile: chosen on the validation split, read by the profile.
+"""Each method's learning rate (and I-Tuning's λ), per profile: chosen on the validation split,
+read by the profile.
 
 A comparison of methods is only fair if none of them trains at a learning rate tuned for another.
 ``python -m bench.tune`` runs the same small search for every method (optuna's grid sampler over
@@ -6,6 +7,11 @@ A comparison of methods is only fair if none of them trains at a learning rate t
 in ``learning_rates.yaml`` beside this module, which is committed. :meth:`Profile.resolve` trains
 a method at the rate searched at the point's LM size; a method searched at one size only uses
 that rate at every size; a profile or method without a record trains at its budget's rate.
+
+λ (eq. 5's output scale) is a hyper-parameter the paper requires to be at least 1 and gives no
+value for, so a search may choose it with the rate (the grid is then rate × λ): a point whose spec
+leaves λ to the search (``lambda: null``) trains at the λ recorded for its method and LM size
+(:meth:`LearningRates.chosen_lambda`), at 1 where none was searched.
 """
 
 from __future__ import annotations
@@ -26,24 +32,34 @@ _HEADER = """\
 # Each method's learning rate per profile, chosen by the same search on the validation split:
 # optuna's grid sampler over the rates under `scores`, at an LM size and seed (profile > method >
 # LM size); each method's rate is the one with the best validation score; a method searched at one
-# size only uses that rate at every size. Written by `python -m bench.tune`; do not edit.
+# size only uses that rate at every size. Where λ was searched with the rate, `lambda` is the λ
+# chosen, `scores` the rates' scores at that λ and `lambda_scores` each λ's at the chosen rate.
+# Written by `python -m bench.tune`; do not edit.
 """
 
 
 class SearchRecord(BaseModel):
-    """One method's search: where it ran, every rate's score, the rate chosen."""
+    """One method's search: where it ran, every rate's score, the rate (and λ) chosen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     chosen: float = Field(gt=0)
+    #: The λ chosen with the rate; ``None`` where λ was not searched (the spec's λ, else 1).
+    lambda_: float | None = Field(default=None, alias="lambda", ge=1)
     seed: int
     metric: str
     study: str
-    scores: dict[float, float]  # learning rate -> its validation score (finished trials)
+    scores: dict[float, float]  # learning rate -> its validation score (at the chosen λ)
+    #: λ -> its validation score at the chosen rate (empty where λ was not searched).
+    lambda_scores: dict[float, float] = {}
 
     def at_edge(self) -> bool:
-        """The best rate is the grid's smallest or largest: the optimum may lie outside it."""
-        return self.chosen in (min(self.scores), max(self.scores))
+        """The best rate is the grid's smallest or largest, or the best λ the largest searched
+        (λ >= 1 bounds it below): the optimum may lie outside the grid."""
+        lam = self.lambda_ is not None and len(self.lambda_scores) > 1
+        return self.chosen in (min(self.scores), max(self.scores)) or (
+            lam and self.lambda_ == max(self.lambda_scores)
+        )
 
 
 class LearningRates(BaseModel):
@@ -82,6 +98,12 @@ class LearningRates(BaseModel):
             )
         return None
 
+    def chosen_lambda(self, label: str, method: str, lm: str) -> float | None:
+        """The λ searched with ``method``'s rate at LM size ``lm`` (:meth:`size_for`); ``None``
+        if λ was never searched there (a point that leaves λ to the search then trains at 1)."""
+        size = self.size_for(label, method, lm)
+        return None if size is None else self.searched(label, method)[size].lambda_
+
     def with_record(self, label: str, method: str, lm: str, record: SearchRecord) -> LearningRates:
         profiles = {k: {m: dict(r) for m, r in v.items()} for k, v in self.profiles.items()}
         profiles.setdefault(label, {}).setdefault(method, {})[lm] = record
@@ -113,12 +135,28 @@ def chosen(label: str, method: str, lm: str, path: Path | None = None) -> float 
     return _cached(path, mtime).chosen(label, method, lm)
 
 
+def chosen_lambda(label: str, method: str, lm: str, path: Path | None = None) -> float | None:
+    """The λ searched for ``method`` at LM size ``lm`` under profile ``label``, if any
+    (:meth:`LearningRates.chosen_lambda`)."""
+    path = path or LEARNING_RATES_FILE
+    mtime = path.stat().st_mtime_ns if path.is_file() else 0
+    return _cached(path, mtime).chosen_lambda(label, method, lm)
+
+
 def write(rates: LearningRates, path: Path | None = None) -> Path:
     path = path or LEARNING_RATES_FILE
 
-    def plain(record: SearchRecord) -> dict:  # YAML keys are text
-        scores = {f"{k:g}": round(v, 4) for k, v in record.scores.items()}
-        return {**record.model_dump(), "scores": scores}
+    def text_keys(scores: dict[float, float]) -> dict[str, float]:  # YAML keys are text
+        return {f"{k:g}": round(v, 4) for k, v in scores.items()}
+
+    def plain(record: SearchRecord) -> dict:  # a record without λ is written as before λ existed
+        out = record.model_dump(by_alias=True, exclude={"lambda_scores"})
+        out["scores"] = text_keys(record.scores)
+        if record.lambda_ is None:
+            out.pop("lambda")
+        else:
+            out["lambda_scores"] = text_keys(record.lambda_scores)
+        return out
 
     body = {
         label: {

@@ -116,17 +116,19 @@ class Profile:
     # ------------------------------------------------------------------ resolution
 
     def resolve(self, point: Point, overrides: dict[str, Any], *, source: str = "spec") -> RunPlan:
-        """The point's :class:`TrainConfig`: each axis's setting, then the budget (the LM's own
-        where it has one), the method's searched learning rate (``bench.sweep.learning_rates``),
-        the profile's settings and the spec's overrides; the library's config checks the
-        method's rules."""
+        """The point's :class:`TrainConfig`: each axis's setting (λ left to the search: the
+        searched one), then the budget (the LM's own where it has one), the method's searched
+        learning rate (``bench.sweep.learning_rates``), the profile's settings and the spec's
+        overrides; the library's config checks the method's rules."""
         where = f"{source}: point [{point.label()}]"
         lm = self.lm(point["lm"], where)
         tree: dict[str, Any] = {
             "backbones": {"vision": self.vision, "vision_pretrained": self.vision_pretrained},
             "feature_cache": str(self.runs_dir / "features"),
         }
-        method, on = point["method"], axes.Target(lm, self.datasets)
+        method = point["method"]
+        searched_lambda = learning_rates.chosen_lambda(self.label, method, point["lm"])
+        on = axes.Target(lm, self.datasets, searched_lambda=searched_lambda or 1.0)
         for name, axis in axes.AXES.items():  # an axis foreign to the method keeps its default
             value = point[name] if axis.applies(method) else axis.default
             try:

@@ -9,7 +9,7 @@ Format (every key but ``name`` and ``axes`` is optional)::
     description: Table 1 rows ...     # free text, shown by --dry-run; an MLflow experiment tag
     base:                             # the point every grid point starts from
       lm: base                        # LM: base | medium | large, llama-*, smollm2 (axes.LM_NAMES)
-      lambda: 1.0                     # lambda of eq. (5), >= 1 (see overrides below)
+      lambda: null                    # λ of eq. (5): null = searched with the rate (bench.tune), or >= 1
       bottleneck: null                # r: null = d_lm/2 (the paper's), 0.25 = d_lm/4, {width: 64}
       drop: 0                         # dropped layers: 0.5 = half the depth, {layers: 18}
       vlp: false                      # vision-language pre-training first

@@ -1,6 +1,6 @@
 """``python -m bench.tune [--methods M ...] [--lm base] [--seed 0]``: choose each method's learning
-rate by the same search on the validation split and record it for the profile (how:
-``bench.tune.search``)."""
+rate (and I-Tuning's λ) by the same search on the validation split and record it for the profile
+(how: ``bench.tune.search``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bench.sweep.axes import LM_NAMES, RANDOM_WEIGHT_TWINS
 from bench.sweep.coordinator import check_workers, default_workers
 from bench.sweep.profiles import PROFILES, SCALES, add_paper_arguments, profile_from_args
 from bench.sweep.worker import DEFAULT_EXECUTOR
-from bench.tune.search import LR_GRID, METRIC, Search, run_search
+from bench.tune.search import LAMBDA_GRID, LR_GRID, METRIC, Search, run_search
 from ituning.errors import ArgumentParser, ConfigError, cli_main
 from ituning.methods.registry import METHODS
 
@@ -39,6 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=list(LR_GRID),
         help=f"learning rates to try (default: {' '.join(f'{lr:g}' for lr in LR_GRID)})",
+    )
+    p.add_argument(
+        "--lambdas",
+        nargs="+",
+        type=float,
+        default=list(LAMBDA_GRID),
+        help="λ (eq. 5) tried with every rate by the methods that have one; 1 alone: the rate "
+        f"only (default: {' '.join(f'{lam:g}' for lam in LAMBDA_GRID)})",
     )
     p.add_argument("--profile", default="mini", choices=PROFILES, help="default: mini")
     p.add_argument("--scale", default="full", choices=SCALES, help="tiny: shrink everything")
@@ -70,13 +78,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if any(not 0 < lr < 1 for lr in args.grid):
         p.error(f"--grid {' '.join(map(str, args.grid))}: learning rates lie between 0 and 1")
+    if any(not 1 <= lam <= 1e3 for lam in args.lambdas):
+        p.error(
+            f"--lambdas {' '.join(map(str, args.lambdas))}: the paper requires λ >= 1 (give "
+            "values from 1 to 1000)"
+        )
     search = Search(
         methods=tuple(dict.fromkeys(args.methods)),
         lm=args.lm,
         seed=args.seed,
         grid=tuple(sorted(set(args.grid))),
+        lambdas=tuple(sorted(set(args.lambdas))),
     )
-    workers = args.workers or default_workers(profile, len(search.methods) * len(search.grid))
+    trials = sum(len(search.cells(m)) for m in search.methods)
+    workers = args.workers or default_workers(profile, trials)
     started = time.perf_counter()
     records = run_search(
         search,
@@ -98,5 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for method, record in records.items():
         scores = "  ".join(f"{lr:g}: {v:.1f}" for lr, v in record.scores.items())
         edge = " (at the grid's edge)" if record.at_edge() else ""
-        print(f"  {method:<20} {record.chosen:g}{edge}   [{scores}]")
+        lam = "" if record.lambda_ is None else f" λ {record.lambda_:g}"
+        print(f"  {method:<20} {record.chosen:g}{lam}{edge}   [{scores}]")
+        if record.lambda_scores:
+            at = "  ".join(f"λ {k:g}: {v:.1f}" for k, v in record.lambda_scores.items())
+            print(f"  {'':<20} at {record.chosen:g}: [{at}]")
     return 0
