@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -159,7 +160,7 @@ def run_search(
                 initializer=_init,
                 initargs=(threads, processes.Inherited()),
             ) as pool,
-            ThreadPoolExecutor(len(search.methods)) as methods,
+            ThreadPoolExecutor(len(search.methods) * workers) as methods,
         ):
 
             def objective(trial: optuna.Trial, method: str) -> float:
@@ -186,18 +187,28 @@ def run_search(
                 log(f"  {name}: {METRIC} {value:.1f}")
                 return value
 
+            remaining, counting = dict(todo), threading.Lock()
+
             def optimise(method: str) -> None:
-                # one trial per call: the grid sampler stops a study once every cell has been
-                # tried (a failed one included), which would strand the second of two failed
-                # cells asked for again by name
-                for _ in range(todo[method]):
+                # One trial per call: the grid sampler stops a study once every cell has been
+                # tried (a failed one included), which would strand the second of two failed cells
+                # asked for again by name. Up to `workers` of these loops share a method's study,
+                # so one method's grid fills every worker: a fresh study's first trials take grid
+                # cells by trial number, a resumed one's missing cells are enqueued by name, and
+                # both are claimed atomically by the storage.
+                while True:
+                    with counting:
+                        if not remaining[method]:
+                            return
+                        remaining[method] -= 1
                     studies[method].optimize(
                         functools.partial(objective, method=method),
                         n_trials=1,
                         catch=(RunFailed,),
                     )
 
-            for future in [methods.submit(optimise, m) for m in search.methods]:
+            loops = [methods.submit(optimise, m) for m in search.methods for _ in range(workers)]
+            for future in loops:
                 future.result()
         if failed:
             raise RunFailed(
