@@ -9,7 +9,7 @@ from test_report import PAPER, make_run, runset
 
 from bench.report.method_comparison import method_comparison
 from bench.report.settings import ReportInputs, ReportSettings
-from bench.report.superseded import split_superseded
+from bench.report.superseded import Backbones, split_superseded
 from bench.sweep import learning_rates
 from bench.sweep.learning_rates import LearningRates, SearchRecord
 
@@ -88,7 +88,7 @@ def test_searches_at_several_sizes_give_a_row_each_with_the_rates_of_that_sizes_
     rows = _rows(text)
     assert "| 0.01 |" in rows["itune", "base, seed 0"]
     assert "0.01 (not the searched 0.003)" in rows["itune", "large, seed 0"]
-    assert "1 finished run(s) trained at a rate that a later search replaced are left out" in text
+    assert "1 finished run(s) are left out of every table" in text and "later search" in text
 
 
 def test_a_run_is_superseded_only_when_its_setting_has_runs_at_the_recorded_rate():
@@ -107,6 +107,23 @@ def test_a_run_is_superseded_only_when_its_setting_has_runs_at_the_recorded_rate
     assert {r.config_hash for r in kept} == {r.config_hash for r in [*new, other, full, unsearched]}
     # another profile's record does not apply
     assert split_superseded(old + new, "paper", rates)[1] == []
+
+
+def test_runs_on_backbones_the_profile_no_longer_builds_are_always_left_out():
+    """The mini LMs rebuilt (a new set folder): a run on the old set is of another model, even with
+    no run on the new one yet; the runs folder's spelling does not matter, only the set's name."""
+    old_set = make_run(params={"lm.name": "runs/backbones/mini-aaa/mini-base"})
+    new_set = make_run(seed=1, params={"lm.name": "/somewhere/runs/backbones/mini-bbb/mini-base"})
+    large = make_run("large", n_layers=8, params={"lm.name": "runs/backbones/mini-aaa/mini-large"})
+    current = Backbones({"base": "runs/backbones/mini-bbb/mini-base"})  # large: not checked
+    kept, superseded = split_superseded([old_set, new_set, large], "mini", LearningRates(), current)
+    assert superseded == [old_set] and kept == [new_set, large]
+    # the same LM over a rebuilt vision encoder is another model too
+    clip = {"lm.name": "runs/backbones/mini-bbb/mini-base", "backbones.vision": "b/mini-aaa/clip"}
+    old_clip = make_run(seed=2, params=clip)
+    now = Backbones(current.lms, vision="runs/backbones/mini-bbb/clip")
+    assert split_superseded([new_set, old_clip], "mini", LearningRates(), now)[1] == [old_clip]
+    assert split_superseded([old_set], "mini", LearningRates())[1] == []  # nothing to compare to
 
 
 def test_runs_from_before_a_setting_was_added_are_the_same_setting_and_can_be_superseded():

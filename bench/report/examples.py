@@ -36,7 +36,9 @@ def table3(inputs: ReportInputs) -> list[str]:
 
     run = _largest_run(inputs)
     if run is None:
-        return ["No finished run of the paper's module (r = d_lm/2, the searched λ) to caption with."]
+        return [
+            "No finished run of the paper's module (r = d_lm/2, the searched λ) to caption with."
+        ]
     try:
         preds_file = fetch_artifact(
             inputs.settings.uri,

@@ -87,9 +87,10 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
     if inputs.runs.superseded:
         lines += [
             "",
-            f"{len(inputs.runs.superseded)} finished run(s) trained at a rate that a later search "
-            "replaced are left out of every table, figure and claim: their settings have runs at "
-            "the recorded rate (they stay in the MLflow store).",
+            f"{len(inputs.runs.superseded)} finished run(s) are left out of every table, figure "
+            "and claim (they stay in the MLflow store): trained at a rate that a later search "
+            "replaced (their settings have runs at the recorded rate), or on backbones the "
+            "profile no longer builds.",
         ]
     return lines
 

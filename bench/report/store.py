@@ -2,7 +2,8 @@
 
 One FINISHED run per run id (``config_hash``), the first to finish if a store from before runs
 were shared holds two; failed points that never finished since; runs at a learning rate a later
-search replaced set apart (:mod:`bench.report.superseded`).
+search replaced, or on backbones the profile no longer builds, set apart
+(:mod:`bench.report.superseded`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report.results import SPEC_PREFIX, Run, RunSet
-from bench.report.superseded import split_superseded
+from bench.report.superseded import Backbones, on_other_backbones, split_superseded
 from bench.sweep import learning_rates, tracking
 from bench.sweep.budgets import budget_of
 from bench.sweep.profile import profile_label
+from bench.sweep.profiles import get_profile
 from bench.sweep.tracking import TrackingError
-from ituning.errors import first_line
+from ituning.errors import ConfigError, first_line
 
 
 def load_runs(uri: str, *, profile: str, scale: str = "full") -> RunSet:
@@ -60,9 +62,20 @@ def load_runs(uri: str, *, profile: str, scale: str = "full") -> RunSet:
         runs = (_searched(_run(row, epochs), rates, experiment) for row in rows.to_dict("records"))
         return sorted(runs, key=lambda r: r.config_hash)
 
-    out.runs, out.superseded = split_superseded(runs_of(finished), experiment, rates)
-    out.failed = runs_of(failed)
+    current = _current_backbones(profile, scale)
+    out.runs, out.superseded = split_superseded(runs_of(finished), experiment, rates, current)
+    out.failed = [r for r in runs_of(failed) if not on_other_backbones(r, current)]
     return out
+
+
+def _current_backbones(profile: str, scale: str) -> Backbones:
+    """The backbones the profile trains now; none where it cannot say without its data (the paper
+    profile's are hub names, never rebuilt)."""
+    try:
+        now = get_profile(profile, scale=scale)
+    except ConfigError:
+        return Backbones()
+    return Backbones({size: lm.name for size, lm in now.lms.items()}, now.vision)
 
 
 def _searched(run: Run, rates: learning_rates.LearningRates, label: str) -> Run:
