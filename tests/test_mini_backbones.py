@@ -450,3 +450,13 @@ def test_named_cell_probe_reads_a_state_that_keeps_the_cell_and_not_one_that_for
     assert kept is not None and min(kept.values()) > 0.95
     assert lost is not None and max(lost.values()) < 0.6  # chance is at most 1/2 here
     assert named_cell_probe(_CellMemory(vocab, True), tokenize, captions[:5]) is None
+    # the gate on it: a state that forgets the row fails the set, a probe without data is skipped
+    from bench.mini.gates import NAMED_ROW_TARGET, cell_probe_lines, named_row_pass
+
+    probes = {"keeps": kept, "forgets": lost, "quick": None}
+    assert named_row_pass(probes) == {"keeps": True, "forgets": False}
+    lines = cell_probe_lines({"lm_named_cell_probe": probes, "lm_named_row_target": 0.7})
+    assert [line.split(";")[-1] for line in lines[:2]] == [" row >= 0.7: ok)", " row >= 0.7: FAIL)"]
+    assert "too few captions" in lines[2] and NAMED_ROW_TARGET == 0.7
+    # a set built before the gate existed is shown as it was: reported, not judged
+    assert "reported" in cell_probe_lines({"lm_named_cell_probe": {"a": kept}})[0]

@@ -132,7 +132,8 @@ def test_manifest_reports_parameters_perplexities_and_gate(built) -> None:
         assert report["heldout_perplexity"] > 1.0 and report["heldout_perplexity_flickr"] > 1.0
     g = m["gates"]
     assert set(g["lm_perplexity"]) == set(g["lm_perplexity_flickr"]) == set(NAMES)
-    assert isinstance(g["lm_larger_is_better"], bool) and g["passed"] == g["lm_larger_is_better"]
+    assert isinstance(g["lm_larger_is_better"], bool)
+    assert g["passed"] == (g["lm_larger_is_better"] and all(g["lm_named_row_pass"].values()))
 
 
 def test_second_call_reuses_the_folder_and_touches_nothing(built, capsys) -> None:

@@ -38,9 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.mini.clip import ClipSpec, ClipTrainConfig, TextEncoder, save_clip, to_pixels, train_clip
 from bench.mini.gates import (
+    NAMED_ROW_TARGET,
     VISION_TARGETS,
+    cell_probe_lines,
     clip_scorer,
     gate_scenes,
+    named_row_pass,
     patch_tokens,
     render_scenes,
     token_probe,
@@ -290,6 +293,8 @@ def _build(
     lm_gate = lm_size_gate(lm_report, [s.name for s in config.lms])
     gates = vision["gates"]
     vision_pass = {k: gates.get(k, 0.0) >= v for k, v in VISION_TARGETS.items()}
+    cells = {s.name: lm_report[s.name]["named_cell_probe"] for s in config.lms}
+    row_pass = named_row_pass(cells)
     timings = {
         "lm_corpus": corpus_seconds,
         **{s.name: lm_report[s.name]["train_seconds"] for s in config.lms},
@@ -316,13 +321,13 @@ def _build(
             "lm_named_colour_probe": {
                 s.name: lm_report[s.name]["named_colour_probe"] for s in config.lms
             },
-            "lm_named_cell_probe": {
-                s.name: lm_report[s.name]["named_cell_probe"] for s in config.lms
-            },
+            "lm_named_cell_probe": cells,
+            "lm_named_row_target": NAMED_ROW_TARGET,
+            "lm_named_row_pass": row_pass,
             "vision": gates,
             "vision_targets": VISION_TARGETS,
             "vision_pass": vision_pass,
-            "passed": bool(lm_gate and all(vision_pass.values())),
+            "passed": bool(lm_gate and all(row_pass.values()) and all(vision_pass.values())),
         },
         "timings_seconds": timings,
         "environment": {
@@ -362,13 +367,7 @@ def format_report(manifest: dict) -> str:
     for name, kept in g.get("lm_named_colour_probe", {}).items():
         shown = "n/a (too few captions)" if kept is None else f"{kept:.3f} (chance 1/6; reported)"
         lines.append(f"  {name:12s} named colours kept in its state: {shown}")
-    for name, cell in g.get("lm_named_cell_probe", {}).items():
-        shown = (
-            "n/a (too few captions)"
-            if cell is None
-            else f"row {cell['row']:.3f}, column {cell['column']:.3f} (chance 1/3; reported)"
-        )
-        lines.append(f"  {name:12s} cell just named, in its state: {shown}")
+    lines += cell_probe_lines(g)
     for k, v in g["vision"].items():
         target = g["vision_targets"].get(k)
         mark = (

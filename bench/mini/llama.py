@@ -42,6 +42,7 @@ from bench.mini.backbones import (
     lm_size_gate,
     pretrain_lms,
 )
+from bench.mini.gates import NAMED_ROW_TARGET, cell_probe_lines, named_row_pass
 from bench.mini.lm import LMSpec, LMTrainConfig, vocabulary_settings
 from ituning.data.shapes_scene import WorldConfig
 from ituning.errors import cli_main
@@ -172,6 +173,8 @@ def _build(root: Path, config: MiniLlamaConfig, seed: int, progress: bool) -> di
     corpus_seconds = report.pop("_corpus_seconds")
     names = [s.name for s in config.lms]
     gate = lm_size_gate(report, names)
+    cells = {n: report[n]["named_cell_probe"] for n in names}
+    row_pass = named_row_pass(cells)
     return {
         "name": config.name,
         "family": "llama",
@@ -186,8 +189,10 @@ def _build(root: Path, config: MiniLlamaConfig, seed: int, progress: bool) -> di
             "lm_perplexity_flickr": {n: report[n]["heldout_perplexity_flickr"] for n in names},
             "lm_larger_is_better": gate,
             "lm_named_colour_probe": {n: report[n]["named_colour_probe"] for n in names},
-            "lm_named_cell_probe": {n: report[n]["named_cell_probe"] for n in names},
-            "passed": gate,
+            "lm_named_cell_probe": cells,
+            "lm_named_row_target": NAMED_ROW_TARGET,
+            "lm_named_row_pass": row_pass,
+            "passed": bool(gate and all(row_pass.values())),
         },
         "timings_seconds": {
             "lm_corpus": corpus_seconds,
@@ -214,6 +219,7 @@ def format_report(manifest: dict) -> str:
         )
     verdict = "ok" if g["lm_larger_is_better"] else "FAIL"
     lines.append(f"  larger LM -> lower perplexity on both: {verdict}")
+    lines += cell_probe_lines(g)
     lines.append(f"  total {manifest['timings_seconds']['total']} s")
     return "\n".join(lines)
 
@@ -227,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="cache folder for backbone sets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny models, seconds (tests, smoke runs)")
-    p.add_argument("--strict", action="store_true", help="exit 1 when the size gate fails")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a gate fails")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     built = build_llama_lms(args.out, args.seed, quick=args.quick, progress=not args.quiet)
