@@ -159,3 +159,21 @@ def test_a_random_weight_control_is_said_to_train_at_its_twins_searched_rate(tmp
     # both LMs' runs count as trained at the searched rate: no "not the searched" remark
     assert "| 0.01 |" in _rows(text)["itune", "smollm2, seed 0"]
     assert learning_rates.chosen("mini", "itune", "smollm2-random") == 1e-2
+
+
+def test_a_search_with_lambda_says_which_lambda_the_rates_scores_are_at(tmp_path, monkeypatch):
+    searched = SearchRecord(
+        chosen=3e-3,
+        lambda_=8.0,
+        seed=0,
+        metric="val/cider",
+        study="s",
+        scores={3e-3: 408.9, 6e-3: 396.2},
+        lambda_scores={1.0: 386.5, 2.0: 398.3, 8.0: 408.9},
+    )
+    rates = LearningRates().with_record("mini", "itune", "large", searched)
+    run = make_run("large", n_layers=8, params={"optim.lr": "0.003", "lambda": "8.0"})
+    text = _section(tmp_path, monkeypatch, rates, run)
+    row = _rows(text)["itune", "large, seed 0, λ 8 of 1/2/8"]
+    assert "**408.9**" in row and "396.2" in row
+    assert "the grid is rate × λ" in text

@@ -53,6 +53,10 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
             text = "–" if score is None else f"{score:.1f}"
             cells.append(f"**{text}**" if record and lr == record.chosen else text)
         where = f"{lm}, seed {record.seed}" if record else "not searched"
+        if record and record.lambda_ is not None:  # the rates' scores are at the λ chosen
+            where += f", λ {record.lambda_:g} of " + "/".join(
+                f"{k:g}" for k in record.lambda_scores
+            )
         rows.append([method, WHAT_TRAINS.get(method, method), where, runs, *cells])
     lines += table(header, rows)
     sizes = {r.lm_size for r in inputs.runs.runs if searched.get(r.method)}
@@ -123,7 +127,9 @@ def _protocol(label: str, records: list[tuple[str, str, learning_rates.SearchRec
         f"the method at every rate of the grid with {at}, scores {metric} on the validation "
         "split (the test and NoCaps-style splits are never scored in the search) and keeps the "
         f"best; the trials are MLflow runs in the experiment `{label}-lr-search`, and the choices "
-        "are recorded in `bench/sweep/learning_rates.yaml`."
+        "are recorded in `bench/sweep/learning_rates.yaml`. Where I-Tuning's λ (eq. 5; the paper "
+        "gives no value) was searched with the rate, the grid is rate × λ and a row's scores are "
+        "at the λ it chose."
     )
 
 

@@ -215,7 +215,7 @@ def run_search(
                 f"{len(failed)} trial(s) failed ({'; '.join(failed)}); rerun the same command to "
                 "run them again"
             )
-        return {m: _record(search, profile, m, s, keys[m]) for m, s in studies.items()}
+        return {m: _record(search, profile, m, s) for m, s in studies.items()}
 
 
 def _cell_text(lr: float, lam: float | None) -> str:
@@ -323,9 +323,7 @@ def _job(
     )
 
 
-def _record(
-    search: Search, profile: Profile, method: str, study: optuna.Study, key: str
-) -> SearchRecord:
+def _record(search: Search, profile: Profile, method: str, study: optuna.Study) -> SearchRecord:
     """The best cell of the grid (ties: the budget's rate, then the smaller λ), the rates' scores
     at its λ and the λs' scores at its rate."""
     cells = set(search.cells(method))
