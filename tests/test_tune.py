@@ -57,11 +57,27 @@ def test_each_method_searches_the_same_grid_on_validation_resumes_and_records(
     statuses = sorted(r.info.status for r in _search_runs(runs_dir))
     assert statuses == ["FAILED"] * 2 + ["FINISHED"] * 4  # I-Tuning 2 x 2, ClipCap 2 rates
 
+    # a cell left waiting by a search over another grid is not run by this one
+    storage = f"sqlite:///{runs_dir / 'optuna.db'}"
+    (itune_study,) = [
+        s.study_name
+        for s in optuna.get_all_study_summaries(storage)
+        if s.study_name.startswith("mini-tiny-lr-itune-")
+    ]
+    optuna.load_study(study_name=itune_study, storage=storage).enqueue_trial(
+        {"lr": 5e-4, "lambda": 1.0}
+    )
+
     # the rerun trains only the failed cells, then records every method's search
     assert _tune(runs_dir, record) == 0
     assert "learning-rate search: 2 trial(s) to run" in capsys.readouterr().out
+    (stray,) = [
+        t
+        for t in optuna.load_study(study_name=itune_study, storage=storage).trials
+        if t.system_attrs.get("fixed_params", {}).get("lr") == 5e-4
+    ]
+    assert stray.params == {} and stray.state == optuna.trial.TrialState.FAIL  # never trained
     rates = learning_rates.read(record)
-    storage = f"sqlite:///{runs_dir / 'optuna.db'}"
     for method in ("itune", "clipcap-mlp"):
         searched = rates.searched("mini-tiny", method)["base"]
         assert sorted(searched.scores) == [1e-3, FAILING_LR]

@@ -215,6 +215,12 @@ def run_search(
                 f"{len(failed)} trial(s) failed ({'; '.join(failed)}); rerun the same command to "
                 "run them again"
             )
+        left = {m: _still_to_run(s, search.cells(m)) for m, s in studies.items()}
+        if any(left.values()):  # never a record from part of the grid
+            raise RunFailed(
+                f"{sum(left.values())} cell(s) of the grid have no score yet; rerun the same "
+                "command to run them"
+            )
         return {m: _record(search, profile, m, s) for m, s in studies.items()}
 
 
@@ -242,8 +248,12 @@ def _open_study(storage, search: Search, profile: Profile, method: str, key: str
         load_if_exists=True,
     )
     trials = study.get_trials(deepcopy=False)
+    cells = set(search.cells(method))
     for trial in trials:
         if trial.state == TrialState.RUNNING:  # the lock above says no search runs: it died
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        stray = _cell(trial.system_attrs.get("fixed_params", {})) not in cells
+        if trial.state == TrialState.WAITING and stray:  # asked for by a search over another grid
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     finished = _scores(trials)
     waiting = {
