@@ -38,12 +38,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.mini.clip import ClipSpec, ClipTrainConfig, TextEncoder, save_clip, to_pixels, train_clip
 from bench.mini.gates import (
-    NAMED_ROW_TARGET,
     VISION_TARGETS,
     cell_probe_lines,
     clip_scorer,
     gate_scenes,
-    named_row_pass,
+    named_row_gates,
     patch_tokens,
     render_scenes,
     token_probe,
@@ -293,8 +292,7 @@ def _build(
     lm_gate = lm_size_gate(lm_report, [s.name for s in config.lms])
     gates = vision["gates"]
     vision_pass = {k: gates.get(k, 0.0) >= v for k, v in VISION_TARGETS.items()}
-    cells = {s.name: lm_report[s.name]["named_cell_probe"] for s in config.lms}
-    row_pass = named_row_pass(cells)
+    cells = named_row_gates({s.name: lm_report[s.name]["named_cell_probe"] for s in config.lms})
     timings = {
         "lm_corpus": corpus_seconds,
         **{s.name: lm_report[s.name]["train_seconds"] for s in config.lms},
@@ -321,13 +319,13 @@ def _build(
             "lm_named_colour_probe": {
                 s.name: lm_report[s.name]["named_colour_probe"] for s in config.lms
             },
-            "lm_named_cell_probe": cells,
-            "lm_named_row_target": NAMED_ROW_TARGET,
-            "lm_named_row_pass": row_pass,
+            **cells,
             "vision": gates,
             "vision_targets": VISION_TARGETS,
             "vision_pass": vision_pass,
-            "passed": bool(lm_gate and all(row_pass.values()) and all(vision_pass.values())),
+            "passed": bool(
+                lm_gate and all(cells["lm_named_row_pass"].values()) and all(vision_pass.values())
+            ),
         },
         "timings_seconds": timings,
         "environment": {

@@ -339,6 +339,16 @@ def named_row_pass(probes: Mapping[str, Mapping[str, float] | None]) -> dict[str
     return {name: p["row"] >= NAMED_ROW_TARGET for name, p in probes.items() if p is not None}
 
 
+def named_row_gates(probes: Mapping[str, Mapping[str, float] | None]) -> dict:
+    """A set's manifest entries for the cell probe: each LM's probe, the row target and whether
+    each LM meets it (:func:`named_row_pass`)."""
+    return {
+        "lm_named_cell_probe": dict(probes),
+        "lm_named_row_target": NAMED_ROW_TARGET,
+        "lm_named_row_pass": named_row_pass(probes),
+    }
+
+
 def cell_probe_lines(gates: Mapping) -> list[str]:
     """A set's manifest ``gates`` -> one report line per LM: the cell probe and its row gate (sets
     built before the gate say "reported")."""

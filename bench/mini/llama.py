@@ -42,7 +42,7 @@ from bench.mini.backbones import (
     lm_size_gate,
     pretrain_lms,
 )
-from bench.mini.gates import NAMED_ROW_TARGET, cell_probe_lines, named_row_pass
+from bench.mini.gates import cell_probe_lines, named_row_gates
 from bench.mini.lm import LMSpec, LMTrainConfig, vocabulary_settings
 from ituning.data.shapes_scene import WorldConfig
 from ituning.errors import cli_main
@@ -173,8 +173,7 @@ def _build(root: Path, config: MiniLlamaConfig, seed: int, progress: bool) -> di
     corpus_seconds = report.pop("_corpus_seconds")
     names = [s.name for s in config.lms]
     gate = lm_size_gate(report, names)
-    cells = {n: report[n]["named_cell_probe"] for n in names}
-    row_pass = named_row_pass(cells)
+    cells = named_row_gates({n: report[n]["named_cell_probe"] for n in names})
     return {
         "name": config.name,
         "family": "llama",
@@ -189,10 +188,8 @@ def _build(root: Path, config: MiniLlamaConfig, seed: int, progress: bool) -> di
             "lm_perplexity_flickr": {n: report[n]["heldout_perplexity_flickr"] for n in names},
             "lm_larger_is_better": gate,
             "lm_named_colour_probe": {n: report[n]["named_colour_probe"] for n in names},
-            "lm_named_cell_probe": cells,
-            "lm_named_row_target": NAMED_ROW_TARGET,
-            "lm_named_row_pass": row_pass,
-            "passed": bool(gate and all(row_pass.values())),
+            **cells,
+            "passed": bool(gate and all(cells["lm_named_row_pass"].values())),
         },
         "timings_seconds": {
             "lm_corpus": corpus_seconds,

@@ -16,7 +16,6 @@ whole path, so that a runs folder spelled differently is still the same set.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -60,7 +59,8 @@ def split_superseded(
 ) -> tuple[list[Run], list[Run]]:
     """``(kept, superseded)`` of the FINISHED ``runs`` of profile ``label``; ``current``: the
     backbones the profile trains now (``None``: not checked)."""
-    stale_backbones = functools.partial(on_other_backbones, current=current or Backbones())
+    backbones = current or Backbones()
+    stale = [on_other_backbones(run, backbones) for run in runs]
 
     def recorded(run: Run) -> float | None:
         try:
@@ -75,11 +75,14 @@ def split_superseded(
     def other_params(run: Run) -> str:
         return tracking.setting_digest({k: v for k, v in run.params.items() if k != "optim.lr"})
 
-    runs_now = [r for r in runs if not stale_backbones(r)]
-    at_rate = {other_params(r) for r in runs_now if rate(r) is not None and rate(r) == recorded(r)}
+    at_rate = {
+        other_params(r)
+        for r, old in zip(runs, stale, strict=True)
+        if not old and rate(r) is not None and rate(r) == recorded(r)
+    }
     kept, superseded = [], []
-    for run in runs:
+    for run, old in zip(runs, stale, strict=True):
         wanted = recorded(run)
         replaced = wanted is not None and rate(run) != wanted and other_params(run) in at_rate
-        (superseded if replaced or stale_backbones(run) else kept).append(run)
+        (superseded if old or replaced else kept).append(run)
     return kept, superseded

@@ -127,20 +127,22 @@ def _cached(path: Path, mtime_ns: int) -> LearningRates:
     return read(path)
 
 
+def _current(path: Path | None) -> LearningRates:
+    """The record at ``path`` (default: the committed one), read again only when it changed."""
+    path = path or LEARNING_RATES_FILE
+    return _cached(path, path.stat().st_mtime_ns if path.is_file() else 0)
+
+
 def chosen(label: str, method: str, lm: str, path: Path | None = None) -> float | None:
     """The learning rate searched for ``method`` at LM size ``lm`` under profile ``label``, if
     any (:meth:`LearningRates.chosen`)."""
-    path = path or LEARNING_RATES_FILE
-    mtime = path.stat().st_mtime_ns if path.is_file() else 0
-    return _cached(path, mtime).chosen(label, method, lm)
+    return _current(path).chosen(label, method, lm)
 
 
 def chosen_lambda(label: str, method: str, lm: str, path: Path | None = None) -> float | None:
     """The λ searched for ``method`` at LM size ``lm`` under profile ``label``, if any
     (:meth:`LearningRates.chosen_lambda`)."""
-    path = path or LEARNING_RATES_FILE
-    mtime = path.stat().st_mtime_ns if path.is_file() else 0
-    return _cached(path, mtime).chosen_lambda(label, method, lm)
+    return _current(path).chosen_lambda(label, method, lm)
 
 
 def write(rates: LearningRates, path: Path | None = None) -> Path:
