@@ -14,8 +14,10 @@ from bench.sweep import learning_rates
 from bench.sweep.learning_rates import LearningRates, SearchRecord
 
 
-def _record(chosen: float, scores: dict[float, float]) -> SearchRecord:
-    return SearchRecord(chosen=chosen, seed=0, metric="val/cider", study="s", scores=scores)
+def _record(chosen: float, scores: dict[float, float], **searched_lambda) -> SearchRecord:
+    return SearchRecord(
+        chosen=chosen, seed=0, metric="val/cider", study="s", scores=scores, **searched_lambda
+    )
 
 
 def _section(tmp_path: Path, monkeypatch, rates: LearningRates, *runs, superseded=()) -> str:
@@ -59,6 +61,20 @@ def test_each_method_shows_its_searched_scores_and_the_rate_its_runs_used(tmp_pa
     assert (
         "edge of the grid" in text and "full" in text.split("edge of the grid")[0].splitlines()[-1]
     )
+    assert "itune" not in text.split("edge of the grid")[0].splitlines()[-1]
+    assert "The best λ" not in text  # no λ was searched
+
+
+def test_a_lambda_at_the_largest_searched_is_flagged_apart_from_the_rate(tmp_path, monkeypatch):
+    inner_rate = {1e-3: 120.0, 6e-3: 140.0, 1e-2: 139.0}
+    rates = LearningRates().with_record(
+        "mini", "itune", "base",
+        _record(6e-3, inner_rate, lambda_=16.0, lambda_scores={1.0: 100.0, 16.0: 140.0}),
+    )  # fmt: skip
+    text = _section(tmp_path, monkeypatch, rates, make_run(params={"optim.lr": "0.006"}))
+    assert "edge of the grid" not in text  # 6e-3 lies inside the rates searched
+    line = next(row for row in text.splitlines() if row.startswith("The best λ"))
+    assert line.startswith("The best λ of itune (base) is the largest searched")
 
 
 def test_without_a_search_the_section_says_every_method_trains_at_the_budget_rate(

@@ -174,6 +174,9 @@ def test_a_point_that_leaves_lambda_to_the_search_trains_at_the_searched_one(tmp
     inner_rate = {1e-3: 1.0, 3e-3: 9.0, 1e-2: 2.0}
     inner = _record(3e-3, inner_rate, lambda_=4.0, lambda_scores={1.0: 5.0, 4.0: 9.0, 8.0: 7.0})
     assert not inner.at_edge()
+    top_lambda = _record(3e-3, inner_rate, lambda_=4.0, lambda_scores={1.0: 5.0, 4.0: 9.0})
+    assert top_lambda.lambda_at_edge() and not top_lambda.rate_at_edge()
+    assert _record(1e-2, inner_rate).rate_at_edge()  # no λ searched: the rate alone decides
     assert (
         _record(3e-3, inner_rate, lambda_=1.0, lambda_scores={1.0: 9.0, 2.0: 5.0}).at_edge()
         is False

@@ -81,12 +81,19 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
             + " and ".join(f"`python -m bench.tune --lm {s}`" for s in unsearched)
             + " and the sweeps after them have run.",
         ]
-    edge = [f"{m} ({lm})" for m, lm, r in records if r.at_edge()]
-    if edge:
+    rate_edge = [f"{m} ({lm})" for m, lm, r in records if r.rate_at_edge()]
+    if rate_edge:
         lines += [
             "",
-            f"The best rate of {', '.join(edge)} lies at the edge of the grid: a rate outside it "
-            "might do better.",
+            f"The best rate of {', '.join(rate_edge)} lies at the edge of the grid: a rate outside "
+            "it might do better.",
+        ]
+    lambda_edge = [f"{m} ({lm})" for m, lm, r in records if r.lambda_at_edge()]
+    if lambda_edge:
+        lines += [
+            "",
+            f"The best λ of {', '.join(lambda_edge)} is the largest searched: a larger λ might do "
+            "better.",
         ]
     if inputs.runs.superseded:
         lines += [

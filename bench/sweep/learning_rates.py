@@ -53,13 +53,19 @@ class SearchRecord(BaseModel):
     #: λ -> its validation score at the chosen rate (empty where λ was not searched).
     lambda_scores: dict[float, float] = {}
 
+    def rate_at_edge(self) -> bool:
+        """The best rate is the grid's smallest or largest: a rate outside it may do better."""
+        return self.chosen in (min(self.scores), max(self.scores))
+
+    def lambda_at_edge(self) -> bool:
+        """The best λ is the largest searched (λ >= 1 bounds it below): a larger one may do
+        better."""
+        searched = self.lambda_ is not None and len(self.lambda_scores) > 1
+        return searched and self.lambda_ == max(self.lambda_scores)
+
     def at_edge(self) -> bool:
-        """The best rate is the grid's smallest or largest, or the best λ the largest searched
-        (λ >= 1 bounds it below): the optimum may lie outside the grid."""
-        lam = self.lambda_ is not None and len(self.lambda_scores) > 1
-        return self.chosen in (min(self.scores), max(self.scores)) or (
-            lam and self.lambda_ == max(self.lambda_scores)
-        )
+        """The optimum may lie outside the grid, in the rate or in λ."""
+        return self.rate_at_edge() or self.lambda_at_edge()
 
 
 class LearningRates(BaseModel):
