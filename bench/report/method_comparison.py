@@ -81,20 +81,17 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
             + " and ".join(f"`python -m bench.tune --lm {s}`" for s in unsearched)
             + " and the sweeps after them have run.",
         ]
-    rate_edge = [f"{m} ({lm})" for m, lm, r in records if r.rate_at_edge()]
-    if rate_edge:
-        lines += [
-            "",
-            f"The best rate of {', '.join(rate_edge)} lies at the edge of the grid: a rate outside "
-            "it might do better.",
-        ]
-    lambda_edge = [f"{m} ({lm})" for m, lm, r in records if r.lambda_at_edge()]
-    if lambda_edge:
-        lines += [
-            "",
-            f"The best λ of {', '.join(lambda_edge)} is the largest searched: a larger λ might do "
-            "better.",
-        ]
+    record = learning_rates.SearchRecord
+    edges = (
+        (record.rate_at_edge, "The best rate of {} lies at the edge of the grid: a rate outside it "
+         "might do better."),
+        (record.lambda_at_edge, "The best λ of {} is the largest searched: a larger λ might do "
+         "better."),
+    )  # fmt: skip
+    for at_edge, sentence in edges:
+        named = [f"{m} ({lm})" for m, lm, r in records if at_edge(r)]
+        if named:
+            lines += ["", sentence.format(", ".join(named))]
     if inputs.runs.superseded:
         lines += [
             "",
