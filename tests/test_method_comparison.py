@@ -193,3 +193,15 @@ def test_a_search_with_lambda_says_which_lambda_the_rates_scores_are_at(tmp_path
     row = _rows(text)["itune", "large, seed 0, λ 8 of 1/2/8"]
     assert "**408.9**" in row and "396.2" in row
     assert "the grid is rate × λ" in text
+
+
+def test_the_searched_sizes_are_named_in_one_order_whatever_the_record_s(tmp_path, monkeypatch):
+    """GPT-2 sizes first, then the other families by size: the report text must not change
+    between two builds of the same store (the sizes came from a set)."""
+    rates = LearningRates()
+    for lm in ("smollm2", "llama-large", "large", "llama-base", "base"):
+        rates = rates.with_record("mini", "itune", lm, _record(6e-3, {1e-3: 1.0, 6e-3: 2.0}))
+    text = _section(tmp_path, monkeypatch, rates, make_run(params={"optim.lr": "0.006"}))
+    assert "each of the LM sizes base, large, llama-base, llama-large, smollm2," in text
+    rows = [searched.split(",")[0] for _, searched in _rows(text) if searched != "searched at"]
+    assert rows == ["base", "large", "llama-base", "llama-large", "smollm2"]

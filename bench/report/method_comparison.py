@@ -10,7 +10,7 @@ validation scores per method, and the rate the reported runs actually trained at
 from __future__ import annotations
 
 from bench.report.markdown import table
-from bench.report.results import LM_ORDER
+from bench.report.results import lm_rank
 from bench.report.settings import ReportInputs
 from bench.sweep import learning_rates
 from bench.sweep.axes import RANDOM_WEIGHT_TWINS
@@ -31,7 +31,7 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
     records = [
         (m, lm, searched[m][lm])
         for m in METHODS
-        for lm in sorted(searched[m], key=lambda s: LM_ORDER.get(s, 9))
+        for lm in sorted(searched[m], key=lm_rank)
     ]
     if not records and {r.method for r in inputs.runs.runs} <= {"itune"}:
         return ["Only I-Tuning has runs at this profile (`sweeps/baselines.yaml` runs the others)."]
@@ -62,7 +62,7 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
     sizes = {r.lm_size for r in inputs.runs.runs if searched.get(r.method)}
     twins = sorted(sizes & RANDOM_WEIGHT_TWINS.keys())
     sizes = {RANDOM_WEIGHT_TWINS.get(s, s) for s in sizes}
-    unsearched = sorted(sizes - {lm for _, lm, _ in records}, key=lambda s: LM_ORDER.get(s, 9))
+    unsearched = sorted(sizes - {lm for _, lm, _ in records}, key=lm_rank)
     if twins:
         lines += [
             "",
@@ -119,7 +119,7 @@ def _protocol(label: str, records: list[tuple[str, str, learning_rates.SearchRec
             "trains at the budget's rate (`python -m bench.tune` runs the search)."
         )
     metric = records[0][2].metric
-    sizes = sorted({lm for _, lm, _ in records}, key=lambda s: LM_ORDER.get(s, 9))
+    sizes = sorted({lm for _, lm, _ in records}, key=lm_rank)
     at = (
         f"the {sizes[0]} LM (the rate chosen there is used at every LM size)"
         if len(sizes) == 1
