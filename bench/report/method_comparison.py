@@ -28,11 +28,7 @@ def method_comparison(inputs: ReportInputs) -> list[str]:
     for run in inputs.runs.runs:
         key = (run.method, rates.size_for(label, run.method, run.lm_size))
         used.setdefault(key, set()).update(lr for lr in [_lr(run.params)] if lr is not None)
-    records = [
-        (m, lm, searched[m][lm])
-        for m in METHODS
-        for lm in sorted(searched[m], key=lm_rank)
-    ]
+    records = [(m, lm, searched[m][lm]) for m in METHODS for lm in sorted(searched[m], key=lm_rank)]
     if not records and {r.method for r in inputs.runs.runs} <= {"itune"}:
         return ["Only I-Tuning has runs at this profile (`sweeps/baselines.yaml` runs the others)."]
     grid = sorted({lr for _, _, record in records for lr in record.scores})
