@@ -6,18 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from test_report import PAPER, make_run, runset
+from test_tune import search_record as _record
 
 from bench.report.method_comparison import method_comparison
 from bench.report.settings import ReportInputs, ReportSettings
 from bench.report.superseded import Backbones, split_superseded
 from bench.sweep import learning_rates
 from bench.sweep.learning_rates import LearningRates, SearchRecord
-
-
-def _record(chosen: float, scores: dict[float, float], **searched_lambda) -> SearchRecord:
-    return SearchRecord(
-        chosen=chosen, seed=0, metric="val/cider", study="s", scores=scores, **searched_lambda
-    )
 
 
 def _section(tmp_path: Path, monkeypatch, rates: LearningRates, *runs, superseded=()) -> str:

@@ -121,7 +121,7 @@ def test_a_third_lm_size_can_be_searched_after_two(runs_dir, tmp_path, monkeypat
     record = tmp_path / "rates.yaml"
     rates = LearningRates()
     for lm in ("base", "medium"):
-        rates = rates.with_record("mini-tiny", "itune", lm, _record(1e-3, {1e-3: 1.0}))
+        rates = rates.with_record("mini-tiny", "itune", lm, search_record(1e-3, {1e-3: 1.0}))
     learning_rates.write(rates, record)
     monkeypatch.setattr(learning_rates, "LEARNING_RATES_FILE", record)
     args = ["--scale", "tiny", "--runs-dir", str(runs_dir), "--record", str(record), "--quiet"]
@@ -131,18 +131,20 @@ def test_a_third_lm_size_can_be_searched_after_two(runs_dir, tmp_path, monkeypat
     assert "itune lr 0.003: RuntimeError: diverged" in err and "searched at LM sizes" not in err
 
 
-def _record(chosen: float, scores: dict[float, float], **lam) -> SearchRecord:
+def search_record(chosen: float, scores: dict[float, float], **lam) -> SearchRecord:
+    """A search's record at seed 0 (``lam``: ``lambda_`` and ``lambda_scores`` where λ was
+    searched)."""
     return SearchRecord(chosen=chosen, seed=0, metric="val/cider", study="s", scores=scores, **lam)
 
 
 def test_a_point_that_leaves_lambda_to_the_search_trains_at_the_searched_one(tmp_path, monkeypatch):
     path = tmp_path / "rates.yaml"
-    searched = _record(3e-3, {3e-3: 9.0}, lambda_=4.0, lambda_scores={1.0: 5.0, 4.0: 9.0})
+    searched = search_record(3e-3, {3e-3: 9.0}, lambda_=4.0, lambda_scores={1.0: 5.0, 4.0: 9.0})
     rates = (
         LearningRates()
         .with_record("mini-tiny", "itune", "large", searched)
-        .with_record("mini-tiny", "itune", "base", _record(1e-3, {1e-3: 9.0}))  # rate only
-        .with_record("mini-tiny", "clipcap-mlp", "large", _record(1e-3, {1e-3: 9.0}))
+        .with_record("mini-tiny", "itune", "base", search_record(1e-3, {1e-3: 9.0}))  # rate only
+        .with_record("mini-tiny", "clipcap-mlp", "large", search_record(1e-3, {1e-3: 9.0}))
     )
     learning_rates.write(rates, path)
     assert learning_rates.read(path) == rates
@@ -172,13 +174,15 @@ def test_a_point_that_leaves_lambda_to_the_search_trains_at_the_searched_one(tmp
     assert plan.axis_params()["lambda"] == 4.0  # MLflow logs the λ trained, not "searched"
     assert searched.at_edge()  # λ 4 is the largest tried: a larger one might do better
     inner_rate = {1e-3: 1.0, 3e-3: 9.0, 1e-2: 2.0}
-    inner = _record(3e-3, inner_rate, lambda_=4.0, lambda_scores={1.0: 5.0, 4.0: 9.0, 8.0: 7.0})
+    inner = search_record(
+        3e-3, inner_rate, lambda_=4.0, lambda_scores={1.0: 5.0, 4.0: 9.0, 8.0: 7.0}
+    )
     assert not inner.at_edge()
-    top_lambda = _record(3e-3, inner_rate, lambda_=4.0, lambda_scores={1.0: 5.0, 4.0: 9.0})
+    top_lambda = search_record(3e-3, inner_rate, lambda_=4.0, lambda_scores={1.0: 5.0, 4.0: 9.0})
     assert top_lambda.lambda_at_edge() and not top_lambda.rate_at_edge()
-    assert _record(1e-2, inner_rate).rate_at_edge()  # no λ searched: the rate alone decides
+    assert search_record(1e-2, inner_rate).rate_at_edge()  # no λ searched: the rate alone decides
     assert (
-        _record(3e-3, inner_rate, lambda_=1.0, lambda_scores={1.0: 9.0, 2.0: 5.0}).at_edge()
+        search_record(3e-3, inner_rate, lambda_=1.0, lambda_scores={1.0: 9.0, 2.0: 5.0}).at_edge()
         is False
     )
 
@@ -187,9 +191,9 @@ def test_the_profile_trains_each_method_at_the_rate_searched_for_its_lm_size(tmp
     path = tmp_path / "rates.yaml"
     rates = (
         LearningRates()
-        .with_record("mini-tiny", "full", "base", _record(2e-4, {2e-4: 9.0, 1e-3: 1.0}))
-        .with_record("mini-tiny", "clipcap-mlp", "base", _record(1e-3, {1e-3: 9.0}))
-        .with_record("mini-tiny", "clipcap-mlp", "large", _record(3e-4, {3e-4: 9.0}))
+        .with_record("mini-tiny", "full", "base", search_record(2e-4, {2e-4: 9.0, 1e-3: 1.0}))
+        .with_record("mini-tiny", "clipcap-mlp", "base", search_record(1e-3, {1e-3: 9.0}))
+        .with_record("mini-tiny", "clipcap-mlp", "large", search_record(3e-4, {3e-4: 9.0}))
     )
     learning_rates.write(rates, path)
     monkeypatch.setattr(learning_rates, "LEARNING_RATES_FILE", path)
@@ -219,8 +223,8 @@ def test_the_profile_trains_each_method_at_the_rate_searched_for_its_lm_size(tmp
 
 def test_the_record_round_trips_and_says_when_the_best_rate_is_at_the_grids_edge(tmp_path):
     path = tmp_path / "rates.yaml"
-    inner = _record(1e-3, {1e-4: 1.0, 1e-3: 5.0, 1e-2: 2.0})
-    edge = _record(1e-2, {1e-4: 1.0, 1e-3: 5.0, 1e-2: 6.0})
+    inner = search_record(1e-3, {1e-4: 1.0, 1e-3: 5.0, 1e-2: 2.0})
+    edge = search_record(1e-2, {1e-4: 1.0, 1e-3: 5.0, 1e-2: 6.0})
     rates = (
         LearningRates()
         .with_record("mini", "itune", "base", inner)
